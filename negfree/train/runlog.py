@@ -1,0 +1,55 @@
+"""Per-step metrics (JSONL, appended and flushed every step) and run provenance."""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+class MetricsLog:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+
+    def write(self, row: dict) -> None:
+        row = {**row, "peak_memory_mb": self.peak_memory_mb()}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    @staticmethod
+    def peak_memory_mb() -> float:
+        if torch.cuda.is_available():
+            return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)   # Linux: KiB
+
+
+def git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for pkg in ("negfree", "torch", "transformers", "accelerate", "lm-eval", "snakemake"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "git_commit": git_commit(), "python": sys.version.split()[0], "versions": versions,
+        "platform": platform.platform(), "cpu_count": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "argv": sys.argv,
+    }

@@ -1,0 +1,81 @@
+# Named input functions and paths shared by every stage. Sweeps expand here only.
+from negfree.losses import REGISTRY
+
+EXP = config["experiment"]
+MODEL = config["model"]["name"]
+DATA = config["data"]["name"]
+GEN = config["generate"]
+
+MODEL_DIR = f"work/models/{MODEL}"
+DATA_DIR = f"work/data/{DATA}"
+NEG_DIR = (f"{DATA_DIR}/negatives/model~{MODEL}/strategy~{GEN['strategy']}/"
+           f"temperature~{GEN['temperature']}/num~{GEN['num']}")
+RUNS = f"results/runs/{EXP}"
+
+wildcard_constraints:
+    method="|".join(sorted(REGISTRY, key=len, reverse=True)),
+
+
+def methods():
+    unknown = [m for m in config["methods"] if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"config 'methods': unknown method(s) {unknown}; known: {', '.join(REGISTRY)}")
+    return list(config["methods"])
+
+
+def run_dir(method):
+    return f"{RUNS}/method~{method}"
+
+
+def eval_json(method):
+    return f"{run_dir(method)}/eval/negfree_offline.json"
+
+
+def base_eval_json():
+    return f"{RUNS}/base~{MODEL}/eval/negfree_offline.json"
+
+
+def train_args(wildcards):
+    """The train section and the method's hyperparameters, passed as JSON (shell-quoted)."""
+    import json, shlex
+
+    train = {**config["train"], "hparams": config["methods"].get(wildcards.method) or {}}
+    return "--train-json " + shlex.quote(json.dumps(train))
+
+
+def run_dir_of(wildcards):
+    return run_dir(wildcards.method)
+
+
+def table_evals(wildcards):
+    return [base_eval_json()] + [eval_json(m) for m in methods()]
+
+
+def table_runs(wildcards):
+    return [f"{run_dir(m)}/timing.json" for m in methods()]
+
+
+def final_targets():
+    return [
+        f"results/tables/{EXP}/summary.md",
+        "figures/bnf/fig1.png",
+        "figures/asft/fig1.png",
+    ]
+
+
+def final_model_of(wildcards):
+    return f"{run_dir(wildcards.method)}/final"
+
+
+def eval_flags():
+    ev = config.get("evaluate", {})
+    flags = []
+    if ev.get("limit"):
+        flags.append(f"--limit {int(ev['limit'])}")
+    if ev.get("chat_template"):
+        flags.append("--chat-template")
+    return " ".join(flags)
+
+
+def table_run_dirs(wildcards):
+    return " ".join([""] + [run_dir(m) for m in methods()])
