@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 # CPU machines: the CPU build of torch. On a CUDA cluster: make setup TORCH=torch
 TORCH  ?= torch==2.13.0
 CORES  ?= 2
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false

@@ -46,9 +46,9 @@ def cmd_methods(args) -> None:
 
 
 def cmd_prepare_model(args) -> None:
-    from .models import convert_embedded
+    from .models import prepare_model
 
-    print(convert_embedded(args.out))
+    print(prepare_model(args.source, args.out))
 
 
 def cmd_make_data(args) -> None:
@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable list of method facts")
     s.set_defaults(fn=cmd_methods)
 
-    s = sub.add_parser("prepare-model", help="convert the embedded SmolLM2-135M GGUF to safetensors")
+    s = sub.add_parser("prepare-model", help="make the base model directory (embedded GGUF or a local checkpoint)")
+    s.add_argument("--source", default="embedded", help="'embedded' or a local checkpoint directory")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_prepare_model)
 

@@ -59,6 +59,25 @@ def convert_embedded(out_dir: str | Path) -> Path:
     return out_dir
 
 
+def copy_model(src: str | Path, out_dir: str | Path) -> Path:
+    """Use a local checkpoint directory (a cluster cache, or a test's tiny model) as the base model."""
+    src, out_dir = Path(src), Path(out_dir)
+    if not (src / "config.json").exists():
+        raise FileNotFoundError(f"model source {src} has no config.json")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp", dir=out_dir.parent))
+    shutil.copytree(src, tmp, dirs_exist_ok=True)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def prepare_model(source: str, out_dir: str | Path) -> Path:
+    """``source`` is 'embedded' (the shipped SmolLM2 GGUF) or a local checkpoint directory."""
+    return convert_embedded(out_dir) if source == "embedded" else copy_model(source, out_dir)
+
+
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 

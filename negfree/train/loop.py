@@ -210,7 +210,7 @@ def train(cfg: dict) -> dict:
                     log_u[mi] = out.log_u.to(log_u.dtype).cpu()
                 n_tokens += ntok
                 for k, v in {"loss": out.loss, **out.metrics}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * len(mi) / bs
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(mi) / bs
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
             lr = scheduler.get_last_lr()[0]   # the rate this step uses
             optimizer.step()
