@@ -20,7 +20,7 @@ def _label(eval_json: Path, run_dir: Path | None) -> str:
         cfg = run_dir / "config.json"
         if cfg.exists():
             return read_json(cfg)["method"]
-    return eval_json.stem
+    return "base"   # no training run: the model the experiment starts from
 
 
 def summary_table(evals: list[str], out_csv: str, out_md: str, runs: list[str] | None = None) -> pd.DataFrame:
