@@ -19,7 +19,7 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_model_dir):
     cfg["score"]["max_len"] = 96
     cfg["methods"] = {"sft": {}, "dft2": {"tau": 0.5}}
     cfg["evaluate"] = {"limit": 4, "chat_template": True}
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--configfile", str(tmp_path / "cfg.yaml"), "--cores", "2", "--quiet"]
