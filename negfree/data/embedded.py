@@ -28,11 +28,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import sys
-import tempfile
 from pathlib import Path
+
+from ..io import atomic_write_bytes
 
 FACT_FRACTION = 0.3
 N_CHOICES = 4
@@ -260,18 +260,6 @@ def build_splits(n_train: int, n_test: int, seed: int) -> dict[str, list[dict]]:
     return splits
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _jsonl_bytes(records: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
 
@@ -290,12 +278,12 @@ def make_embedded(out_dir: str | Path, n_train: int = 256, n_test: int = 64,
                 "n_train": n_train, "n_test": n_test, "counts": {}, "files": {}}
     for split, records in splits.items():
         data = _jsonl_bytes(records)
-        _atomic_write(out / f"{split}.jsonl", data)
+        atomic_write_bytes(out / f"{split}.jsonl", data)
         kinds = [r["kind"] for r in records]
         manifest["counts"][split] = {k: kinds.count(k) for k in ("arith", "fact")}
         manifest["files"][f"{split}.jsonl"] = {
             "records": len(records), "sha256": hashlib.sha256(data).hexdigest()}
-    _atomic_write(out / "manifest.json",
+    atomic_write_bytes(out / "manifest.json",
                   (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return manifest
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 import yaml
 
-from negfree.data.embedded import load_jsonl
+from ..data.embedded import load_jsonl
+from ..io import atomic_write_text
 
 GROUP = "negfree_offline"
 TASKS = ("negfree_mc", "negfree_gen")
@@ -102,9 +101,9 @@ def write_tasks(test_jsonl: str | Path, tasks_dir: str | Path) -> list[str]:
     tasks_dir.mkdir(parents=True, exist_ok=True)
     docs = [_doc(rec, test_jsonl) for rec in load_jsonl(test_jsonl)]
     data_path = tasks_dir / DATA_FILE
-    _atomic_write(data_path, "".join(json.dumps(d) + "\n" for d in docs))
+    atomic_write_text(data_path, "".join(json.dumps(d) + "\n" for d in docs))
     for name, cfg in _task_configs(data_path).items():
-        _atomic_write(tasks_dir / name, yaml.safe_dump(cfg, sort_keys=False))
+        atomic_write_text(tasks_dir / name, yaml.safe_dump(cfg, sort_keys=False))
     return [*TASKS, GROUP]
 
 
@@ -173,8 +172,8 @@ def evaluate_local(model_dir: str | Path, test_jsonl: str | Path, out_json: str 
     }
     samples_path = out_json.with_suffix(".samples.jsonl")
     rows = [_sample_row(task, s) for task, ss in results["samples"].items() for s in ss]
-    _atomic_write(samples_path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
-    _atomic_write(out_json, json.dumps(record, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(samples_path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+    atomic_write_text(out_json, json.dumps(record, indent=2, allow_nan=False) + "\n")
     return record
 
 
@@ -232,15 +231,3 @@ def _jsonable(obj):
     if isinstance(obj, float):
         return _number(obj)
     return str(obj)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import HParam, LossInputs, LossOutput, detached_metrics, log1mexp, masked_mean, pair_mean, register, require
+from .core import HParam, LossInputs, LossOutput, detached_metrics, log1mexp, pair_mean, register, require
 from .negative_free import LOG_P_MAX, _likelihood_metrics
 
 POS = dict(lo=0.0)
