@@ -123,7 +123,7 @@ def cmd_figure(args) -> None:
 def cmd_toy(args, rest: list[str]) -> None:
     from .toy import frozen_lake
 
-    frozen_lake.main(rest)
+    raise SystemExit(frozen_lake.main(rest))
 
 
 # ------------------------------------------------------------------------------- parser

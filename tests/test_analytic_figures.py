@@ -23,7 +23,9 @@ def asft(tmp_path_factory):
 def test_bnf_fig1_matches_eq9_and_nll(bnf):
     df = pd.read_csv(bnf / "fig1.csv")
     assert list(df.columns) == ["method", "p_ref", "p_theta", "grad_abs"]
-    assert set(df.p_ref) >= {0.2, 0.5, 0.8} and df.groupby(["method", "p_ref"]).size().min() >= 99
+    assert set(df.method) == {"nll", "pll", "bnf"} and set(df.p_ref) == {0.2, 0.5, 0.8}
+    assert len(df) >= 3 * 3 * 99 and df.groupby(["method", "p_ref"]).size().min() >= 99
+    assert ((df.p_theta > 0) & (df.p_theta < 1)).all()
     p, q = df.p_theta.to_numpy(), df.p_ref.to_numpy()
     closed = np.where(df.method == "bnf", np.where(p < q, p * (1 - q) / q, 1 - p), 1 - p)
     assert np.allclose(df.grad_abs, closed, rtol=1e-4, atol=0)

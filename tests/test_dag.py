@@ -19,6 +19,7 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_model_dir):
     cfg["score"]["max_len"] = 96
     cfg["methods"] = {"sft": {}, "dft2": {"tau": 0.5}}
     cfg["evaluate"] = {"limit": 4, "chat_template": True}
+    cfg["toy"] = {"frozen_lake": {"seeds": 1, "steps": 20, "methods": ["sft", "dpo"]}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
@@ -32,7 +33,7 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_model_dir):
     run = tmp_path / "results/runs/demo/method~dft2"
     assert (run / "final/model.safetensors").exists() and (run / "metrics.jsonl").read_text().count("\n") == 2
     assert '"tau": 0.5' in (run / "config.json").read_text()
-    for fig in ("bnf/fig1", "asft/fig1"):
+    for fig in ("bnf/fig1", "asft/fig1", "ift/fig3"):
         assert (tmp_path / f"figures/{fig}.png").stat().st_size > 0
         assert (tmp_path / f"figures/{fig}.csv").stat().st_size > 0
     # a second invocation finds nothing to do

@@ -60,6 +60,7 @@ def final_targets():
         f"results/tables/{EXP}/summary.md",
         "figures/bnf/fig1.png",
         "figures/asft/fig1.png",
+        "figures/ift/fig3.png",
     ]
 
 
@@ -79,3 +80,11 @@ def eval_flags():
 
 def table_run_dirs(wildcards):
     return " ".join([""] + [run_dir(m) for m in methods()])
+
+
+def frozen_lake_args():
+    t = config.get("toy", {}).get("frozen_lake", {})
+    args = [f"--seeds {int(t.get('seeds', 5))}", f"--steps {int(t.get('steps', 200))}"]
+    if t.get("methods"):
+        args.append("--methods " + ",".join(t["methods"]))
+    return " ".join(args)

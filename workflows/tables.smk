@@ -8,6 +8,7 @@ rule summary_table:
     output:
         csv=f"results/tables/{EXP}/summary.csv",
         md=f"results/tables/{EXP}/summary.md",
+        provenance=f"results/tables/{EXP}/provenance.json",
     log:
         f"logs/{EXP}/summary_table.log",
     shell:

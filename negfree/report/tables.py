@@ -1,11 +1,13 @@
 """Tables built only from result files: one row per evaluated model."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_write_text, read_json
+from ..io import atomic_write_text, read_json, write_json
+from ..train.runlog import provenance
 
 # metric key in the evaluation JSON -> column name in the table
 COLUMNS = {
@@ -53,4 +55,9 @@ def summary_table(evals: list[str], out_csv: str, out_md: str, runs: list[str] |
             "(negfree_mc: log-likelihood multiple choice; negfree_gen: strict exact match). "
             "Metrics in %, `_se` = standard error.\n\n")
     atomic_write_text(out_md, note + df.to_markdown(index=False) + "\n")
+    write_json(Path(out_csv).with_name("provenance.json"), {
+        "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inputs": [str(e) for e in evals], **provenance(),
+        "train_wall_seconds": {r["model"]: r.get("train_seconds") for r in rows if r.get("train_seconds")},
+    })
     return df

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -49,7 +50,8 @@ def provenance() -> dict:
             versions[pkg] = None
     return {
         "git_commit": git_commit(), "python": sys.version.split()[0], "versions": versions,
-        "platform": platform.platform(), "cpu_count": torch.get_num_threads(),
+        "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "argv": sys.argv,
     }
