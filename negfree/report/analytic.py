@@ -134,7 +134,8 @@ def _save(fig, out_png) -> None:
     out_png = Path(out_png)
     for path, fmt in ((out_png, "png"), (out_png.with_suffix(".pdf"), "pdf")):
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=150)
+        meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None}   # byte-reproducible files
+        fig.savefig(buf, format=fmt, dpi=150, metadata=meta)
         atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
 

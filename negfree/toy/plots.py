@@ -20,7 +20,8 @@ ICE, HOLE = "#dff1fb", "#1f3b5a"
 
 def _to_bytes(fig, fmt: str) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+    meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None}   # byte-reproducible files
+    fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight", metadata=meta)
     plt.close(fig)
     return buf.getvalue()
 
