@@ -163,6 +163,7 @@ class Method:
     stateful: bool = False          # keeps per-example state (DFT's log u)
     needs_mismatched: bool = False  # KTO's KL term: answers under a mismatched prompt
     two_pass: bool = False          # IFT: the trainer runs the fused-embedding forward
+    vocab_term: bool = False        # BNF: reads sum_v sg[p_v] log p_v per position (tok_plogp)
 
     def resolve(self, overrides: dict | None = None) -> dict:
         """Paper defaults updated by ``overrides``; unknown names and bad values raise."""
@@ -194,6 +195,7 @@ class Method:
             "stateful": self.stateful,
             "needs_mismatched": self.needs_mismatched,
             "two_pass": self.two_pass,
+            "vocab_term": self.vocab_term,
             "hyperparameters": {k: hp.default for k, hp in self.hyperparameters.items()},
             "hyperparameter_sources": {k: hp.source for k, hp in self.hyperparameters.items()},
             "hyperparameter_ranges": {k: hp.describe_interval() for k, hp in self.hyperparameters.items()},

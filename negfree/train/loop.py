@@ -118,7 +118,7 @@ def loss_inputs(model, batch: Batch, method, hp: dict, log_u: torch.Tensor | Non
     else:
         logits = model(input_ids=ids, attention_mask=attn).logits
     labels, mask = shift_for_causal_lm(ids, ans)
-    tok, plogp = token_logprobs(logits, labels, mask, with_plogp=method.token_level and method.name == "bnf", chunk=chunk)
+    tok, plogp = token_logprobs(logits, labels, mask, with_plogp=method.vocab_term, chunk=chunk)
     mask = mask.to(tok.dtype)
     ref_tok = batch.ref_tok.to(dev)
     N, B = batch.n_prompts, batch.n_neg
