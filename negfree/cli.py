@@ -86,6 +86,7 @@ def cmd_score(args) -> None:
 def cmd_train(args) -> None:
     import yaml
 
+    from .train.checkpoint import Preempted
     from .train.loop import train
 
     cfg = {}
@@ -97,7 +98,12 @@ def cmd_train(args) -> None:
     cfg.update(_pairs(args.set, "--set"))
     cfg.update({"method": args.method, "model": args.model, "data": args.data, "out_dir": args.out_dir})
     cfg["hparams"] = {**cfg.get("hparams", {}), **_pairs(args.hp, "--hp")}
-    print(json.dumps(train(cfg), indent=2))
+    try:
+        timing = train(cfg)
+    except Preempted as e:   # Slurm preemption: the checkpoint is saved; 143 = 128 + SIGTERM, so the job is retried
+        print(f"negfree train: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(143) from None
+    print(json.dumps(timing, indent=2))
 
 
 def cmd_evaluate(args) -> None:

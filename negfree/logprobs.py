@@ -67,3 +67,9 @@ def shift_for_causal_lm(input_ids: Tensor, answer_mask: Tensor) -> tuple[Tensor,
     mask = torch.zeros_like(answer_mask)
     mask[:, :-1] = answer_mask[:, 1:]
     return labels, mask
+
+
+def answer_logit_slice(answer_start: int, length: int) -> slice:
+    """Logits at position t predict token t+1, so answer token k of a sequence whose
+    answer starts at ``answer_start`` sits at logit position answer_start - 1 + k."""
+    return slice(answer_start - 1, length - 1)

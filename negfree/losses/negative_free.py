@@ -30,7 +30,7 @@ def _likelihood_metrics(inp: LossInputs) -> dict:
 @register(
     "sft",
     paper="standard maximum likelihood; token-mean NLL over the batch (methods.md)",
-    needs_reference=False, needs_negatives=False, pairwise=False, token_level=False,
+    needs_reference=False, needs_negatives=False, pairwise=False, token_level=False, reduction="tokens",
 )
 def sft(inp: LossInputs) -> LossOutput:
     """Token-mean negative log-likelihood of the positives: -sum_i S(y_i) / sum_i |y_i|."""

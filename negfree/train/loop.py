@@ -1,27 +1,40 @@
 """The training loop: any registered method, from a scored dataset, on accelerate.
 
-Read top to bottom: load the scored records -> check them against what the
-method needs (the registry says) -> for each optimizer step take ``batch_size``
-prompts, each with its positive and B negatives, forward them in one
-concatenated batch per micro-batch, build the loss inputs, call the loss,
-step. Reference log-probs come from the data (negfree.score), never from a
-second model. Methods differ only through their registry entry.
+Read top to bottom: resolve and check the config and the records (the registry
+says what a method needs) -> resume from the newest checkpoint if the run
+directory has one -> for each optimizer step take ``batch_size`` prompts (the
+global batch; each process takes its share), each with its positive and B
+negatives, forward them in one concatenated batch per micro-batch, weight each
+micro-batch loss so the step's gradient is exactly the gradient of the loss over
+the whole global batch, step, sync DFT's log u, log, checkpoint.
+
+Normalisation across micro-batches and processes (the invariance tests hold it):
+a loss that averages over prompts gets weight (prompts in micro-batch)/(global
+batch); a loss that averages over answer tokens (``reduction: tokens``, SFT) gets
+(answer tokens in micro-batch)/(answer tokens in the global batch), the global
+count summed over processes before the first forward. Each weight is then
+multiplied by the process count, because data-parallel backends average
+gradients over processes.
+
+Reference log-probs come from the data (negfree.score), never from a second
+model. Methods differ only through their registry entry.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..data.tokenize import encode, render_prompt
 from ..io import write_json
-from ..logprobs import shift_for_causal_lm, token_logprobs
-from ..losses import LossInputs, Seq, get_method
-from ..score import pad_batch
+from ..losses import LossInputs, get_method
+from .batch import collate, loss_inputs
+from .checkpoint import Checkpoints, Preempted, StopFlag, fault
 from .records import check_records, negative_indices
 from .runlog import MetricsLog, provenance
 
@@ -30,18 +43,18 @@ DEFAULTS = {
     "num_negatives": 2, "max_len": 256, "max_prompt_len": None, "warmup_ratio": 0.1,
     "scheduler": "cosine", "weight_decay": 0.0, "grad_clip": 1.0, "seed": 0, "hparams": {},
     "gradient_checkpointing": False, "fallback_template": False, "logit_chunk": 1024,
+    "overlong_prompts": "error",       # error | skip (drop the record before training, counted in run_info.json)
+    "save_every": 0,                   # steps between checkpoints (0: only on SIGTERM)
+    "keep_checkpoints": 1,
+    "keep_checkpoints_at_end": False,  # the final weights are in final/; checkpoints are for resuming
+    "resume": True,                    # continue from out_dir/checkpoints/latest when it exists
+    "report_to": None,                 # None | tensorboard | wandb (accelerate trackers), beside metrics.jsonl
+    "mixed_precision": "auto",         # auto (bf16 on GPU, fp32 on CPU) | no | bf16 | fp16
 }
-
-
-@dataclass
-class Batch:
-    ids: torch.Tensor
-    attn: torch.Tensor
-    answer: torch.Tensor
-    ref_tok: torch.Tensor     # reference per-token log-probs at the answer positions (aligned with logits)
-    n_prompts: int
-    n_neg: int
-    has_kl: bool
+# Keys that may change between a run and its resumption without changing what it computes.
+_RESUME_FREE = {"save_every", "keep_checkpoints", "keep_checkpoints_at_end", "resume", "report_to", "out_dir"}
+# Per-step wall-clock quantities: kept out of metrics.jsonl so that file is a deterministic function of the seed.
+PERF_KEYS = ("seconds", "tokens_per_s", "peak_memory_mb")
 
 
 def resolve_config(cfg: dict) -> dict:
@@ -54,91 +67,36 @@ def resolve_config(cfg: dict) -> dict:
     out = {**DEFAULTS, **cfg}
     method = get_method(out["method"])
     out["hparams"] = method.resolve(out.get("hparams") or {})
+    for key in ("batch_size", "micro_batch_size", "epochs", "max_len", "logit_chunk", "keep_checkpoints"):
+        if not isinstance(out[key], int) or out[key] < 1:
+            raise ValueError(f"train: {key}={out[key]!r} must be an integer >= 1")
     if out["batch_size"] % out["micro_batch_size"]:
         raise ValueError(f"train: batch_size={out['batch_size']} is not a multiple of "
                          f"micro_batch_size={out['micro_batch_size']}")
     if not method.needs_negatives:
         out["num_negatives"] = 0
-    elif out["num_negatives"] < 1:
-        raise ValueError(f"train: method '{method.name}' needs num_negatives >= 1")
-    if out["lr"] <= 0:
-        raise ValueError(f"train: lr={out['lr']} must be > 0")
+    elif not isinstance(out["num_negatives"], int) or out["num_negatives"] < 1:
+        raise ValueError(f"train: method '{method.name}' needs num_negatives (B) >= 1, got {out['num_negatives']!r}")
+    if not (isinstance(out["lr"], (int, float)) and math.isfinite(out["lr"]) and out["lr"] > 0):
+        raise ValueError(f"train: lr={out['lr']!r} must be a finite number > 0")
+    if not 0 <= out["warmup_ratio"] < 1:
+        raise ValueError(f"train: warmup_ratio={out['warmup_ratio']} must be in [0, 1)")
+    if out["overlong_prompts"] not in ("error", "skip"):
+        raise ValueError(f"train: overlong_prompts={out['overlong_prompts']!r} is not one of error, skip")
+    if out["mixed_precision"] not in ("auto", "no", "bf16", "fp16"):
+        raise ValueError(f"train: mixed_precision={out['mixed_precision']!r} is not one of auto, no, bf16, fp16")
+    if out["report_to"] not in (None, "tensorboard", "wandb"):
+        raise ValueError(f"train: report_to={out['report_to']!r} is not one of null, tensorboard, wandb")
     return out
 
 
-def collate(tok, records: list[dict], neg_idx: list[list[int]], method, cfg: dict, kl_records: list[dict]) -> Batch:
-    """Encode positives, then the B negatives of each prompt, then (KTO) mismatched answers."""
-    seqs, refs = [], []
-    prompts = [render_prompt(tok, r["prompt"], fallback_template=cfg["fallback_template"]) for r in records]
-
-    def add(prompt, answer, ref, where):
-        e = encode(tok, prompt, answer, max_len=cfg["max_len"], max_prompt_len=cfg["max_prompt_len"], where=where)
-        n_answer = len(e.ids) - e.answer_start
-        if ref is not None and len(ref) != n_answer:
-            raise ValueError(f"{where}: {len(ref)} reference log-probs for {n_answer} answer tokens; the data "
-                             f"was scored with another tokenizer or max_len ({cfg['max_len']})")
-        seqs.append(e)
-        refs.append(ref)
-
-    need_ref = method.needs_reference
-    for r, p in zip(records, prompts):
-        add(p, r["positive"], r["ref"]["positive"] if need_ref else None, f"record {r['id']} (positive)")
-    for r, p, idx in zip(records, prompts, neg_idx):
-        for j in idx:
-            add(p, r["negatives"][j], r["ref"]["negatives"][j] if need_ref else None, f"record {r['id']} (negative {j})")
-    for r, p, k in zip(records, prompts, kl_records):
-        add(p, k["positive"], r["ref"]["mismatched"], f"record {r['id']} (mismatched)")
-    ids, attn, ans = pad_batch([e.ids for e in seqs], [e.answer_start for e in seqs], tok.pad_token_id)
-    ref_tok = torch.zeros(ids.shape, dtype=torch.float32)
-    for i, (e, ref) in enumerate(zip(seqs, refs)):
-        if ref is not None:   # logits at t predict token t+1: answer token k sits at position start-1+k
-            ref_tok[i, e.answer_start - 1:len(e.ids) - 1] = torch.tensor(ref)
-    return Batch(ids, attn, ans, ref_tok, len(records), len(neg_idx[0]) if neg_idx else 0, bool(kl_records))
-
-
-def fused_embeddings(model, ids, attn, answer, lam: float, freeze: bool):
-    """IFT pass 1 (no gradient): greedy guesses at answer positions, fused into the input embeddings."""
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=attn).logits
-        guess = torch.cat([ids[:, :1], logits.argmax(-1)[:, :-1]], dim=1)   # position t: the model's guess for token t
-        mixed_ids = torch.where(answer.bool(), guess, ids)                  # prompt positions keep the true tokens
-    emb = model.get_input_embeddings()
-    true_e, guess_e = emb(ids), emb(mixed_ids)
-    if freeze:
-        true_e, guess_e = true_e.detach(), guess_e.detach()
-    return (1 - lam) * true_e + lam * guess_e
-
-
-def loss_inputs(model, batch: Batch, method, hp: dict, log_u: torch.Tensor | None, chunk: int) -> tuple[LossInputs, int]:
-    dev = next(model.parameters()).device
-    ids, attn, ans = batch.ids.to(dev), batch.attn.to(dev), batch.answer.to(dev)
-    if method.two_pass:
-        logits = model(inputs_embeds=fused_embeddings(model, ids, attn, ans, hp["lam"], hp["freeze_embedding"]),
-                       attention_mask=attn).logits
-    else:
-        logits = model(input_ids=ids, attention_mask=attn).logits
-    labels, mask = shift_for_causal_lm(ids, ans)
-    tok, plogp = token_logprobs(logits, labels, mask, with_plogp=method.vocab_term, chunk=chunk)
-    mask = mask.to(tok.dtype)
-    ref_tok = batch.ref_tok.to(dev)
-    N, B = batch.n_prompts, batch.n_neg
-
-    def seq(rows, shape):
-        sl = slice(rows[0], rows[1])
-        t, m, r = tok[sl], mask[sl], ref_tok[sl]
-        pl = plogp[sl] if plogp is not None else None
-        view = lambda x: None if x is None else x.reshape(*shape, *x.shape[1:])  # noqa: E731
-        return Seq(view(t.sum(-1)), view(m.sum(-1)), view(r.sum(-1)) if method.needs_reference else None,
-                   view(t), view(r), view(pl), view(m))
-
-    pos = seq((0, N), (N,))
-    neg = seq((N, N + N * B), (N, B)) if B else None
-    kl = seq((N + N * B, N + N * B + N), (N,)) if batch.has_kl else None
-    return LossInputs(pos=pos, neg=neg, log_u=log_u, kl=kl), int(attn.sum())
+def config_hash(cfg: dict) -> str:
+    kept = {k: v for k, v in cfg.items() if k not in _RESUME_FREE}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def make_scheduler(optimizer, cfg: dict, total_steps: int):
-    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup, get_constant_schedule_with_warmup
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
     warmup = int(math.ceil(cfg["warmup_ratio"] * total_steps))
     kinds = {"cosine": get_cosine_schedule_with_warmup, "linear": get_linear_schedule_with_warmup}
@@ -149,10 +107,51 @@ def make_scheduler(optimizer, cfg: dict, total_steps: int):
     return kinds[cfg["scheduler"]](optimizer, warmup, total_steps)
 
 
-def train(cfg: dict) -> dict:
-    """Train one run; writes ``out_dir``/{final/, metrics.jsonl, config.json, provenance.json, timing.json}."""
+def drop_overlong(tok, records: list[dict], cfg: dict) -> tuple[list[dict], list]:
+    """The truncation policy: an answer is cut to fit max_len (its tail is lost, the prompt never is);
+    a prompt longer than the limit stops the run naming the record (``overlong_prompts: error``,
+    the default) or drops that record before training (``skip``). Checked before any step runs."""
+    kept, dropped = [], []
+    for r in records:
+        try:
+            encode(tok, render_prompt(tok, r["prompt"], fallback_template=cfg["fallback_template"]), "",
+                   max_len=cfg["max_len"], max_prompt_len=cfg["max_prompt_len"], where=f"record {r['id']}")
+            kept.append(r)
+        except ValueError:
+            if cfg["overlong_prompts"] == "error":
+                raise
+            dropped.append(r["id"])
+    return kept, dropped
+
+
+def sequence_metrics(inp: LossInputs) -> dict[str, float]:
+    """What every run logs, whatever its loss: dft.txt Fig. 3's log-likelihoods (sum and per
+    token) of positives and negatives, minorsft.txt Eq. 8's deviation where S0 exists, and the
+    likelihood margin Sbar(y_w) - Sbar(y_l) (asft.txt Fig. 2a)."""
+    m = {"logp_pos": inp.pos.logp.mean(), "logp_pos_per_token": inp.pos.mean.mean()}
+    if inp.pos.ref is not None:
+        m["deviation"] = ((inp.pos.logp - inp.pos.ref) / inp.pos.length).mean()
+    if inp.neg is not None:
+        m["logp_neg"] = inp.neg.logp.mean()
+        m["logp_neg_per_token"] = inp.neg.mean.mean()
+        m["likelihood_margin"] = (inp.pos.mean.unsqueeze(-1) - inp.neg.mean).mean()
+    return {k: float(v.detach()) for k, v in m.items()}
+
+
+def _accelerator(cfg: dict, n_micro: int):
     from accelerate import Accelerator
 
+    cuda = torch.cuda.is_available()
+    mp = cfg["mixed_precision"]
+    if mp == "auto":
+        mp = "bf16" if cuda else "no"
+    kw = {"log_with": cfg["report_to"], "project_dir": cfg["out_dir"]} if cfg["report_to"] else {}
+    return Accelerator(cpu=not cuda, mixed_precision=mp, gradient_accumulation_steps=n_micro, **kw)
+
+
+def train(cfg: dict) -> dict:
+    """Train one run; writes ``out_dir``/{final/, metrics.jsonl, perf.jsonl, config.json,
+    provenance.json, run_info.json, timing.json}. Resumes from ``out_dir``/checkpoints."""
     from ..data.embedded import load_jsonl
     from ..models import load_model, load_tokenizer
 
@@ -160,74 +159,174 @@ def train(cfg: dict) -> dict:
     method = get_method(cfg["method"])
     out_dir = Path(cfg["out_dir"])
     records = load_jsonl(cfg["data"])
+    tok = load_tokenizer(cfg["model"])
+    records, dropped = drop_overlong(tok, records, cfg)
     check_records(records, method, cfg["num_negatives"], cfg["data"])
+    use_ref = method.needs_reference or all(r.get("ref") for r in records)
+
     random.seed(cfg["seed"])
     torch.manual_seed(cfg["seed"])
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision="bf16" if torch.cuda.is_available() else "no")
-    tok = load_tokenizer(cfg["model"])
-    model = load_model(cfg["model"])
-    if cfg["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable()
-    model.train()
     n, bs, mbs = len(records), cfg["batch_size"], cfg["micro_batch_size"]
+    from accelerate import PartialState
+
+    world = PartialState(cpu=not torch.cuda.is_available()).num_processes
+    if bs % (world * mbs):
+        raise ValueError(f"train: batch_size={bs} must be a multiple of processes x micro_batch_size "
+                         f"= {world} x {mbs}")
+    per_rank = bs // world
+    n_micro = per_rank // mbs
+    accelerator = _accelerator(cfg, n_micro)
+    rank = accelerator.process_index
     steps_per_epoch = n // bs
     if steps_per_epoch == 0:
         raise ValueError(f"train: {n} records cannot fill one batch of {bs}")
     total = steps_per_epoch * cfg["epochs"]
     if cfg["max_steps"] is not None:
         total = min(total, int(cfg["max_steps"]))
+
+    model = load_model(cfg["model"])
+    if cfg["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable()
+    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    # The scheduler is not passed through prepare(): accelerate would step it once per process.
     scheduler = make_scheduler(optimizer, cfg, total)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    raw_model = accelerator.unwrap_model(model)
     log_u = torch.zeros(n, dtype=torch.float64) if method.stateful else None
-    log = MetricsLog(out_dir / "metrics.jsonl")
-    write_json(out_dir / "config.json", cfg)
-    write_json(out_dir / "provenance.json", provenance())
-    t0, step = time.time(), 0
-    hp = cfg["hparams"]
-    for epoch in range(cfg["epochs"]):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)).tolist()
-        for s in range(steps_per_epoch):
-            if step >= total:
-                break
+
+    chash = config_hash(cfg)
+    ckpt = Checkpoints(out_dir, accelerator, cfg["keep_checkpoints"])
+    start = 0
+    if cfg["resume"]:
+        restored = ckpt.load(chash)
+        if restored is not None:
+            start, saved_u = restored
+            if log_u is not None:
+                log_u = saved_u
+            accelerator.print(f"[train] resumed from {ckpt.latest()} at step {start}")
+    main = accelerator.is_main_process
+    log = MetricsLog(out_dir / "metrics.jsonl", keep_steps=start, enabled=main)
+    perf = MetricsLog(out_dir / "perf.jsonl", keep_steps=start, enabled=main)
+    if main:
+        write_json(out_dir / "config.json", cfg)
+        write_json(out_dir / "provenance.json", provenance())
+        write_json(out_dir / "run_info.json", {"records": n, "dropped_overlong_prompts": dropped,
+                                               "processes": world, "micro_batches_per_step": n_micro,
+                                               "total_steps": total, "resumed_from_step": start,
+                                               "config_hash": chash})
+    if cfg["report_to"]:
+        accelerator.init_trackers(method.name, config={k: v for k, v in cfg.items() if k != "hparams"})
+
+    hp, dev = cfg["hparams"], accelerator.device
+    t0 = time.time()
+    with StopFlag() as stop:
+        for step in range(start, total):
+            epoch, s = divmod(step, steps_per_epoch)
             ts = time.time()
-            idx = order[s * bs:(s + 1) * bs]
-            sums, n_tokens = {}, 0
-            for m in range(0, bs, mbs):
-                mi = idx[m:m + mbs]
-                recs = [records[i] for i in mi]
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)).tolist()
+            mine = order[s * bs:(s + 1) * bs][rank * per_rank:(rank + 1) * per_rank]
+            micro = []
+            for m in range(0, per_rank, mbs):
+                mi = mine[m:m + mbs]
                 negs = [negative_indices(records[i], i, epoch, cfg["num_negatives"], cfg["seed"]) for i in mi]
                 kl = [records[(i + 1) % n] for i in mi] if method.needs_mismatched else []
-                batch = collate(tok, recs, negs, method, cfg, kl)
-                lu = log_u[mi] if log_u is not None else None
-                inp, ntok = loss_inputs(model, batch, method, hp, lu, cfg["logit_chunk"])
-                out = method(inp, **hp)
-                if not torch.isfinite(out.loss):
-                    raise FloatingPointError(f"step {step}: method '{method.name}' gave loss {out.loss.item()}")
-                accelerator.backward(out.loss * len(mi) / bs)
-                if out.log_u is not None:
-                    log_u[mi] = out.log_u.to(log_u.dtype).cpu()
-                n_tokens += ntok
-                for k, v in {"loss": out.loss, **out.metrics}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(mi) / bs
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            lr = scheduler.get_last_lr()[0]   # the rate this step uses
-            optimizer.step()
+                micro.append((mi, collate(tok, [records[i] for i in mi], negs, cfg, kl, use_ref)))
+            # the global normaliser: prompts, or positive answer tokens summed over every process
+            if method.reduction == "tokens":
+                local = torch.tensor([float(sum(b.pos_tokens for _, b in micro))], device=dev)
+                denom = float(accelerator.reduce(local, "sum")) if world > 1 else float(local)
+            else:
+                denom = float(bs)
+            sums, n_tokens, grad_norm = {}, 0, float("nan")
+            for mi, batch in micro:
+                with accelerator.accumulate(model):
+                    lu = log_u[mi] if log_u is not None else None
+                    inp = loss_inputs(model, raw_model, batch, method, hp, lu, cfg["logit_chunk"])
+                    out = method.fn(inp, **hp)
+                    if not torch.isfinite(out.loss):
+                        raise FloatingPointError(f"step {step + 1}: method '{method.name}' gave loss "
+                                                 f"{out.loss.item()} (record ids {[records[i]['id'] for i in mi]})")
+                    share = (batch.pos_tokens if method.reduction == "tokens" else len(mi)) / denom
+                    # accelerate divides by gradient_accumulation_steps; DDP averages over processes
+                    accelerator.backward(out.loss * share * world * n_micro)
+                    if out.log_u is not None:
+                        log_u[mi] = out.log_u.to(log_u.dtype).cpu()
+                    n_tokens += int(batch.attn.sum())
+                    w = len(mi) / bs
+                    row = {**sequence_metrics(inp), **{k: float(v.detach()) for k, v in out.metrics.items()}}
+                    for k, v in row.items():
+                        sums[k] = sums.get(k, 0.0) + v * w
+                    sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach()) * share
+                    if accelerator.sync_gradients:
+                        fault("kill", step + 1)
+                        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg["grad_clip"]))
+                    lr = scheduler.get_last_lr()[0]   # the rate this step uses
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            if world > 1:
+                sums, n_tokens, log_u = _sync(accelerator, sums, n_tokens, log_u, mine)
             dt = time.time() - ts
-            log.write({"step": step + 1, "epoch": epoch, "lr": lr,
-                       "grad_norm": float(grad_norm), "tokens": n_tokens, "tokens_per_s": n_tokens / dt,
-                       "seconds": dt, **sums})
-            step += 1
+            if log_u is not None:
+                sums.update(log_u_mean=float(log_u.mean()), log_u_std=float(log_u.std()) if n > 1 else 0.0)
+            log.write({"step": step + 1, "epoch": epoch, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
+                       **{k: sums[k] for k in sorted(sums)}})
+            perf.write({"step": step + 1, "seconds": round(dt, 4), "tokens_per_s": round(n_tokens / dt, 2),
+                        "peak_memory_mb": MetricsLog.peak_memory_mb()})
+            if cfg["report_to"]:
+                accelerator.log({"loss": sums["loss"], "lr": lr, "grad_norm": grad_norm}, step=step + 1)
+            preempted = _any(accelerator, stop.set, world)
+            if preempted or (cfg["save_every"] and (step + 1) % cfg["save_every"] == 0 and step + 1 < total):
+                path = ckpt.save(step + 1, chash, log_u)
+                if preempted:
+                    raise Preempted(step + 1, path)
     wall = time.time() - t0
     final = out_dir / "final"
-    accelerator.unwrap_model(model).save_pretrained(final, safe_serialization=True)
-    tok.save_pretrained(final)
-    if log_u is not None:
-        torch.save(log_u, final / "dft_log_u.pt")
-    timing = {"method": method.name, "steps": step, "wall_seconds": round(wall, 3),
-              "seconds_per_step": round(wall / max(step, 1), 4), "peak_memory_mb": log.peak_memory_mb()}
-    write_json(out_dir / "timing.json", timing)
+    state = accelerator.get_state_dict(model)
+    if main:
+        from ..io import write_dir_atomically
+
+        def fill(tmp):
+            raw_model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            if log_u is not None:
+                torch.save(log_u, tmp / "dft_log_u.pt")
+
+        write_dir_atomically(final, fill)
+    accelerator.wait_for_everyone()
+    if cfg["report_to"]:
+        accelerator.end_training()
+    if not cfg["keep_checkpoints_at_end"]:
+        ckpt.clear()
+    steps_run = total - start
+    timing = {"method": method.name, "steps": total, "steps_this_session": steps_run,
+              "wall_seconds": round(wall, 3), "seconds_per_step": round(wall / max(steps_run, 1), 4),
+              "peak_memory_mb": MetricsLog.peak_memory_mb(), "processes": world}
+    if main:
+        write_json(out_dir / "timing.json", timing)
     return timing
+
+
+def _any(accelerator, flag: bool, world: int) -> bool:
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(t, "sum") > 0)
+
+
+def _sync(accelerator, sums: dict, n_tokens: int, log_u, mine: list[int]):
+    """Sum the per-process metric shares and token counts; give every process every
+    updated log u (each process updated only its own examples)."""
+    keys = sorted(sums)
+    vec = torch.tensor([sums[k] for k in keys] + [float(n_tokens)], dtype=torch.float64, device=accelerator.device)
+    vec = accelerator.reduce(vec, "sum").cpu()
+    sums = {k: float(v) for k, v in zip(keys, vec[:-1])}
+    if log_u is not None:
+        idx = accelerator.gather(torch.tensor(mine, device=accelerator.device)).cpu()
+        vals = accelerator.gather(log_u[mine].to(accelerator.device)).cpu()
+        log_u[idx] = vals
+    return sums, int(vec[-1]), log_u

@@ -13,15 +13,33 @@ import torch
 
 
 class MetricsLog:
-    def __init__(self, path: Path):
+    """One JSON object per optimizer step, appended and flushed. A resumed run keeps the
+    rows of the steps its checkpoint covers and drops the rest, so the file ends up as
+    if the run had never stopped."""
+
+    def __init__(self, path: Path, keep_steps: int = 0, enabled: bool = True):
         self.path = Path(path)
+        self.enabled = enabled
+        if not enabled:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
+        kept = []
+        if keep_steps and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:   # a line cut by a kill
+                    continue
+                if row.get("step", 0) <= keep_steps:
+                    kept.append(line + "\n")
+        self.path.write_text("".join(kept))
 
     def write(self, row: dict) -> None:
-        row = {**row, "peak_memory_mb": self.peak_memory_mb()}
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+            f.flush()
 
     @staticmethod
     def peak_memory_mb() -> float:

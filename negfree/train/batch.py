@@ -1,0 +1,109 @@
+"""One micro-batch: encode prompt + positive + B negatives (+ KTO's mismatched answers)
+into one padded batch, run one forward (two for IFT), and cut the per-token
+log-probs into the :class:`Seq` views the losses read.
+
+Rows are ordered positives (N), then negatives (N*B, prompt-major), then
+mismatched answers (N). Reference log-probs travel with the data (negfree.score)
+and are laid on the logit positions that predict each answer token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data.tokenize import encode, render_prompt
+from ..logprobs import answer_logit_slice, shift_for_causal_lm, token_logprobs
+from ..losses import LossInputs, Seq
+from ..score import pad_batch
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor
+    attn: torch.Tensor
+    answer: torch.Tensor
+    ref_tok: torch.Tensor     # reference per-token log-probs at the answer positions (aligned with logits)
+    n_prompts: int
+    n_neg: int
+    has_kl: bool
+    has_ref: bool
+    pos_tokens: int           # answer tokens of the positives (the unit of token-mean losses)
+
+
+def collate(tok, records: list[dict], neg_idx: list[list[int]], cfg: dict, kl_records: list[dict],
+            use_ref: bool) -> Batch:
+    """Encode positives, then the B negatives of each prompt, then (KTO) mismatched answers."""
+    seqs, refs = [], []
+    prompts = [render_prompt(tok, r["prompt"], fallback_template=cfg["fallback_template"]) for r in records]
+
+    def add(prompt, answer, ref, where):
+        e = encode(tok, prompt, answer, max_len=cfg["max_len"], max_prompt_len=cfg["max_prompt_len"], where=where)
+        n_answer = len(e.ids) - e.answer_start
+        if ref is not None and len(ref) != n_answer:
+            raise ValueError(f"{where}: {len(ref)} reference log-probs for {n_answer} answer tokens; the data "
+                             f"was scored with another tokenizer or max_len (train max_len {cfg['max_len']})")
+        seqs.append(e)
+        refs.append(ref)
+
+    for r, p in zip(records, prompts):
+        add(p, r["positive"], r["ref"]["positive"] if use_ref else None, f"record {r['id']} (positive)")
+    for r, p, idx in zip(records, prompts, neg_idx):
+        for j in idx:
+            add(p, r["negatives"][j], r["ref"]["negatives"][j] if use_ref else None,
+                f"record {r['id']} (negative {j})")
+    for r, p, k in zip(records, prompts, kl_records):
+        add(p, k["positive"], r["ref"]["mismatched"], f"record {r['id']} (mismatched)")
+    ids, attn, ans = pad_batch([e.ids for e in seqs], [e.answer_start for e in seqs], tok.pad_token_id)
+    ref_tok = torch.zeros(ids.shape, dtype=torch.float32)
+    for i, (e, ref) in enumerate(zip(seqs, refs)):
+        if ref is not None:
+            ref_tok[i, answer_logit_slice(e.answer_start, len(e.ids))] = torch.tensor(ref)
+    pos_tokens = sum(len(e.ids) - e.answer_start for e in seqs[:len(records)])
+    return Batch(ids, attn, ans, ref_tok, len(records), len(neg_idx[0]) if neg_idx else 0, bool(kl_records),
+                 use_ref, pos_tokens)
+
+
+def fused_embeddings(model, ids, attn, answer, lam: float, freeze: bool):
+    """IFT pass 1 (no gradient): greedy guesses at answer positions, fused into the input embeddings.
+
+    ``model`` is the unwrapped module: the no-gradient pass must not touch DDP's hooks.
+    """
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attn).logits
+        guess = torch.cat([ids[:, :1], logits.argmax(-1)[:, :-1]], dim=1)   # position t: the model's guess for token t
+        mixed_ids = torch.where(answer.bool(), guess, ids)                  # prompt positions keep the true tokens
+    emb = model.get_input_embeddings()
+    true_e, guess_e = emb(ids), emb(mixed_ids)
+    if freeze:
+        true_e, guess_e = true_e.detach(), guess_e.detach()
+    return (1 - lam) * true_e + lam * guess_e
+
+
+def loss_inputs(model, raw_model, batch: Batch, method, hp: dict, log_u: torch.Tensor | None,
+                chunk: int) -> LossInputs:
+    """``model`` is what the optimizer trains (possibly DDP/FSDP-wrapped); ``raw_model`` its module."""
+    dev = next(raw_model.parameters()).device
+    ids, attn, ans = batch.ids.to(dev), batch.attn.to(dev), batch.answer.to(dev)
+    if method.two_pass:
+        emb = fused_embeddings(raw_model, ids, attn, ans, hp["lam"], hp["freeze_embedding"])
+        logits = model(inputs_embeds=emb, attention_mask=attn).logits
+    else:
+        logits = model(input_ids=ids, attention_mask=attn).logits
+    labels, mask = shift_for_causal_lm(ids, ans)
+    tok, plogp = token_logprobs(logits, labels, mask, with_plogp=method.vocab_term, chunk=chunk)
+    mask = mask.to(tok.dtype)
+    ref_tok = batch.ref_tok.to(dev)
+    N, B = batch.n_prompts, batch.n_neg
+
+    def seq(lo, hi, shape):
+        t, m, r = tok[lo:hi], mask[lo:hi], ref_tok[lo:hi]
+        pl = plogp[lo:hi] if plogp is not None else None
+        view = lambda x: None if x is None else x.reshape(*shape, *x.shape[1:])  # noqa: E731
+        return Seq(view(t.sum(-1)), view(m.sum(-1)), view(r.sum(-1)) if batch.has_ref else None,
+                   view(t), view(r), view(pl), view(m))
+
+    pos = seq(0, N, (N,))
+    neg = seq(N, N + N * B, (N, B)) if B else None
+    kl = seq(N + N * B, N + N * B + N, (N,)) if batch.has_kl else None
+    return LossInputs(pos=pos, neg=neg, log_u=log_u, kl=kl)

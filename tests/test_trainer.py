@@ -1,0 +1,230 @@
+"""The training engine's contracts (issue 3): invariance of the gradient to how a batch
+is split (micro-batches, processes), exact resume after SIGKILL and SIGTERM, determinism,
+and one clear error per kind of bad input. Everything runs the real loop on the tiny
+random model, on CPU."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from negfree.data.embedded import load_jsonl
+from negfree.io import write_jsonl
+from negfree.score import score_records
+from negfree.train.loop import train
+
+
+@pytest.fixture(scope="module")
+def data(tiny_model_dir, embedded_dir, tmp_path_factory):
+    """8 records, pools of 3 negatives (other records' answers: no generation needed), scored."""
+    out = tmp_path_factory.mktemp("trainer")
+    recs = load_jsonl(embedded_dir / "train.jsonl")[:8]
+    for i, r in enumerate(recs):
+        r["negatives"] = [recs[(i + k) % len(recs)]["positive"] for k in (1, 2, 3)]
+    write_jsonl(out / "neg.jsonl", recs)
+    score_records(tiny_model_dir, recs, out / "scored.jsonl", max_len=96)
+    return out / "scored.jsonl"
+
+
+def cfg_for(model, data, out, method, **kw):
+    return {"method": method, "model": str(model), "data": str(data), "out_dir": str(out),
+            "batch_size": 4, "micro_batch_size": 4, "max_steps": 2, "num_negatives": 2, "max_len": 96,
+            "lr": 1e-3, "scheduler": "constant", "warmup_ratio": 0.0, **kw}
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "final" / "model.safetensors"))
+
+
+def assert_same_weights(a, b, exact=False):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        if exact:
+            assert torch.equal(wa[k], wb[k]), k
+        else:
+            torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5, msg=k)   # Adam amplifies fp noise of near-zero grads; a real mismatch is ~lr = 1e-3
+
+
+def metrics(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def cli_train(cfg, env_extra=None, launcher=None):
+    """Run `negfree train` in a fresh process (as the workflow does); returns the CompletedProcess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    keys = {k: v for k, v in cfg.items() if k not in ("method", "model", "data", "out_dir")}
+    args = ["-m", "negfree.cli", "train", "--method", cfg["method"], "--model", cfg["model"], "--data",
+            cfg["data"], "--out-dir", cfg["out_dir"], "--train-json", json.dumps(keys)]
+    cmd = (launcher or [sys.executable]) + args
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+# ------------------------------------------------------------------ invariance
+@pytest.mark.parametrize("method", ["sft", "dft2", "dpo"])
+def test_one_batch_of_4_equals_4_accumulated_micro_batches_of_1(tmp_path, tiny_model_dir, data, method):
+    a = tmp_path / "4x1"
+    b = tmp_path / "1x4"
+    train(cfg_for(tiny_model_dir, data, a, method, max_steps=1))
+    train(cfg_for(tiny_model_dir, data, b, method, max_steps=1, micro_batch_size=1))
+    assert_same_weights(a, b)
+    ma, mb = metrics(a)[0], metrics(b)[0]
+    assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-5)
+    if method == "dft2":
+        ua, ub = torch.load(a / "final/dft_log_u.pt"), torch.load(b / "final/dft_log_u.pt")
+        torch.testing.assert_close(ua, ub)
+
+
+def test_sft_is_a_token_mean_over_the_whole_batch_not_a_mean_of_micro_batch_means(tmp_path, tiny_model_dir, data):
+    """With answers of different lengths the two normalisations differ; ours is the global token mean."""
+    recs = load_jsonl(data)[:4]
+    lengths = [len(r["ref"]["positive"]) for r in recs]
+    assert len(set(lengths)) > 1, "the check needs answers of different lengths"
+    b = tmp_path / "1x4"
+    train(cfg_for(tiny_model_dir, data, b, "sft", max_steps=1, micro_batch_size=1, lr=1e-9, seed=0))
+    order = torch.randperm(8, generator=torch.Generator().manual_seed(0)).tolist()[:4]
+    recs = load_jsonl(data)
+    s0 = [sum(recs[i]["ref"]["positive"]) for i in order]   # at step 1 the model is the reference
+    toks = [len(recs[i]["ref"]["positive"]) for i in order]
+    token_mean = -sum(s0) / sum(toks)
+    assert metrics(b)[0]["loss"] == pytest.approx(token_mean, rel=1e-4)
+    mean_of_means = -sum(s / t for s, t in zip(s0, toks)) / 4
+    assert abs(token_mean - mean_of_means) > 1e-3
+
+
+@pytest.mark.parametrize("method", ["dft2", "sft"])
+def test_two_gloo_processes_equal_one_process(tmp_path, tiny_model_dir, data, method):
+    one = cfg_for(tiny_model_dir, data, tmp_path / "one", method, max_steps=2)
+    two = cfg_for(tiny_model_dir, data, tmp_path / "two", method, max_steps=2, micro_batch_size=2)
+    train(one)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    p = cli_train(two, launcher=torchrun)
+    assert p.returncode == 0, p.stderr[-3000:]
+    info = json.loads((tmp_path / "two/run_info.json").read_text())
+    assert info["processes"] == 2
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
+    for ra, rb in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two")):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+        assert ra["tokens"] == rb["tokens"]
+    if method == "dft2":
+        torch.testing.assert_close(torch.load(tmp_path / "one/final/dft_log_u.pt"),
+                                   torch.load(tmp_path / "two/final/dft_log_u.pt"))
+
+
+# ------------------------------------------------------------------ resume
+@pytest.mark.parametrize("fault", ["kill@3", "kill-in-save@2"])
+def test_sigkill_then_rerun_gives_the_uninterrupted_weights(tmp_path, tiny_model_dir, data, fault):
+    kw = dict(max_steps=4, batch_size=2, micro_batch_size=1, save_every=1, epochs=2)
+    ref = cfg_for(tiny_model_dir, data, tmp_path / "ref", "dft", **kw)
+    train(ref)
+    cut = cfg_for(tiny_model_dir, data, tmp_path / "cut", "dft", **kw)
+    p = cli_train(cut, {"NEGFREE_FAULT": fault})
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert not (tmp_path / "cut/timing.json").exists() and not (tmp_path / "cut/final").exists()
+    p = cli_train(cut)
+    assert p.returncode == 0, p.stderr[-2000:]
+    info = json.loads((tmp_path / "cut/run_info.json").read_text())
+    assert info["resumed_from_step"] == (2 if fault == "kill@3" else 1)
+    assert_same_weights(tmp_path / "ref", tmp_path / "cut", exact=True)
+    assert torch.equal(torch.load(tmp_path / "ref/final/dft_log_u.pt"), torch.load(tmp_path / "cut/final/dft_log_u.pt"))
+    assert metrics(tmp_path / "ref") == metrics(tmp_path / "cut")
+    assert not (tmp_path / "cut/checkpoints").exists()   # removed once final/ is written
+
+
+def test_sigterm_saves_a_checkpoint_exits_143_and_resumes(tmp_path, tiny_model_dir, data):
+    kw = dict(max_steps=3, batch_size=2, micro_batch_size=2)
+    train(cfg_for(tiny_model_dir, data, tmp_path / "ref", "sft", **kw))
+    cut = cfg_for(tiny_model_dir, data, tmp_path / "cut", "sft", **kw)
+    p = cli_train(cut, {"NEGFREE_FAULT": "term@2"})
+    assert p.returncode == 143, p.stderr[-2000:]
+    assert "preempted" in p.stderr and "rerun the same command" in p.stderr
+    assert (tmp_path / "cut/checkpoints/latest").read_text().strip() == "step-000002"
+    p = cli_train(cut)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert_same_weights(tmp_path / "ref", tmp_path / "cut", exact=True)
+
+
+def test_resume_refuses_a_checkpoint_from_another_config(tmp_path, tiny_model_dir, data):
+    cfg = cfg_for(tiny_model_dir, data, tmp_path / "r", "sft", max_steps=2, batch_size=2, micro_batch_size=2)
+    p = cli_train(cfg, {"NEGFREE_FAULT": "term@1"})
+    assert p.returncode == 143
+    p = cli_train({**cfg, "lr": 5e-4})
+    assert p.returncode != 0 and "different training config" in p.stderr
+
+
+# ------------------------------------------------------------------ determinism
+def test_same_seed_gives_an_identical_metrics_file(tmp_path, tiny_model_dir, data):
+    for name in ("a", "b"):
+        train(cfg_for(tiny_model_dir, data, tmp_path / name, "dft", max_steps=2, batch_size=2, micro_batch_size=1))
+    assert (tmp_path / "a/metrics.jsonl").read_bytes() == (tmp_path / "b/metrics.jsonl").read_bytes()
+    row = metrics(tmp_path / "a")[0]
+    for key in ("loss", "lr", "grad_norm", "logp_pos", "logp_pos_per_token", "logp_neg", "logp_neg_per_token",
+                "deviation", "likelihood_margin", "log_u_mean", "log_u_std"):
+        assert key in row, key
+    perf = [json.loads(x) for x in (tmp_path / "a/perf.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in perf] == [1, 2] and all(p["tokens_per_s"] > 0 and p["peak_memory_mb"] > 0 for p in perf)
+
+
+def test_pairwise_runs_log_rewards_margins_and_accuracy(tmp_path, tiny_model_dir, data):
+    train(cfg_for(tiny_model_dir, data, tmp_path / "d", "dpo", max_steps=1))
+    row = metrics(tmp_path / "d")[0]
+    assert {"reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy"} <= set(row)
+    assert row["reward_margin"] == pytest.approx(0.0, abs=1e-5)   # step 1: the policy is the reference
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("change, message", [
+    (dict(method="nope"), "unknown method 'nope'"),
+    (dict(hparams={"gamma": 0.0}), "gamma=0.0 is outside (0.0, 1.0]"),
+    (dict(hparams={"gamma": 1.5}), "gamma=1.5 is outside"),
+    (dict(hparams={"tau": -1}), "tau=-1"),
+    (dict(num_negatives=5), "B=5 negatives requested but the pool has 3"),
+    (dict(lr=float("nan")), "lr=nan"),
+    (dict(batch_size=4, micro_batch_size=3), "not a multiple"),
+    (dict(typo_key=1), "unknown key(s) ['typo_key']"),
+])
+def test_bad_config_stops_with_one_message(tmp_path, tiny_model_dir, data, change, message):
+    with pytest.raises(ValueError, match=None) as e:
+        train({**cfg_for(tiny_model_dir, data, tmp_path / "x", "dft"), **change})
+    assert message in str(e.value)
+
+
+def _broken(data, tmp_path, fix):
+    recs = load_jsonl(data)
+    fix(recs)
+    path = tmp_path / "broken.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def test_empty_answer_missing_column_and_nan_reference_name_the_culprit(tmp_path, tiny_model_dir, data):
+    def empty(recs):
+        recs[3]["positive"] = "  "
+    with pytest.raises(ValueError, match="arith-00001.*column 'positive' is empty"):
+        train(cfg_for(tiny_model_dir, _broken(data, tmp_path, empty), tmp_path / "e", "sft"))
+
+    def no_ref(recs):
+        del recs[2]["ref"]
+    with pytest.raises(ValueError, match="needs reference log-probs"):
+        train(cfg_for(tiny_model_dir, _broken(data, tmp_path, no_ref), tmp_path / "r", "dpo"))
+
+    def nan_ref(recs):
+        for r in recs:
+            r["ref"]["negatives"] = [[float("nan")] * len(x) for x in r["ref"]["negatives"]]
+    with pytest.raises(FloatingPointError, match=r"step 1: method 'dft' gave loss nan"):
+        train(cfg_for(tiny_model_dir, _broken(data, tmp_path, nan_ref), tmp_path / "n", "dft"))
+
+
+def test_overlong_prompts_stop_the_run_or_are_dropped_before_training(tmp_path, tiny_model_dir, data):
+    def long_prompt(recs):
+        recs[0]["prompt"] = [{"role": "user", "content": "seven plus eight " * 200}]
+    path = _broken(data, tmp_path, long_prompt)
+    with pytest.raises(ValueError, match="prompt has .* tokens, more than the limit"):
+        train(cfg_for(tiny_model_dir, path, tmp_path / "e", "sft"))
+    assert not (tmp_path / "e/metrics.jsonl").exists()   # stopped before any step
+    train(cfg_for(tiny_model_dir, path, tmp_path / "s", "sft", overlong_prompts="skip", max_steps=1))
+    info = json.loads((tmp_path / "s/run_info.json").read_text())
+    assert info["records"] == 7 and len(info["dropped_overlong_prompts"]) == 1
