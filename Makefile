@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test clean-demo
+.PHONY: setup demo report test bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -23,8 +23,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: setup
-	$(VENV)/bin/snakemake --cores $(CORES) --configfile configs/demo.yaml
-	@echo "Done. Table: results/tables/demo/summary.md  Figures: figures/bnf/fig1.png figures/asft/fig1.png"
+	$(VENV)/bin/snakemake --profile local --cores $(CORES) --configfile configs/demo.yaml
+	$(VENV)/bin/snakemake --configfile configs/demo.yaml --report results/report.html
+	@echo "Done. Report: results/report.html  Table: results/tables/demo/summary.md  Claims: results/claims.csv"
+	@echo "      Figures: figures/{dft,minorsft,asft,ift,bnf}/  Frozen Lake: results/toy/frozen_lake/table.md"
+
+report: setup
+	$(VENV)/bin/snakemake --configfile configs/demo.yaml --report results/report.html
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -70,7 +70,8 @@ def cmd_generate(args) -> None:
     m = generate_negatives(args.model, _records(args.data, args.limit), args.out, num=args.num,
                            strategy_name=args.strategy, temperature=args.temperature, top_p=args.top_p,
                            top_k=args.top_k, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                           seed=args.seed, fallback_template=args.fallback_template)
+                           seed=args.seed, fallback_template=args.fallback_template, shard=args.shard,
+                           num_shards=args.num_shards, backend=args.backend, device=args.device, dtype=args.dtype)
     print(json.dumps(m, indent=2))
 
 
@@ -106,12 +107,12 @@ def cmd_train(args) -> None:
     print(json.dumps(timing, indent=2))
 
 
-def cmd_evaluate(args) -> None:
-    from .evaluate.local import evaluate_local
-
-    res = evaluate_local(args.model, args.test, args.out, limit=args.limit, batch_size=args.batch_size,
-                         apply_chat_template=args.chat_template)
-    print(json.dumps(res["tasks"], indent=2))
+def cmd_bench(args, rest) -> None:
+    if args.bench == "train":
+        from .bench_train import main as bench
+    else:
+        from .bench_generate import main as bench
+    bench(rest)
 
 
 def cmd_table(args) -> None:
@@ -167,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--limit", type=int, default=None, help="first N prompts only")
     s.add_argument("--fallback-template", action="store_true")
+    s.add_argument("--shard", type=int, default=0, help="this job's shard (records shard::num_shards)")
+    s.add_argument("--num-shards", type=int, default=1)
+    s.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    s.add_argument("--device", default=None)
+    s.add_argument("--dtype", default=None)
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("score", help="store reference per-token log-probs with the data")
@@ -191,14 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hp", action="append", metavar="NAME=VALUE", help="set a method hyperparameter")
     s.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("evaluate", help="offline lm-eval twin on the embedded test split")
-    s.add_argument("--model", required=True)
-    s.add_argument("--test", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--limit", type=int, default=None)
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--chat-template", action="store_true", help="wrap each task prompt in the chat template")
-    s.set_defaults(fn=cmd_evaluate)
+    from .evaluate.commands import register as register_evaluation
+
+    register_evaluation(sub)   # evaluate, alpaca-eval, textsim, eval-csv
 
     s = sub.add_parser("table", help="results table (CSV + markdown) from evaluation JSONs")
     s.add_argument("--evals", nargs="+", required=True)
@@ -213,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", required=True)
     s.set_defaults(fn=cmd_figure)
 
+    s = sub.add_parser("bench", help="benchmarks: 'negfree bench train --help', 'negfree bench generate --help'",
+                       add_help=False)
+    s.add_argument("bench", choices=["train", "generate"])
+    s.set_defaults(fn=cmd_bench, passthrough=True)
+
     s = sub.add_parser("toy", help="toy problems: 'negfree toy frozen-lake --help'", add_help=False)
     s.add_argument("toy", choices=["frozen-lake"])
     s.set_defaults(fn=cmd_toy, passthrough=True)
@@ -223,12 +229,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if getattr(args, "passthrough", False):
-        return args.fn(args, rest)
-    if rest:
+    if not getattr(args, "passthrough", False) and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        args.fn(args)
+        args.fn(args, rest) if getattr(args, "passthrough", False) else args.fn(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         # one clear line naming the culprit; the traceback adds nothing for bad input
         raise SystemExit(f"negfree {args.command}: {e}") from None

@@ -3,21 +3,46 @@
 The four prompting strategies of dft.txt B.5 are named here (and only here):
 ``direct`` (the user text, no template), ``chat`` (the chat template),
 ``chat_good`` (+ the UltraFeedback 'good' system message), ``chat_bad``
-(+ "You are an unhelpful assistant.", the paper's best). Temperature 0 means
-greedy. Sampling uses top_p 1.0 and top_k 50 as in the paper's setup.
+(+ "You are an unhelpful assistant.", the paper's best). Sampling uses
+temperature, top_k 50 and top_p 1.0 as in dft.txt B.5; temperature 0 is greedy
+(one answer, repeated ``num`` times). Any temperature > 0 works, e.g. 3.0 for
+the "very high temperature" pool of dft.txt Fig. 1.
 
-Prompts are sampled in batches (left padded). Each batch is seeded from
-(seed, index of its first prompt), so a rerun gives the same pool.
+Reproducibility. Sample j of the record with id ``rid`` draws from its own
+``torch.Generator`` seeded by sha256(seed, rid, j) (:func:`sample_seed`). So a
+pool does not depend on the batch size, the sharding or an interruption: the
+same (seed, id, j) always gives the same answer. transformers' ``generate``
+cannot take one generator per row, hence the small decode loop below (KV cache,
+left padding, one uniform draw per row and step through the row's own
+generator, inverse-CDF over the top-k/top-p distribution). The one remaining
+dependence on batching is float rounding of the logits under different padding;
+it changes a token only when a draw lands within ~1e-7 of a CDF boundary.
+
+Backends: ``transformers`` (default, the loop above) and ``vllm`` (GPU; imported
+lazily; prompts go in as pre-rendered token ids, so no second BOS and no second
+chat template; max_tokens is always set, since vLLM's default is 16; one request
+per sample with its per-sample seed). Both write the same file format.
+
+Work is split by ``shard=i, num_shards=k`` (records i::k). Finished prompts are
+appended to ``<out>.partial.jsonl`` (first line: the configuration) and a
+restarted run resumes from it; the output and its manifest are written
+atomically only when every prompt is done, so a killed run never leaves a file
+that looks complete.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import sys
 import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .data.tokenize import render_prompt
-from .io import write_json, write_jsonl
+from .io import _clean, atomic_write_bytes, write_json
 
 GOOD_SYSTEM = ("The assistant should answer truthfully and be faithful to factual knowledge as well as "
                "given contexts, never making up any new facts that aren't true or cannot be grounded "
@@ -29,6 +54,8 @@ STRATEGIES = {
     "chat_good": dict(chat=True, system=GOOD_SYSTEM),
     "chat_bad": dict(chat=True, system=BAD_SYSTEM),
 }
+BACKENDS = ("transformers", "vllm")
+PARTIAL_FORMAT = "negfree-generate-partial/1"
 
 
 def strategy(name: str) -> dict:
@@ -37,59 +64,300 @@ def strategy(name: str) -> dict:
     return STRATEGIES[name]
 
 
+def sample_seed(seed: int, record_id: str, j: int) -> int:
+    """The seed of sample ``j`` of record ``record_id`` (63 bits, from sha256)."""
+    digest = hashlib.sha256(f"{seed}\x1f{record_id}\x1f{j}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+# ---------------------------------------------------------------- the decode loop
+def _next_tokens(logits: torch.Tensor, gens: list[torch.Generator], temperature: float, top_k: int | None,
+                 top_p: float) -> torch.Tensor:
+    """One token per row: argmax at temperature 0, else an inverse-CDF draw from the row's generator."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    scores = logits.double() / temperature
+    k = scores.shape[-1] if not top_k or top_k >= scores.shape[-1] else top_k
+    vals, idx = scores.topk(k, dim=-1)                     # sorted, most likely first
+    probs = torch.softmax(vals, dim=-1)
+    if top_p < 1.0:                                        # keep the smallest prefix with mass >= top_p
+        probs = probs * ((probs.cumsum(-1) - probs) < top_p)
+    cdf = probs.cumsum(-1)
+    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in gens]).to(cdf.device)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).clamp(max=k - 1)
+    return idx.gather(-1, pick).squeeze(-1)
+
+
 @torch.no_grad()
-def sample_answers(model, tokenizer, prompts: list[str], *, num: int, temperature: float, top_p: float = 1.0,
-                   top_k: int = 50, max_new_tokens: int = 320, seed: int = 0) -> list[list[str]]:
-    """``num`` answers for each prompt text; greedy (one distinct answer, repeated) at temperature 0."""
-    tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    torch.manual_seed(seed)
-    greedy = temperature == 0
-    out = model.generate(
-        **enc, do_sample=not greedy, temperature=None if greedy else temperature,
-        top_p=None if greedy else top_p, top_k=None if greedy else top_k,
-        num_return_sequences=1 if greedy else num, max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    per = 1 if greedy else num
-    grouped = [texts[i * per:(i + 1) * per] for i in range(len(prompts))]
-    return [[t.strip() for t in g] * (num if greedy else 1) for g in grouped]
+def decode(model, prompts: list[list[int]], seeds: list[int], *, temperature: float, top_p: float = 1.0,
+           top_k: int | None = 50, max_new_tokens: int = 320, eos_ids: set[int], pad_id: int) -> list[list[int]]:
+    """Sampled continuation token ids (eos included when reached) of each prompt, one generator per row."""
+    device = next(model.parameters()).device
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    # The samples of one prompt share its prefill: run each distinct prompt once, then copy
+    # its KV cache to every row that samples from it.
+    distinct: dict[tuple, int] = {}
+    row_of = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts], device=device)
+    width = max(len(p) for p in distinct)
+    ids = torch.full((len(distinct), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(distinct), width), dtype=torch.long)
+    for r, p in enumerate(distinct):                       # left padding: every row ends at the same column
+        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        attn[r, width - len(p):] = 1
+    ids, attn = ids.to(device), attn.to(device)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    if len(distinct) < len(prompts):
+        out.past_key_values.reorder_cache(row_of)
+        out.logits, attn, pos = out.logits[row_of], attn[row_of], pos[row_of]
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    result: list[list[int]] = [[] for _ in prompts]
+    for _ in range(max_new_tokens):
+        nxt = _next_tokens(out.logits[:, -1, :], gens, temperature, top_k, top_p)
+        picked = nxt.tolist()
+        for r in (~done).nonzero().flatten().tolist():
+            result[r].append(picked[r])
+        done |= torch.isin(nxt, eos)
+        if bool(done.all()):
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=-1)
+        pos = pos[:, -1:] + 1
+        out = model(input_ids=nxt.masked_fill(done, pad_id).unsqueeze(-1), attention_mask=attn, position_ids=pos,
+                    past_key_values=out.past_key_values, use_cache=True)
+    return result
+
+
+def _eos_ids(tok, model) -> set[int]:
+    ids = {tok.eos_token_id}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
+    return {int(i) for i in ids if i is not None}
+
+
+class TransformersBackend:
+    """The decode loop above on a transformers model (CPU or one GPU)."""
+
+    def __init__(self, model_dir, *, device: str | None = None, dtype: str = "float32"):
+        from .models import load_model, load_tokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tok = load_tokenizer(model_dir)
+        self.model = load_model(model_dir, dtype=getattr(torch, dtype), device=self.device).eval()
+        self.eos_ids = _eos_ids(self.tok, self.model)
+
+    def sample(self, prompts: list[list[int]], seeds: list[int], *, temperature, top_p, top_k, max_new_tokens):
+        outs = decode(self.model, prompts, seeds, temperature=temperature, top_p=top_p, top_k=top_k,
+                      max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, pad_id=self.tok.pad_token_id)
+        return [(self.tok.decode(o, skip_special_tokens=True).strip(), len(o)) for o in outs]
+
+
+class VllmBackend:
+    """vLLM on pre-rendered token ids, one request per sample with its own seed."""
+
+    def __init__(self, model_dir, *, dtype: str = "auto", seed: int = 0):
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError:
+            raise ValueError("backend 'vllm' needs the vllm package (GPU machines: pip install vllm); "
+                             "use backend 'transformers' here") from None
+        from .models import load_tokenizer
+
+        self.tok = load_tokenizer(model_dir)
+        self.SamplingParams = SamplingParams
+        self.llm = LLM(model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed)
+
+    def sample(self, prompts: list[list[int]], seeds: list[int], *, temperature, top_p, top_k, max_new_tokens):
+        params = [self.SamplingParams(n=1, temperature=temperature, top_p=top_p, top_k=top_k or -1,
+                                      max_tokens=max_new_tokens, seed=s) for s in seeds]
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        return [(o.outputs[0].text.strip(), len(o.outputs[0].token_ids)) for o in outs]
+
+
+# ---------------------------------------------------------------- files
+def partial_path(out_path: str | Path) -> Path:
+    out = Path(out_path)
+    stem = out.name[:-len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(stem + ".partial.jsonl")
+
+
+def _line(rec: dict) -> bytes:
+    """One JSONL line, byte for byte what negfree.io.write_jsonl writes."""
+    return (json.dumps(_clean(rec), default=str) + "\n").encode("utf-8")
+
+
+def _sha256_records(records: list[dict]) -> str:
+    return hashlib.sha256(b"".join(_line(r) for r in records)).hexdigest()
+
+
+def sha256_dir(path: str | Path) -> str:
+    """A content hash of every file under a model directory (names and bytes)."""
+    h = hashlib.sha256()
+    root = Path(path)
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(root)).encode("utf-8") + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _resume(partial: Path, header: dict, records: list[dict]) -> list[bytes]:
+    """The finished lines of a previous run with the same configuration ([] when there is none)."""
+    if not partial.exists():
+        return []
+    data = partial.read_bytes()
+    complete = data[:data.rfind(b"\n") + 1]               # a line cut by a kill is dropped
+    lines = complete.splitlines(keepends=True)
+    if not lines:
+        return []
+    try:
+        old = json.loads(lines[0])
+    except json.JSONDecodeError:
+        old = None
+    if not isinstance(old, dict) or old.get("format") != PARTIAL_FORMAT:
+        raise ValueError(f"{partial}: not a negfree generation progress file; delete it to start over")
+    if old != header:
+        diff = sorted(k for k in set(old.get("config", {})) | set(header["config"])
+                      if old.get("config", {}).get(k) != header["config"].get(k))
+        raise ValueError(f"{partial}: left by a run with a different configuration ({', '.join(diff)}); "
+                         f"delete it to start over")
+    done = lines[1:]
+    if len(done) > len(records):
+        raise ValueError(f"{partial}: holds {len(done)} prompts, more than the {len(records)} of this shard")
+    for k, line in enumerate(done):
+        if json.loads(line).get("id") != records[k]["id"]:
+            raise ValueError(f"{partial}: line {k + 2} is record {json.loads(line).get('id')!r}, "
+                             f"expected {records[k]['id']!r}; delete it to start over")
+    if len(complete) != len(data):
+        partial.write_bytes(complete)
+    return done
+
+
+def _check_args(records, num, temperature, top_p, top_k, max_new_tokens, batch_size, shard, num_shards, backend):
+    checks = [(isinstance(num, int) and num >= 1, f"num={num!r}: the pool needs at least one negative per prompt"),
+              (temperature >= 0, f"temperature={temperature} must be >= 0"),
+              (0 < top_p <= 1, f"top_p={top_p} must be in (0, 1]"),
+              (top_k is None or (isinstance(top_k, int) and top_k >= 0), f"top_k={top_k!r} must be an int >= 0 "
+                                                                          f"(0 or None: no top-k)"),
+              (isinstance(max_new_tokens, int) and max_new_tokens >= 1,
+               f"max_new_tokens={max_new_tokens!r} must be >= 1"),
+              (isinstance(batch_size, int) and batch_size >= 1, f"batch_size={batch_size!r} must be >= 1"),
+              (isinstance(num_shards, int) and num_shards >= 1 and isinstance(shard, int) and 0 <= shard < num_shards,
+               f"shard={shard!r}, num_shards={num_shards!r}: need 0 <= shard < num_shards"),
+              (backend in BACKENDS, f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
+    seen = set()
+    for k, r in enumerate(records):
+        rid = r.get("id") if isinstance(r, dict) else None
+        if not isinstance(rid, str) or not rid:
+            raise ValueError(f"record {k}: column 'id' must be a non-empty string (it seeds the samples)")
+        if rid in seen:
+            raise ValueError(f"record {rid!r}: duplicate id (ids seed the samples and must be unique)")
+        seen.add(rid)
+        if not isinstance(r.get("prompt"), (str, list)) or not r["prompt"]:
+            raise ValueError(f"record {rid!r}: column 'prompt' must be a string or a list of messages")
+
+
+def _messages(prompt) -> list[dict]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
 def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str | Path, *, num: int,
                        strategy_name: str = "chat_bad", temperature: float = 0.7, top_p: float = 1.0,
-                       top_k: int = 50, max_new_tokens: int = 320, batch_size: int = 8, seed: int = 0,
-                       fallback_template: bool = False) -> dict:
-    """Write ``records`` with a pool of ``num`` negatives each to ``out_path`` (JSONL + manifest)."""
-    from .models import load_model, load_tokenizer
+                       top_k: int | None = 50, max_new_tokens: int = 320, batch_size: int = 8, seed: int = 0,
+                       fallback_template: bool = False, shard: int = 0, num_shards: int = 1,
+                       backend: str = "transformers", device: str | None = None, dtype: str | None = None,
+                       progress: bool = True) -> dict:
+    """Write ``records[shard::num_shards]`` with a pool of ``num`` negatives each to ``out_path``.
 
-    if num < 1:
-        raise ValueError(f"num={num}: the pool needs at least one negative per prompt")
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0")
+    Returns the manifest, also written to ``<out_path>.manifest.json``. ``batch_size`` counts
+    prompts per forward batch (each brings ``num`` rows, 1 at temperature 0).
+    """
+    _check_args(records, num, temperature, top_p, top_k, max_new_tokens, batch_size, shard, num_shards, backend)
     how = strategy(strategy_name)
-    tok = load_tokenizer(model_dir)
-    model = load_model(model_dir).eval()
-    start, n_tokens, out = time.time(), 0, []
-    for b in range(0, len(records), batch_size):
-        batch = records[b:b + batch_size]
-        prompts = [render_prompt(tok, r["prompt"], system=how["system"], chat=how["chat"],
-                                 fallback_template=fallback_template) for r in batch]
-        answers = sample_answers(model, tok, prompts, num=num, temperature=temperature, top_p=top_p,
-                                 top_k=top_k, max_new_tokens=max_new_tokens, seed=seed * 1_000_003 + b)
-        for r, negs in zip(batch, answers):
-            n_tokens += sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in negs)
-            out.append({**r, "negatives": negs})
-        print(f"[generate] {min(b + batch_size, len(records))}/{len(records)} prompts", flush=True)
+    out_path = Path(out_path)
+    mine = records[shard::num_shards]
+    if not mine:
+        raise ValueError(f"shard {shard} of {num_shards} gets no records (the input has {len(records)})")
+    dtype = dtype or ("float32" if backend == "transformers" else "auto")
+    config = {"model": str(model_dir), "model_sha256": sha256_dir(model_dir), "backend": backend, "dtype": dtype,
+              "device": device, "strategy": strategy_name, "system": how["system"], "chat": how["chat"],
+              "fallback_template": fallback_template, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+              "max_new_tokens": max_new_tokens, "num": num, "seed": seed, "shard": shard,
+              "num_shards": num_shards, "input_records_sha256": _sha256_records(mine)}
+    header = {"format": PARTIAL_FORMAT, "config": config}
+    partial = partial_path(out_path)
+    done = _resume(partial, header, mine)
+    resumed = len(done)
+
+    if backend == "vllm":
+        engine = VllmBackend(model_dir, dtype=dtype, seed=seed)
+    else:
+        engine = TransformersBackend(model_dir, device=device, dtype=dtype)
+    tok = engine.tok
+    per = 1 if temperature == 0 else num                  # greedy: one answer, repeated
+    bar = tqdm(total=len(mine), initial=resumed, file=sys.stderr, desc=f"generate {out_path.name}",
+               unit="prompt", disable=not progress)
+    start, n_tokens = time.time(), 0
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with partial.open("ab") as fh:
+        if resumed == 0:
+            fh.truncate(0)
+            fh.write(_line(header))
+        for b in range(resumed, len(mine), batch_size):
+            batch = mine[b:b + batch_size]
+            ids, seeds = [], []
+            for r in batch:
+                text = render_prompt(tok, _messages(r["prompt"]), system=how["system"], chat=how["chat"],
+                                     fallback_template=fallback_template)
+                p = tok(text, add_special_tokens=False)["input_ids"]
+                for j in range(per):
+                    ids.append(p)
+                    seeds.append(sample_seed(seed, r["id"], j))
+            answers = engine.sample(ids, seeds, temperature=temperature, top_p=top_p, top_k=top_k,
+                                    max_new_tokens=max_new_tokens)
+            lines = []
+            for i, r in enumerate(batch):
+                mine_answers = answers[i * per:(i + 1) * per]
+                n_tokens += sum(n for _, n in mine_answers)
+                negs = [a for a, _ in mine_answers] * (num if per == 1 else 1)
+                lines.append(_line({**r, "negatives": negs}))
+            fh.write(b"".join(lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+            done += lines
+            bar.update(len(batch))
+    bar.close()
     elapsed = time.time() - start
-    write_jsonl(out_path, out)
+
+    data = b"".join(done)
+    out_records = [json.loads(x) for x in done]
     manifest = {
-        "model": str(model_dir), "strategy": strategy_name, "system": how["system"], "chat": how["chat"],
-        "temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": max_new_tokens,
-        "num": num, "seed": seed, "prompts": len(out), "generated_tokens": n_tokens,
-        "empty_negatives": sum(1 for r in out for a in r["negatives"] if not a),
-        "seconds": round(elapsed, 2), "tokens_per_second": round(n_tokens / max(elapsed, 1e-9), 2),
+        **config, "batch_size": batch_size, "device_used": str(getattr(engine, "device", "vllm")),
+        "seeds": {"seed": seed, "per_sample": "torch.Generator seeded by sha256(seed, record id, j)[:8] >> 1"},
+        "prompts": len(out_records), "prompts_in_input": len(records), "resumed_prompts": resumed,
+        "negatives": sum(len(r["negatives"]) for r in out_records),
+        "empty_negatives": sum(1 for r in out_records for a in r["negatives"] if not a),
+        "generated_tokens": n_tokens, "seconds": round(elapsed, 2),
+        "tokens_per_second": round(n_tokens / max(elapsed, 1e-9), 2),
+        "sha256": {"model": config["model_sha256"], "input_records": config["input_records_sha256"],
+                   "output": hashlib.sha256(data).hexdigest()},
+        "versions": {"torch": torch.__version__, "transformers": _version("transformers")},
     }
     write_json(Path(str(out_path) + ".manifest.json"), manifest)
+    atomic_write_bytes(out_path, data)
+    partial.unlink()
     return manifest
+
+
+def _version(pkg: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return None

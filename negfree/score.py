@@ -45,11 +45,22 @@ def answer_token_logprobs(model, seqs: list[list[int]], starts: list[int], pad_i
     return out
 
 
+def mismatched_of(records: list[dict], i: int) -> dict:
+    """KTO's mismatched answer for prompt i: the positive of the next record that has one
+    (pairing-ratio masking can drop a positive). The trainer uses the same rule."""
+    for k in range(1, len(records) + 1):
+        r = records[(i + k) % len(records)]
+        if r.get("positive") is not None:
+            return r
+    raise ValueError("no record has a positive answer")
+
+
 def answers_of(records: list[dict], i: int, mismatched: bool) -> list[tuple[str, str]]:
     r = records[i]
-    items = [("positive", r["positive"])] + [("negative", a) for a in r.get("negatives", [])]
+    items = [] if r.get("positive") is None else [("positive", r["positive"])]
+    items += [("negative", a) for a in r.get("negatives", [])]
     if mismatched:
-        items.append(("mismatched", records[(i + 1) % len(records)]["positive"]))
+        items.append(("mismatched", mismatched_of(records, i)["positive"]))
     return items
 
 

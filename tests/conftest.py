@@ -22,35 +22,6 @@ try:
 except ImportError:  # not installed yet: run from the checkout
     sys.path.insert(0, str(ROOT))
 
-# Renders user/assistant (and system) turns; assistant turns end with eos so a
-# trained model learns to stop.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}"
-    "<|{{ m['role'] }}|>\n{{ m['content'] }}"
-    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|system|>", "<|user|>", "<|assistant|>"]
-
-
-def _train_tokenizer(texts, vocab_size=600):
-    """A byte-level BPE: any string encodes (no <unk>), as lm-eval feeds it free text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>",
-                                   eos_token="<|eos|>", pad_token="<|pad|>")
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
 
 @pytest.fixture(scope="session")
 def embedded_dir(tmp_path_factory):
@@ -65,29 +36,6 @@ def embedded_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, embedded_dir):
     """Directory with a saved tiny random LlamaForCausalLM and its tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from negfree.tiny import make_tiny_model
 
-    from negfree.data.embedded import load_jsonl
-
-    texts = []
-    for split in ("train", "test"):
-        for rec in load_jsonl(embedded_dir / f"{split}.jsonl"):
-            texts += [m["content"] for m in rec["prompt"]] + [rec["positive"]]
-    texts += ["Question: Answer: The answer is"]
-    tok = _train_tokenizer(texts)
-
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-        max_position_embeddings=512, tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-
-    out = tmp_path_factory.mktemp("tiny_model")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"), embedded_dir)

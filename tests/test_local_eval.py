@@ -65,3 +65,35 @@ def test_unknown_task_is_named(tiny_model_dir, embedded_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown local lm-eval task 'negfree_nope'"):
         evaluate_local(tiny_model_dir, embedded_dir / "test.jsonl", tmp_path / "x.json",
                        tasks=["negfree_mc", "negfree_nope"])
+
+
+def test_aggregate_local_and_protocol_jsons_to_tidy_csv(tmp_path):
+    import csv
+
+    from negfree.evaluate.aggregate import COLUMNS, aggregate
+
+    local = {"model": "m", "protocol": "negfree_offline",
+             "tasks": {"negfree_mc": {"acc,none": 0.5, "acc_stderr,none": 0.1,
+                                      "acc_norm,none": 0.25, "acc_norm_stderr,none": 0.05}},
+             "n_samples": {"negfree_mc": {"original": 64, "effective": 8}}}
+    proto = {"model": "m", "protocol": "openllm_ift", "calls": [],
+             "tasks": {"gsm8k": {"metric": "exact_match,strict-match", "value": 0.4, "stderr": 0.02, "n": 50},
+                       "ifeval": {"metric": "prompt_level_strict_acc,none", "value": None, "stderr": None,
+                                  "n": None}},
+             "aggregate": {"rule": "mean", "value": None, "scale": 100.0, "missing": ["ifeval"]}}
+    (tmp_path / "runs" / "sft" / "eval").mkdir(parents=True)
+    p1 = tmp_path / "runs" / "sft" / "eval" / "negfree_offline.json"
+    p2 = tmp_path / "runs" / "sft" / "eval" / "openllm_ift.json"
+    p1.write_text(json.dumps(local))
+    p2.write_text(json.dumps(proto))
+    rows = aggregate([p1, p2], tmp_path / "all.csv")
+    with open(tmp_path / "all.csv") as f:
+        table = list(csv.DictReader(f))
+    assert tuple(table[0]) == COLUMNS and len(table) == len(rows) == 5
+    assert table[0] == {"run": "sft", "protocol": "negfree_offline", "task": "negfree_mc",
+                        "metric": "acc,none", "value": "0.5", "stderr": "0.1", "n": "8"}
+    assert table[1]["metric"] == "acc_norm,none" and table[1]["stderr"] == "0.05"
+    assert [r["task"] for r in table[2:]] == ["gsm8k", "ifeval", "aggregate"]
+    assert table[3]["value"] == "" and table[4]["value"] == ""      # failed task: empty, not 0
+    with pytest.raises(ValueError, match="2 run names for 1 result files"):
+        aggregate([p1], tmp_path / "x.csv", runs=["a", "b"])

@@ -228,3 +228,45 @@ def test_overlong_prompts_stop_the_run_or_are_dropped_before_training(tmp_path, 
     train(cfg_for(tiny_model_dir, path, tmp_path / "s", "sft", overlong_prompts="skip", max_steps=1))
     info = json.loads((tmp_path / "s/run_info.json").read_text())
     assert info["records"] == 7 and len(info["dropped_overlong_prompts"]) == 1
+
+
+# ------------------------------------------------------------------ pairing ratio (bnf.txt Table 6)
+def test_pairing_ratio_masking_trains_bnf_and_is_refused_by_pairwise_methods(tmp_path, tiny_model_dir, data):
+    from negfree.data.adapters import apply_pairing_ratio
+
+    recs = load_jsonl(data)
+    raw = [{k: v for k, v in r.items() if k != "ref"} for r in recs]
+    masked = apply_pairing_ratio(raw, 0.0, seed=3)   # every record loses one side
+    sides = {r["dropped"] for r in masked}
+    assert sides == {"positive", "negatives"}, "the check needs both kinds of dropped side"
+    path = tmp_path / "masked.jsonl"
+    score_records(tiny_model_dir, masked, path, max_len=96)
+    train(cfg_for(tiny_model_dir, path, tmp_path / "bnf", "bnf", max_steps=2, micro_batch_size=1))
+    rows = metrics(tmp_path / "bnf")
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    # the per-step positive log-likelihood covers only prompts that kept their positive
+    assert all(r["logp_pos"] < 0 for r in rows)
+    with pytest.raises(ValueError, match="one side dropped .* method 'dpo' needs both sides"):
+        train(cfg_for(tiny_model_dir, path, tmp_path / "dpo", "dpo"))
+
+
+def test_a_dropped_side_contributes_nothing_to_the_bnf_loss(tiny_model_dir, data):
+    """Same prompt, dropped negatives: the loss equals the positive-only loss exactly."""
+    from negfree.losses import get_method
+    from negfree.models import load_model, load_tokenizer
+    from negfree.train.batch import collate, loss_inputs
+
+    tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    cfg = {"fallback_template": False, "max_len": 96, "max_prompt_len": None}
+    rec = load_jsonl(data)[0]
+    dropped = {**rec, "paired": False, "dropped": "negatives", "negatives": [],
+               "ref": {**rec["ref"], "negatives": []}}
+    bnf = get_method("bnf")
+    with_drop = collate(tok, [dropped], [[]], cfg, [], True)
+    assert with_drop.n_neg == 0     # a lone record with no negatives: nothing to pad against
+    both = collate(tok, [dropped, rec], [[], [0, 1]], cfg, [], True)
+    assert both.neg_valid.tolist() == [[False, False], [True, True]]
+    l_both = bnf.fn(loss_inputs(model, model, both, bnf, {}, None, 64)).loss
+    solo_pos = bnf.fn(loss_inputs(model, model, with_drop, bnf, {}, None, 64)).loss
+    solo_full = bnf.fn(loss_inputs(model, model, collate(tok, [rec], [[0, 1]], cfg, [], True), bnf, {}, None, 64)).loss
+    torch.testing.assert_close(l_both, (solo_pos + solo_full) / 2, rtol=1e-5, atol=1e-6)

@@ -1,5 +1,21 @@
 # Named input functions and paths shared by every stage. Sweeps expand here only.
+from pathlib import Path
+
+import jsonschema as _jsonschema
+import yaml as _yaml
+from snakemake.exceptions import WorkflowError
+
 from negfree.losses import REGISTRY
+
+# The merged config is checked against configs/schema/config.schema.yaml before anything
+# reads it: a misspelt key or an out-of-range value stops here, naming the key.
+_CONFIG_SCHEMA = Path(workflow.basedir, "configs/schema/config.schema.yaml")
+_config_errors = [f"{'.'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in
+                  _jsonschema.Draft202012Validator(_yaml.safe_load(_CONFIG_SCHEMA.read_text())).iter_errors(config)]
+if config.get("score", {}).get("max_len") != config.get("train", {}).get("max_len"):
+    _config_errors.append("score.max_len must equal train.max_len (reference log-probs align token by token)")
+if _config_errors:
+    raise WorkflowError(f"config does not match {_CONFIG_SCHEMA.name}:\n  " + "\n  ".join(_config_errors))
 
 EXP = config["experiment"]
 MODEL = config["model"]["name"]

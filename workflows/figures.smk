@@ -1,7 +1,8 @@
 # Analytic figures, computed from the library's own loss code through autograd.
 rule bnf_fig1:
     output:
-        png="figures/bnf/fig1.png",
+        png=report("figures/bnf/fig1.png", caption="../report/bnf_fig1.rst", category="Analytic figures",
+                   labels={"paper": "BNF", "figure": "Fig. 1"}),
         csv="figures/bnf/fig1.csv",
     log:
         "logs/figures/bnf_fig1.log",
@@ -11,7 +12,8 @@ rule bnf_fig1:
 
 rule asft_fig1:
     output:
-        png="figures/asft/fig1.png",
+        png=report("figures/asft/fig1.png", caption="../report/asft_fig1.rst", category="Analytic figures",
+                   labels={"paper": "ASFT", "figure": "Fig. 1"}),
         csv="figures/asft/fig1.csv",
     log:
         "logs/figures/asft_fig1.log",

@@ -7,7 +7,8 @@ rule summary_table:
         run_dirs=table_run_dirs,
     output:
         csv=f"results/tables/{EXP}/summary.csv",
-        md=f"results/tables/{EXP}/summary.md",
+        md=report(f"results/tables/{EXP}/summary.md", caption="../report/summary_table.rst", category="Tables",
+                  labels={"table": "summary", "experiment": EXP}),
         provenance=f"results/tables/{EXP}/provenance.json",
     log:
         f"logs/{EXP}/summary_table.log",

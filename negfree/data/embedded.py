@@ -299,7 +299,11 @@ def _check_record(rec, where: str) -> None:
     if not isinstance(rec["id"], str) or not rec["id"]:
         raise ValueError(f"{where}: column 'id' must be a non-empty string")
     where = f"{where} (id={rec['id']!r})"
-    if not isinstance(rec["positive"], str) or not rec["positive"].strip():
+    dropped_positive = rec.get("paired") is False and rec.get("dropped") == "positive"
+    if dropped_positive:   # pairing-ratio masking (negfree.data.adapters.apply_pairing_ratio)
+        if rec["positive"] is not None:
+            raise ValueError(f"{where}: 'dropped: positive' but column 'positive' is not null")
+    elif not isinstance(rec["positive"], str) or not rec["positive"].strip():
         raise ValueError(f"{where}: column 'positive' is empty or not a string")
     prompt = rec["prompt"]
     if not isinstance(prompt, list) or not prompt:

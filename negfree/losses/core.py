@@ -165,6 +165,7 @@ class Method:
     two_pass: bool = False          # IFT: the trainer runs the fused-embedding forward
     vocab_term: bool = False        # BNF: reads sum_v sg[p_v] log p_v per position (tok_plogp)
     reduction: str = "prompts"      # how the loss averages a batch: over "prompts", or over answer "tokens"
+    unpaired: bool = False          # accepts records with one side dropped (Seq.valid = 0; bnf.txt Table 6)
 
     def resolve(self, overrides: dict | None = None) -> dict:
         """Paper defaults updated by ``overrides``; unknown names and bad values raise."""
@@ -198,6 +199,7 @@ class Method:
             "two_pass": self.two_pass,
             "vocab_term": self.vocab_term,
             "reduction": self.reduction,
+            "unpaired": self.unpaired,
             "hyperparameters": {k: hp.default for k, hp in self.hyperparameters.items()},
             "hyperparameter_sources": {k: hp.source for k, hp in self.hyperparameters.items()},
             "hyperparameter_ranges": {k: hp.describe_interval() for k, hp in self.hyperparameters.items()},

@@ -259,7 +259,7 @@ def bnf_sequence_loss(seq: Seq, label: float, method: str = "bnf") -> Tensor:
 @register(
     "bnf",
     paper="bnf.txt Eq. 4-9, App. B (dynamic target distribution, no hyperparameter)",
-    needs_reference=True, needs_negatives=True, pairwise=False, token_level=True, vocab_term=True,
+    needs_reference=True, needs_negatives=True, pairwise=False, token_level=True, vocab_term=True, unpaired=True,
 )
 def bnf(inp: LossInputs) -> LossOutput:
     """BNF: label +1 on positives, -1 on negatives; per prompt L(y) + mean_j L(y'_j)."""

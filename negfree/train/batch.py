@@ -29,12 +29,18 @@ class Batch:
     has_kl: bool
     has_ref: bool
     pos_tokens: int           # answer tokens of the positives (the unit of token-mean losses)
+    pos_valid: torch.Tensor | None = None   # [N] 0 where pairing-ratio masking dropped the positive
+    neg_valid: torch.Tensor | None = None   # [N, B] 0 where it dropped the negatives
 
 
 def collate(tok, records: list[dict], neg_idx: list[list[int]], cfg: dict, kl_records: list[dict],
             use_ref: bool) -> Batch:
-    """Encode positives, then the B negatives of each prompt, then (KTO) mismatched answers."""
+    """Encode positives, then the B negatives of each prompt, then (KTO) mismatched answers.
+
+    A side dropped by pairing-ratio masking (``paired: false``) is encoded as an empty
+    answer (the end-of-sequence token alone) and marked invalid, so it counts for nothing."""
     seqs, refs = [], []
+    B = max((len(i) for i in neg_idx), default=0)
     prompts = [render_prompt(tok, r["prompt"], fallback_template=cfg["fallback_template"]) for r in records]
 
     def add(prompt, answer, ref, where):
@@ -46,12 +52,17 @@ def collate(tok, records: list[dict], neg_idx: list[list[int]], cfg: dict, kl_re
         seqs.append(e)
         refs.append(ref)
 
-    for r, p in zip(records, prompts):
-        add(p, r["positive"], r["ref"]["positive"] if use_ref else None, f"record {r['id']} (positive)")
+    pos_valid = [r.get("positive") is not None for r in records]
+    neg_valid = [bool(idx) for idx in neg_idx]
+    for r, p, ok in zip(records, prompts, pos_valid):
+        ref = (r["ref"]["positive"] if ok else None) if use_ref else None
+        add(p, r["positive"] if ok else "", ref, f"record {r['id']} (positive)")
     for r, p, idx in zip(records, prompts, neg_idx):
         for j in idx:
             add(p, r["negatives"][j], r["ref"]["negatives"][j] if use_ref else None,
                 f"record {r['id']} (negative {j})")
+        for _ in range(B - len(idx)):
+            add(p, "", None, f"record {r['id']} (dropped negatives)")
     for r, p, k in zip(records, prompts, kl_records):
         add(p, k["positive"], r["ref"]["mismatched"], f"record {r['id']} (mismatched)")
     ids, attn, ans = pad_batch([e.ids for e in seqs], [e.answer_start for e in seqs], tok.pad_token_id)
@@ -60,8 +71,9 @@ def collate(tok, records: list[dict], neg_idx: list[list[int]], cfg: dict, kl_re
         if ref is not None:
             ref_tok[i, answer_logit_slice(e.answer_start, len(e.ids))] = torch.tensor(ref)
     pos_tokens = sum(len(e.ids) - e.answer_start for e in seqs[:len(records)])
-    return Batch(ids, attn, ans, ref_tok, len(records), len(neg_idx[0]) if neg_idx else 0, bool(kl_records),
-                 use_ref, pos_tokens)
+    pv = None if all(pos_valid) else torch.tensor(pos_valid)
+    nv = None if all(neg_valid) or not B else torch.tensor(neg_valid).unsqueeze(-1).expand(-1, B).contiguous()
+    return Batch(ids, attn, ans, ref_tok, len(records), B, bool(kl_records), use_ref, pos_tokens, pv, nv)
 
 
 def fused_embeddings(model, ids, attn, answer, lam: float, freeze: bool):
@@ -96,14 +108,14 @@ def loss_inputs(model, raw_model, batch: Batch, method, hp: dict, log_u: torch.T
     ref_tok = batch.ref_tok.to(dev)
     N, B = batch.n_prompts, batch.n_neg
 
-    def seq(lo, hi, shape):
+    def seq(lo, hi, shape, valid=None):
         t, m, r = tok[lo:hi], mask[lo:hi], ref_tok[lo:hi]
         pl = plogp[lo:hi] if plogp is not None else None
         view = lambda x: None if x is None else x.reshape(*shape, *x.shape[1:])  # noqa: E731
         return Seq(view(t.sum(-1)), view(m.sum(-1)), view(r.sum(-1)) if batch.has_ref else None,
-                   view(t), view(r), view(pl), view(m))
+                   view(t), view(r), view(pl), view(m), None if valid is None else valid.to(dev))
 
-    pos = seq(0, N, (N,))
-    neg = seq(N, N + N * B, (N, B)) if B else None
+    pos = seq(0, N, (N,), batch.pos_valid)
+    neg = seq(N, N + N * B, (N, B), batch.neg_valid) if B else None
     kl = seq(N + N * B, N + N * B + N, (N,)) if batch.has_kl else None
     return LossInputs(pos=pos, neg=neg, log_u=log_u, kl=kl)

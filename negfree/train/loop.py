@@ -33,6 +33,8 @@ import torch
 from ..data.tokenize import encode, render_prompt
 from ..io import write_json
 from ..losses import LossInputs, get_method
+from ..losses.core import masked_mean
+from ..score import mismatched_of
 from .batch import collate, loss_inputs
 from .checkpoint import Checkpoints, Preempted, StopFlag, fault
 from .records import check_records, negative_indices
@@ -128,13 +130,18 @@ def sequence_metrics(inp: LossInputs) -> dict[str, float]:
     """What every run logs, whatever its loss: dft.txt Fig. 3's log-likelihoods (sum and per
     token) of positives and negatives, minorsft.txt Eq. 8's deviation where S0 exists, and the
     likelihood margin Sbar(y_w) - Sbar(y_l) (asft.txt Fig. 2a)."""
-    m = {"logp_pos": inp.pos.logp.mean(), "logp_pos_per_token": inp.pos.mean.mean()}
+    pv = inp.pos.valid
+    m = {"logp_pos": masked_mean(inp.pos.logp, pv), "logp_pos_per_token": masked_mean(inp.pos.mean, pv)}
     if inp.pos.ref is not None:
-        m["deviation"] = ((inp.pos.logp - inp.pos.ref) / inp.pos.length).mean()
+        m["deviation"] = masked_mean((inp.pos.logp - inp.pos.ref) / inp.pos.length, pv)
     if inp.neg is not None:
-        m["logp_neg"] = inp.neg.logp.mean()
-        m["logp_neg_per_token"] = inp.neg.mean.mean()
-        m["likelihood_margin"] = (inp.pos.mean.unsqueeze(-1) - inp.neg.mean).mean()
+        nv = inp.neg.valid
+        m["logp_neg"] = masked_mean(inp.neg.logp, nv)
+        m["logp_neg_per_token"] = masked_mean(inp.neg.mean, nv)
+        both = None if pv is None and nv is None else (
+            (torch.ones_like(inp.neg.mean) if nv is None else nv.to(inp.neg.mean.dtype))
+            * (1.0 if pv is None else pv.to(inp.neg.mean.dtype).unsqueeze(-1)))
+        m["likelihood_margin"] = masked_mean(inp.pos.mean.unsqueeze(-1) - inp.neg.mean, both)
     return {k: float(v.detach()) for k, v in m.items()}
 
 
@@ -233,7 +240,7 @@ def train(cfg: dict) -> dict:
             for m in range(0, per_rank, mbs):
                 mi = mine[m:m + mbs]
                 negs = [negative_indices(records[i], i, epoch, cfg["num_negatives"], cfg["seed"]) for i in mi]
-                kl = [records[(i + 1) % n] for i in mi] if method.needs_mismatched else []
+                kl = [mismatched_of(records, i) for i in mi] if method.needs_mismatched else []
                 micro.append((mi, collate(tok, [records[i] for i in mi], negs, cfg, kl, use_ref)))
             # the global normaliser: prompts, or positive answer tokens summed over every process
             if method.reduction == "tokens":
@@ -263,7 +270,8 @@ def train(cfg: dict) -> dict:
                     sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach()) * share
                     if accelerator.sync_gradients:
                         fault("kill", step + 1)
-                        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg["grad_clip"]))
+                        gn = accelerator.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+                        grad_norm = float(gn) if gn is not None else float("nan")   # DeepSpeed clips inside
                     lr = scheduler.get_last_lr()[0]   # the rate this step uses
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)

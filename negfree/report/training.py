@@ -1,0 +1,332 @@
+"""Training-log figures, read only from run directories under results/runs/.
+
+dft.txt Fig. 3 (per-token log-likelihood of positives and negatives over steps),
+dft.txt Fig. 4 (training cost per method), minorsft.txt Fig. 1 (deviation m_theta,
+Eq. 8, over steps) and asft.txt Fig. 2 ((a) likelihood margin ASFT vs ORPO, (b) runtime
+and peak memory ASFT vs DPO).
+
+Every number plotted is also written to the figure's data CSV exactly as read from
+metrics.jsonl / perf.jsonl / timing.json. A method the paper's figure shows but for
+which no run exists is named in the CSV (a row with ``note``) and in the figure's
+footnote; nothing is filled in for it. Every figure states the scale it was made at.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import atomic_write_text
+from .analytic import _save   # the project's byte-reproducible PNG/PDF writer
+
+# The methods each paper figure compares (registry names; 'x->y' = a two-stage pipeline).
+FIG_METHODS = {
+    "dft/fig3": ("dft", "sft", "simpo"),
+    "dft/fig4": ("dft", "dft2", "sft", "sft->dpo"),
+    "minorsft/fig1": ("sft", "sft_dpo", "minorsft"),
+    "asft/fig2a": ("asft", "orpo"),
+    "asft/fig2b": ("asft", "dpo"),
+}
+CSV_COLUMNS = ["method", "run", "step", "series", "value", "note"]
+
+
+# ----------------------------------------------------------------------------- runs
+@dataclass
+class Run:
+    """One training run directory, as written by negfree.train.loop.train."""
+
+    path: Path
+    name: str
+    method: str
+    config: dict
+    metrics: list[dict]
+    perf: list[dict]
+    timing: dict | None
+    provenance: dict | None = None
+    perf_source: str = "perf.jsonl"
+    extra: dict = field(default_factory=dict)
+
+    def series(self, key: str) -> list[tuple[int, float]]:
+        """(step, value) for every metrics.jsonl row that has ``key`` (perf keys from perf.jsonl)."""
+        rows = self.metrics
+        if key in ("seconds", "tokens_per_s", "peak_memory_mb") and self.perf:
+            rows = self.perf
+        return [(int(r["step"]), r[key]) for r in rows if key in r and r[key] is not None]
+
+    @property
+    def device(self) -> str:
+        cuda = (self.provenance or {}).get("cuda")
+        return f"GPU ({cuda})" if cuda else "CPU"
+
+    @property
+    def label(self) -> str:
+        return self.method if self.extra.get("unique", True) else f"{self.method} [{self.name}]"
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            out.append(json.loads(line))
+    return out
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_run(run_dir, root=None) -> Run:
+    run_dir = Path(run_dir)
+    config = _read_json(run_dir / "config.json") or {}
+    timing = _read_json(run_dir / "timing.json")
+    method = config.get("method") or (timing or {}).get("method")
+    if not method:
+        raise ValueError(f"{run_dir}: neither config.json nor timing.json names the method")
+    metrics = _read_jsonl(run_dir / "metrics.jsonl")
+    perf = _read_jsonl(run_dir / "perf.jsonl")
+    source = "perf.jsonl"
+    if not perf:   # runs from before perf.jsonl existed logged the wall-clock keys in metrics.jsonl
+        perf = [{k: r[k] for k in ("step", "seconds", "tokens_per_s", "peak_memory_mb") if k in r}
+                for r in metrics if "seconds" in r or "peak_memory_mb" in r]
+        source = "metrics.jsonl" if perf else ""
+    name = str(run_dir.relative_to(root)) if root is not None else run_dir.name
+    return Run(run_dir, name, method, config, metrics, perf, timing, _read_json(run_dir / "provenance.json"),
+               source)
+
+
+def find_runs(run_dirs) -> list[Run]:
+    """``run_dirs``: a root to search (every directory below it holding a metrics.jsonl)
+    or an explicit list of run directories. Sorted by path, so output order is fixed."""
+    if isinstance(run_dirs, (str, Path)):
+        root = Path(run_dirs)
+        dirs = sorted({p.parent for p in root.rglob("metrics.jsonl") if "checkpoints" not in p.parts})
+        runs = [load_run(d, root) for d in dirs]
+    else:
+        runs = [load_run(d) for d in sorted(Path(d) for d in run_dirs)]
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.method] = counts.get(r.method, 0) + 1
+    for r in runs:
+        r.extra["unique"] = counts[r.method] == 1
+    return runs
+
+
+def runs_of(runs: list[Run], method: str) -> list[Run]:
+    return [r for r in runs if r.method == method]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _missing_rows(fig: str, runs: list[Run], series_needed=()) -> tuple[list[dict], list[str]]:
+    """Rows naming each paper method of ``fig`` that has no run (or no logged series)."""
+    rows, missing = [], []
+    for m in FIG_METHODS[fig]:
+        rs = runs_of(runs, m)
+        if not rs:
+            why = "two-stage pipeline: no such run" if "->" in m else "no run of this method"
+            rows.append({"method": m, "run": "", "step": "", "series": "", "value": "", "note": f"missing: {why}"})
+            missing.append(f"{m} ({why})")
+            continue
+        for key in series_needed:
+            for r in rs:
+                if not r.series(key):
+                    rows.append({"method": m, "run": r.name, "step": "", "series": key, "value": "",
+                                 "note": f"missing: {key} not logged in metrics.jsonl"})
+                    missing.append(f"{r.label}: {key} not logged")
+    return rows, missing
+
+
+def _series_rows(runs: list[Run], keys) -> list[dict]:
+    rows = []
+    for r in runs:
+        for key in keys:
+            for step, v in r.series(key):
+                rows.append({"method": r.method, "run": r.name, "step": step, "series": key, "value": v, "note": ""})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    atomic_write_text(path, df.to_csv(index=False))
+    return df
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _footer(fig, scale: str, missing: list[str], extra: str = "") -> None:
+    lines = [f"{scale}" + (f"; {extra}" if extra else "")]
+    if missing:
+        lines.append("not shown (no data): " + "; ".join(missing))
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=6.5, ha="left", va="bottom", wrap=True)
+
+
+def _line_panel(ax, runs: list[Run], key: str, ylabel: str, title: str) -> None:
+    drawn = False
+    for r in runs:
+        s = r.series(key)
+        if s:
+            ax.plot([x for x, _ in s], [y for _, y in s], marker="o", ms=3, lw=1.4,
+                    label=f"{r.label} (lr {r.config.get('lr', '?')})")
+            drawn = True
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    if drawn:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no run logs this series", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+
+
+def _cost(r: Run) -> dict:
+    """seconds per step and peak memory of one run: timing.json first, per-step log as a check."""
+    t = r.timing or {}
+    sec = [v for _, v in r.series("seconds")]
+    mem = [v for _, v in r.series("peak_memory_mb")]
+    return {
+        "timing_seconds_per_step": t.get("seconds_per_step"),
+        "timing_wall_seconds": t.get("wall_seconds"),
+        "timing_peak_memory_mb": t.get("peak_memory_mb"),
+        "timing_steps": t.get("steps"),
+        "perf_mean_seconds": sum(sec) / len(sec) if sec else None,
+        "perf_max_peak_memory_mb": max(mem) if mem else None,
+    }
+
+
+def _cost_rows(runs: list[Run]) -> list[dict]:
+    rows = []
+    for r in runs:
+        for k, v in _cost(r).items():
+            if v is not None:
+                src = "timing.json" if k.startswith("timing_") else r.perf_source
+                rows.append({"method": r.method, "run": r.name, "step": "", "series": k, "value": v,
+                             "note": f"{src}; {r.device}"})
+    return rows
+
+
+def _cost_panels(axes, runs: list[Run]) -> None:
+    labels = [r.label for r in runs]
+    for ax, key, ylabel in ((axes[0], "timing_seconds_per_step", "seconds / step (timing.json)"),
+                            (axes[1], "timing_peak_memory_mb", "peak memory, MB (timing.json)")):
+        vals = [_cost(r)[key] for r in runs]
+        xs = [i for i, v in enumerate(vals) if v is not None]
+        ax.bar(xs, [vals[i] for i in xs], color="tab:blue")
+        for i in xs:
+            ax.text(i, vals[i], f"{vals[i]:.3g}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        if not runs:
+            ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+
+
+MEMORY_NOTE = "peak memory: CUDA max allocated on GPU, process max RSS on CPU"
+
+
+# ----------------------------------------------------------------------------- figures
+def dft_fig3(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
+    sel = [r for m in FIG_METHODS["dft/fig3"] for r in runs_of(runs, m)]
+    keys = ("logp_pos_per_token", "logp_neg_per_token", "logp_pos", "logp_neg")
+    miss_rows, missing = _missing_rows("dft/fig3", runs, ("logp_pos_per_token", "logp_neg_per_token"))
+    df = _write_csv(out_png.with_suffix(".csv"), _series_rows(sel, keys) + miss_rows)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    _line_panel(axes[0], sel, "logp_pos_per_token", "mean log-likelihood per token", "(a) positives")
+    _line_panel(axes[1], sel, "logp_neg_per_token", "mean log-likelihood per token", "(b) negatives")
+    fig.suptitle("dft.txt Fig. 3: log-likelihood of positives and negatives during training (metrics.jsonl)",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    _footer(fig, scale, missing)
+    _save(fig, out_png)
+    return df
+
+
+def dft_fig4(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
+    miss_rows, missing = _missing_rows("dft/fig4", runs)
+    df = _write_csv(out_png.with_suffix(".csv"), _cost_rows(runs) + miss_rows)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    _cost_panels(axes, runs)
+    fig.suptitle("dft.txt Fig. 4: training cost per method (timing.json of each run)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    devices = sorted({r.device for r in runs}) or ["no runs"]
+    _footer(fig, scale, missing, f"{MEMORY_NOTE}; device: {', '.join(devices)}")
+    _save(fig, out_png)
+    return df
+
+
+def minorsft_fig1(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
+    sel = [r for m in FIG_METHODS["minorsft/fig1"] for r in runs_of(runs, m)]
+    miss_rows, missing = _missing_rows("minorsft/fig1", runs, ("deviation",))
+    df = _write_csv(out_png.with_suffix(".csv"), _series_rows(sel, ("deviation",)) + miss_rows)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    _line_panel(ax, sel, "deviation", "m_theta = mean (S - S0) / |y|", "deviation from the reference (Eq. 8)")
+    fig.suptitle("minorsft.txt Fig. 1: deviation metric over training steps (metrics.jsonl)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    _footer(fig, scale, missing, "paper: SFT lr 1e-5, SFT-using-DPO and MinorSFT lr 2e-5")
+    _save(fig, out_png)
+    return df
+
+
+def asft_fig2(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
+    sel_a = [r for m in FIG_METHODS["asft/fig2a"] for r in runs_of(runs, m)]
+    sel_b = [r for m in FIG_METHODS["asft/fig2b"] for r in runs_of(runs, m)]
+    miss_a, missing_a = _missing_rows("asft/fig2a", runs, ("likelihood_margin",))
+    miss_b, missing_b = _missing_rows("asft/fig2b", runs)
+    rows = [{**row, "series": f"a:{row['series']}" if row["series"] else "a"}
+            for row in _series_rows(sel_a, ("likelihood_margin",)) + miss_a]
+    rows += [{**row, "series": f"b:{row['series']}" if row["series"] else "b"} for row in _cost_rows(sel_b) + miss_b]
+    df = _write_csv(out_png.with_suffix(".csv"), rows)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    _line_panel(axes[0], sel_a, "likelihood_margin", "mean Sbar(y_w) - Sbar(y_l)", "(a) likelihood margin")
+    _cost_panels(axes[1:], sel_b)
+    axes[1].set_title("(b) runtime", fontsize=9)
+    axes[2].set_title("(b) peak memory", fontsize=9)
+    fig.suptitle("asft.txt Fig. 2: (a) likelihood margin ASFT vs ORPO; (b) cost ASFT vs DPO", fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    devices = sorted({r.device for r in sel_b}) or ["no runs"]
+    _footer(fig, scale, missing_a + missing_b, f"{MEMORY_NOTE}; device: {', '.join(devices)}")
+    _save(fig, out_png)
+    return df
+
+
+def training_figures(run_dirs, out_root, scale: str) -> dict[str, Path]:
+    """Write out_root/{dft/fig3, dft/fig4, minorsft/fig1, asft/fig2}.{png,pdf,csv}.
+
+    ``run_dirs``: a runs root to search, or a list of run directories."""
+    runs = find_runs(run_dirs)
+    out_root = Path(out_root)
+    out = {}
+    for key, fn in (("dft/fig3", dft_fig3), ("dft/fig4", dft_fig4), ("minorsft/fig1", minorsft_fig1),
+                    ("asft/fig2", asft_fig2)):
+        png = out_root / f"{key}.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fn(runs, png, scale)
+        out[key] = png
+    return out
+
+
+def main_training_figures(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="negfree training-figures",
+                                description="dft Fig. 3/4, minorsft Fig. 1, asft Fig. 2 from training runs")
+    p.add_argument("--runs-root", required=True, help="directory searched for run dirs (metrics.jsonl)")
+    p.add_argument("--out-root", required=True, help="figures go to OUT_ROOT/<paper>/<fig>.{png,pdf,csv}")
+    p.add_argument("--scale", required=True, help="scale string printed on every figure")
+    a = p.parse_args(argv)
+    for key, png in training_figures(a.runs_root, a.out_root, a.scale).items():
+        print(f"{key}: wrote {png} (+ .pdf, .csv)")
+
+
+if __name__ == "__main__":
+    main_training_figures()

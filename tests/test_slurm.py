@@ -1,0 +1,193 @@
+"""The workflow on a real Slurm, and the HTML report.
+
+`test_tiny_dag_through_slurm` starts a single-node Slurm on this machine
+(tests/slurm/start_slurm.sh: Debian packages slurm-wlm + munge, no accounting) and
+runs the repo's own Snakefile with the literal `snakemake --profile slurm` from the
+repo root, on the tiny model and a tiny config (the one of tests/test_dag.py). Only
+what cannot fit a 2-CPU test node is overridden on the command line (resources, the
+first status-check delay, retries). It checks that every job went through sbatch
+(job ids in snakemake's log, Slurm's own record of them in squeue, a per-job Slurm
+log), that the results are complete, and renders `snakemake --report` on them.
+Where Slurm cannot be installed or started (not root, no apt, no Debian), it is
+skipped with the reason.
+
+`test_report_has_every_caption` renders the report on the cheap part of the DAG
+(analytic figures and the Frozen Lake toy) without Slurm; the summary table's
+caption is checked in the Slurm test, where the whole DAG runs.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+START = ROOT / "tests" / "slurm" / "start_slurm.sh"
+
+# One distinctive phrase of each caption in report/*.rst, as it appears in the HTML.
+CAPTIONS = {
+    "summary_table": "Summary table of experiment",
+    "bnf_fig1": "BNF paper, Figure 1 (analytic)",
+    "asft_fig1": "ASFT paper, Figure 1 (analytic)",
+    "ift_fig3": "IFT paper, Figure 3 on the Frozen Lake toy",
+    "visits": "Frozen Lake visit map",
+    "workflow": "reproduces five papers on fine-tuning LLMs without preference data",
+}
+
+
+def tiny_config(tiny_model_dir):
+    """The tiny config of tests/test_dag.py with one method: every stage for real, seconds per job
+    (tests/test_dag.py already covers several methods and per-method hyperparameters)."""
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["model"] = {"name": "tiny", "source": str(tiny_model_dir)}
+    cfg["data"].update(n_train=64, n_test=16, train_prompts=8)
+    cfg["generate"].update(max_new_tokens=6)
+    cfg["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_len=96)
+    cfg["score"]["max_len"] = 96
+    cfg["methods"] = {"dft2": {"tau": 0.5}}
+    cfg["evaluate"] = {"limit": 4, "chat_template": True}
+    cfg["toy"] = {"frozen_lake": {"seeds": 1, "steps": 20, "methods": ["sft"]}}
+    return cfg
+
+
+def _env():
+    venv_bin = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _render_report(workdir, cfgfile, targets=()):
+    html = workdir / "results" / "report.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", *targets, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(cfgfile), "--report", str(html)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert html.stat().st_size > 10_000
+    return html.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A running Slurm (started here if needed), or a visible skip saying why not."""
+    if shutil.which("bash") is None:
+        pytest.skip("no bash to run tests/slurm/start_slurm.sh")
+    t0 = time.monotonic()
+    proc = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.skip(f"no Slurm on this machine: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+    print(f"start_slurm.sh: {time.monotonic() - t0:.0f} s; {proc.stderr.strip()}")
+    for tool in ("sbatch", "squeue", "scontrol"):
+        assert shutil.which(tool), f"{tool} missing although start_slurm.sh succeeded"
+    return True
+
+
+def test_tiny_dag_through_slurm(tmp_path, tiny_model_dir, slurm):
+    cfgfile = tmp_path / "cfg.yaml"
+    cfgfile.write_text(yaml.safe_dump(tiny_config(tiny_model_dir), sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm",      # = `snakemake --profile slurm`
+           "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfgfile),
+           # a 2-CPU test node: small jobs, no GPU (replaces the profile's per-rule map), fast polling
+           "--default-resources", "mem_mb=1500", "runtime=20", "cpus_per_task=1",
+           "--set-resources", *[f"{r}:gpu=0" for r in ("generate_negatives", "score_reference", "train",
+                                                       "evaluate_run", "evaluate_base")],
+           "--slurm-init-seconds-before-status-checks", "2",
+           # more jobs than CPUs: Slurm queues the ready ones and starts each as a CPU frees
+           "--jobs", "8", "--retries", "0", "--latency-wait", "10"]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)
+    elapsed = time.monotonic() - t0
+    out = proc.stdout + proc.stderr
+    logs = "\n".join(f"== {p}\n{p.read_text(errors='replace')[-1500:]}"
+                     for p in sorted((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log"))) \
+        if (tmp_path / ".snakemake" / "slurm_logs").exists() else ""
+    assert proc.returncode == 0, out[-5000:] + logs[-5000:]
+    print(f"tiny DAG through Slurm: {elapsed:.0f} s")
+    assert "Using profile slurm" in out
+
+    # every job except the local target `all` went through sbatch, each with its own Slurm job id
+    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", out))
+    stats = re.search(r"Job stats:\n(.*?)\n\s*total\s+(\d+)", out, re.S)
+    assert stats, out[-3000:]
+    n_jobs = int(stats.group(2))
+    assert len(submitted) == n_jobs - 1 >= 10, (len(submitted), n_jobs, out[-3000:])
+    slurm_ids = sorted(set(submitted.values()), key=int)
+    assert len(slurm_ids) == len(submitted)
+
+    # Slurm's own record (no accounting: squeue keeps finished jobs for MinJobAge)
+    sq = subprocess.run(["squeue", "--states=all", "--noheader", "--format=%i %T", "--jobs", ",".join(slurm_ids)],
+                        capture_output=True, text=True, timeout=60)
+    states = dict(line.split() for line in sq.stdout.strip().splitlines())
+    assert set(states) == set(slurm_ids) and set(states.values()) == {"COMPLETED"}, (sq.stdout, sq.stderr)
+
+    # one Slurm log per job (the profile keeps logs of successful jobs)
+    slurm_logs = {p.stem for p in (tmp_path / ".snakemake" / "slurm_logs").rglob("*.log")}
+    assert set(slurm_ids) <= slurm_logs, (slurm_ids, slurm_logs)
+    rule_dirs = {p.name for p in (tmp_path / ".snakemake" / "slurm_logs").iterdir()}
+    for rule in ("rule_prepare_model", "rule_generate_negatives", "rule_score_reference", "rule_train",
+                 "rule_evaluate_run", "rule_summary_table", "rule_frozen_lake"):
+        assert rule in rule_dirs, rule_dirs
+
+    # complete results
+    import pandas as pd
+    table = pd.read_csv(tmp_path / "results/tables/demo/summary.csv")
+    assert list(table["model"]) == ["base", "dft2"] and table["mc_acc"].notna().all()
+    for f in ("figures/bnf/fig1.png", "figures/asft/fig1.png", "figures/ift/fig3.png",
+              "results/toy/frozen_lake/visits.png", "results/runs/demo/method~dft2/final/model.safetensors"):
+        assert (tmp_path / f).stat().st_size > 0, f
+
+    # the HTML report of the whole run carries every caption
+    html = _render_report(tmp_path, cfgfile)
+    for name, phrase in CAPTIONS.items():
+        assert phrase in html, f"caption of {name} missing from the report"
+    assert "summary.md" in html and "visits.png" in html
+
+
+def test_report_has_every_caption(tmp_path):
+    """Without Slurm: the figure rules run locally, the report shows them with their captions."""
+    cfgfile = tmp_path / "cfg.yaml"
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["toy"] = {"frozen_lake": {"seeds": 1, "steps": 10, "methods": ["sft"]}}
+    cfgfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    targets = ["figures/bnf/fig1.png", "figures/asft/fig1.png", "figures/ift/fig3.png"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", *targets, "--profile", "local", "--cores", "2",
+         "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfgfile)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Using profile local" in proc.stdout + proc.stderr
+    html = _render_report(tmp_path, cfgfile, targets)
+    for name in ("bnf_fig1", "asft_fig1", "ift_fig3", "visits", "workflow"):
+        assert CAPTIONS[name] in html, f"caption of {name} missing from the report"
+    # the images themselves are embedded
+    for img in ("fig1.png", "fig3.png", "visits.png"):
+        assert img in html
+
+
+def test_slurm_profile_dry_run_is_fast_and_requests_gpus(tmp_path):
+    """`snakemake -n --profile slurm` on the demo config: seconds, and GPU stages ask for `gpu`, never `tasks`."""
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--profile", "slurm", "-s", str(ROOT / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(ROOT / "configs" / "demo.yaml")],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - t0
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Using profile slurm" in out
+    assert elapsed < 60, f"dry run took {elapsed:.0f} s"
+    print(f"snakemake -n --profile slurm: {elapsed:.1f} s")
+    resources = {}
+    for rule, res in re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M):
+        resources.setdefault(rule, set()).add(res)
+    for rule in ("generate_negatives", "score_reference", "train", "evaluate_run", "evaluate_base"):
+        assert rule in resources, (rule, sorted(resources))
+        assert all(re.search(r"\bgpu=1\b", r) for r in resources[rule]), (rule, resources[rule])
+    for rule in ("make_data", "summary_table", "bnf_fig1", "asft_fig1", "frozen_lake"):
+        assert all("gpu=" not in r for r in resources[rule]), (rule, resources[rule])
+    assert not any(re.search(r"\btasks=", r) for rs in resources.values() for r in rs)
