@@ -219,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bench", choices=["train", "generate"])
     s.set_defaults(fn=cmd_bench, passthrough=True)
 
+    s = sub.add_parser("training-figures", help="dft Fig. 3/4, minorsft Fig. 1, asft Fig. 2 from run logs",
+                       add_help=False)
+    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.training", fromlist=["x"]).main_training_figures(rest),
+                   passthrough=True)
+
+    s = sub.add_parser("claims", help="the claims ledger (configs/claims.yaml) against the runs", add_help=False)
+    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.claims", fromlist=["x"]).main_claims(rest),
+                   passthrough=True)
+
     s = sub.add_parser("toy", help="toy problems: 'negfree toy frozen-lake --help'", add_help=False)
     s.add_argument("toy", choices=["frozen-lake"])
     s.set_defaults(fn=cmd_toy, passthrough=True)

@@ -14,6 +14,7 @@ from negfree.io import write_jsonl
 from negfree.report.claims import NOT_CHECKABLE, NOT_REPRODUCED, REPRODUCED, claims_ledger
 from negfree.report.training import training_figures
 from negfree.score import score_records
+from negfree.toy.frozen_lake import run_frozen_lake
 from negfree.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,10 +105,18 @@ def test_figures_are_byte_reproducible_and_missing_methods_are_named(runs_root, 
 
 
 @pytest.fixture(scope="module")
-def ledger(runs_root, tmp_path_factory):
+def frozen_lake(tmp_path_factory):
+    """A short real Frozen Lake run (2 seeds, 15 steps) of the four methods ift.txt Fig. 3 compares."""
+    out = tmp_path_factory.mktemp("frozen_lake")
+    run_frozen_lake(out, methods=["sft", "ift", "dpo", "orpo"], seeds=2, steps=15, episodes=40, eval_every=5)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ledger(runs_root, frozen_lake, tmp_path_factory):
     out = tmp_path_factory.mktemp("ledger")
-    df = claims_ledger(ROOT / "configs/claims.yaml", runs_root, ROOT / "results/toy/frozen_lake",
-                       out / "claims.csv", out / "claims.md", SCALE)
+    df = claims_ledger(ROOT / "configs/claims.yaml", runs_root, frozen_lake, out / "claims.csv", out / "claims.md",
+                       SCALE)
     return df.set_index("id"), out
 
 
@@ -146,10 +155,14 @@ def test_compare_and_trend_verdicts_match_a_hand_computation(ledger, runs_root):
     assert df.loc["dft.fig4.dft2_costlier_than_sft", "verdict"] == (REPRODUCED if ok else NOT_REPRODUCED)
 
 
-def test_missing_runs_and_out_of_scope_claims_are_not_checkable(ledger):
+def test_missing_runs_and_out_of_scope_claims_are_not_checkable(ledger, runs_root, tmp_path):
     df, _ = ledger
-    r = df.loc["ift.b1.training_cost"]
-    assert r.verdict == NOT_CHECKABLE and "no run of method=ift" in r.reason
+    assert "no run of method=ift" in df.loc["ift.b1.training_cost", "reason"]
+    only = claims_ledger(ROOT / "configs/claims.yaml", [runs_root / "method~sft", runs_root / "method~dft"], None,
+                         tmp_path / "c.csv", tmp_path / "c.md", SCALE).set_index("id")
+    for cid, missing in (("asft.fig2a.margin_above_orpo", "asft"), ("dft.fig4.dft2_costlier_than_sft", "dft2"),
+                         ("minorsft.fig1.deviation_below_sft", "minorsft")):
+        assert only.loc[cid, "verdict"] == NOT_CHECKABLE and f"no run of method={missing}" in only.loc[cid, "reason"]
     r = df.loc["dft.fig3.neg_logp_vs_sft"]   # SFT saw no negatives, so it logs no logp_neg
     assert r.verdict == NOT_CHECKABLE and "no 'logp_neg'" in r.reason
     r = df.loc["asft.fig2b.runtime_below_dpo"]   # DPO reads precomputed reference log-probs
@@ -160,12 +173,20 @@ def test_missing_runs_and_out_of_scope_claims_are_not_checkable(ledger):
     assert df.loc["dft.fig4.dft2_comparable_to_sft_dpo", "verdict"] == NOT_CHECKABLE
 
 
-def test_registry_analytic_and_frozen_lake_claims_evaluate(ledger):
+def test_registry_analytic_and_frozen_lake_claims_evaluate(ledger, frozen_lake, runs_root, tmp_path):
     df, _ = ledger
     for cid in ("asft.sec4.no_reference_model", "bnf.sec3.no_extra_hyperparameters_unpaired"):
         assert df.loc[cid, "verdict"] == REPRODUCED and "negfree methods --json" in df.loc[cid, "measurement"]
     analytic = [c for c in df.index if df.loc[c, "scale"].startswith("analytic")]
     assert len(analytic) == 12 and (df.loc[analytic, "verdict"] == REPRODUCED).all()
-    fl = pd.read_csv(ROOT / "results/toy/frozen_lake/fig3.csv").groupby("method").cells_visited.mean()
-    held = all(fl[m] > fl["sft"] for m in ("dpo", "orpo", "ift"))
+    fl = pd.read_csv(frozen_lake / "fig3.csv").groupby("method").mean(numeric_only=True)
+    held = all(fl.cells_visited[m] > fl.cells_visited["sft"] for m in ("dpo", "orpo", "ift"))
     assert df.loc["ift.fig3.exploration_beyond_sft", "verdict"] == (REPRODUCED if held else NOT_REPRODUCED)
+    p = fl.mse_params   # tiers [[dpo], [ift], [orpo, sft]], lower is better
+    held = p["dpo"] < p["ift"] < min(p["orpo"], p["sft"])
+    assert df.loc["ift.fig3.frozen_lake_ordering", "verdict"] == (REPRODUCED if held else NOT_REPRODUCED)
+    # without Frozen Lake outputs those claims are not checkable, and say why
+    df2 = claims_ledger(ROOT / "configs/claims.yaml", runs_root, tmp_path / "nowhere", tmp_path / "c.csv",
+                        tmp_path / "c.md", SCALE).set_index("id")
+    r = df2.loc["ift.fig3.frozen_lake_ordering"]
+    assert r.verdict == NOT_CHECKABLE and "fig3.csv does not exist" in r.reason

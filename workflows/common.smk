@@ -27,6 +27,10 @@ DATA_DIR = f"work/data/{DATA}"
 NEG_DIR = (f"{DATA_DIR}/negatives/model~{MODEL}/strategy~{GEN['strategy']}/"
            f"temperature~{GEN['temperature']}/num~{GEN['num']}")
 RUNS = f"results/runs/{EXP}"
+_T = config["train"]
+SCALE = (f"{EXP} scale: {MODEL}, {config['data'].get('train_prompts') or config['data'].get('n_train')} "
+         f"training prompts, {_T.get('max_steps')} steps of {_T.get('batch_size')} prompts, "
+         f"B={_T.get('num_negatives')}")
 
 wildcard_constraints:
     method="|".join(sorted(REGISTRY, key=len, reverse=True)),
@@ -74,6 +78,8 @@ def table_runs(wildcards):
 def final_targets():
     return [
         f"results/tables/{EXP}/summary.md",
+        "results/claims.md",
+        "figures/dft/fig3.png",
         "figures/bnf/fig1.png",
         "figures/asft/fig1.png",
         "figures/ift/fig3.png",

@@ -5,6 +5,7 @@ rule frozen_lake:
                    labels={"paper": "IFT", "figure": "Fig. 3"}),
         csv="figures/ift/fig3.csv",
         table="results/toy/frozen_lake/table.md",
+        curves="results/toy/frozen_lake/fig3.csv",
         visits=report("results/toy/frozen_lake/visits.png", caption="../report/frozen_lake_visits.rst",
                       category="Frozen Lake (IFT Fig. 3)", labels={"paper": "IFT", "figure": "visit map"}),
     params:

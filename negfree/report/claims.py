@@ -719,8 +719,12 @@ def evaluate_claim(ctx: Context, claim: dict) -> dict:
 
 # ------------------------------------------------------------------------------ ledger
 def claims_ledger(claims_yaml, runs_root, frozen_lake_dir, out_csv, out_md, scale: str) -> pd.DataFrame:
+    """Evaluate every claim; ``runs_root``: a directory searched for runs, or a list of run dirs."""
     claims = yaml.safe_load(Path(claims_yaml).read_text())["claims"]
-    runs = find_runs(runs_root) if runs_root and Path(runs_root).exists() else []
+    if isinstance(runs_root, (list, tuple)):      # explicit run directories
+        runs = find_runs(runs_root)
+    else:
+        runs = find_runs(runs_root) if runs_root and Path(runs_root).exists() else []
     ctx = Context(runs, frozen_lake_dir, scale)
     df = pd.DataFrame([evaluate_claim(ctx, c) for c in claims], columns=COLUMNS)
     atomic_write_text(out_csv, df.to_csv(index=False))

@@ -178,6 +178,8 @@ def _line_panel(ax, runs: list[Run], key: str, ylabel: str, title: str) -> None:
             ax.plot([x for x, _ in s], [y for _, y in s], marker="o", ms=3, lw=1.4,
                     label=f"{r.label} (lr {r.config.get('lr', '?')})")
             drawn = True
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -296,7 +298,8 @@ def asft_fig2(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
     fig.suptitle("asft.txt Fig. 2: (a) likelihood margin ASFT vs ORPO; (b) cost ASFT vs DPO", fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     devices = sorted({r.device for r in sel_b}) or ["no runs"]
-    _footer(fig, scale, missing_a + missing_b, f"{MEMORY_NOTE}; device: {', '.join(devices)}")
+    _footer(fig, scale, missing_a + missing_b, f"{MEMORY_NOTE}; device: {', '.join(devices)}; DPO reads "
+            "precomputed reference log-probs (no in-loop reference model), unlike the paper's DPO")
     _save(fig, out_png)
     return df
 

@@ -52,6 +52,8 @@ DEFAULTS = {
     "resume": True,                    # continue from out_dir/checkpoints/latest when it exists
     "report_to": None,                 # None | tensorboard | wandb (accelerate trackers), beside metrics.jsonl
     "mixed_precision": "auto",         # auto (bf16 on GPU, fp32 on CPU) | no | bf16 | fp16
+    "track_negatives": False,          # methods without negatives still forward B of them (no gradient
+                                       # flows: the loss ignores them) to log their likelihood (dft.txt Fig. 3)
 }
 # Keys that may change between a run and its resumption without changing what it computes.
 _RESUME_FREE = {"save_every", "keep_checkpoints", "keep_checkpoints_at_end", "resume", "report_to", "out_dir"}
@@ -75,7 +77,7 @@ def resolve_config(cfg: dict) -> dict:
     if out["batch_size"] % out["micro_batch_size"]:
         raise ValueError(f"train: batch_size={out['batch_size']} is not a multiple of "
                          f"micro_batch_size={out['micro_batch_size']}")
-    if not method.needs_negatives:
+    if not method.needs_negatives and not out["track_negatives"]:
         out["num_negatives"] = 0
     elif not isinstance(out["num_negatives"], int) or out["num_negatives"] < 1:
         raise ValueError(f"train: method '{method.name}' needs num_negatives (B) >= 1, got {out['num_negatives']!r}")
@@ -168,7 +170,7 @@ def train(cfg: dict) -> dict:
     records = load_jsonl(cfg["data"])
     tok = load_tokenizer(cfg["model"])
     records, dropped = drop_overlong(tok, records, cfg)
-    check_records(records, method, cfg["num_negatives"], cfg["data"])
+    check_records(records, method, cfg["num_negatives"], cfg["data"], negatives=cfg["num_negatives"] > 0)
     use_ref = method.needs_reference or all(r.get("ref") for r in records)
 
     random.seed(cfg["seed"])

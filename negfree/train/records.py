@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 
 
-def check_records(records: list[dict], method, num_negatives: int, source) -> None:
+def check_records(records: list[dict], method, num_negatives: int, source, negatives: bool | None = None) -> None:
     """Stop before any training if a record lacks what the method needs (one message, naming it)."""
     if not records:
         raise ValueError(f"{source}: no records")
@@ -17,7 +17,7 @@ def check_records(records: list[dict], method, num_negatives: int, source) -> No
         dropped = r.get("dropped") if r.get("paired") is False else None
         if dropped != "positive" and not str(r.get("positive") or "").strip():
             raise ValueError(f"{where}: empty positive answer")
-        if method.needs_negatives and dropped != "negatives":
+        if (method.needs_negatives if negatives is None else negatives) and dropped != "negatives":
             pool = r.get("negatives") or []
             if len(pool) < num_negatives:
                 raise ValueError(f"{where}: B={num_negatives} negatives requested but the pool has {len(pool)}")
