@@ -10,6 +10,8 @@ process, so peak memory is that run's own, on the same model, data and batch:
   are dropped, the median of the rest is ``median_step_s``;
 - ``ratio_to_sft`` compares seconds per processed token (positives + negatives +
   padding, as fed to the model) with SFT's, measured in the same invocation;
+- ``--full-logits-too`` repeats every method with ``chunked_head`` off, so the effect
+  of applying the output head at answer positions only is measured in the same run;
 - ``--vs-trl`` runs TRL's DPOTrainer (optional dependency ``trl``) with its
   defaults, on the same model, the same (prompt, positive, first negative) triples,
   the same batch and steps, and reports our DPO's time and peak memory over TRL's.
@@ -70,10 +72,10 @@ def _data(model_dir: Path, n: int, b: int, max_len: int, work: Path) -> Path:
     return work / "scored.jsonl"
 
 
-def _ours(method: str, model_dir: Path, data: Path, out: Path, args) -> dict:
+def _ours(method: str, model_dir: Path, data: Path, out: Path, args, chunked_head: bool = True) -> dict:
     cfg = {"batch_size": args.batch_size, "micro_batch_size": args.batch_size, "num_negatives": args.negatives,
            "max_len": args.max_len, "max_steps": args.warmup + args.steps, "lr": 1e-6, "scheduler": "constant",
-           "warmup_ratio": 0.0, "gradient_checkpointing": args.gradient_checkpointing}
+           "warmup_ratio": 0.0, "gradient_checkpointing": args.gradient_checkpointing, "chunked_head": chunked_head}
     cmd = [sys.executable, "-m", "negfree.cli", "train", "--method", method, "--model", str(model_dir),
            "--data", str(data), "--out-dir", str(out), "--train-json", json.dumps(cfg)]
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -172,9 +174,19 @@ def run(args) -> dict:
         for m in methods:
             print(f"[bench] {m}", file=sys.stderr, flush=True)
             results.append(_ours(m, model_dir, data, work / m, args))
+        full = {}
+        if args.full_logits_too:   # the same runs with the output head applied to every position
+            for m in methods:
+                print(f"[bench] {m} (full logits)", file=sys.stderr, flush=True)
+                full[m] = _ours(m, model_dir, data, work / f"{m}_full", args, chunked_head=False)
         base = next(r for r in results if r["method"] == "sft")["seconds_per_token"]
         for r in results:
             r["ratio_to_sft"] = round(r.pop("seconds_per_token") / base, 3)
+            if r["method"] in full:
+                f = full[r["method"]]
+                r["full_logits"] = {"median_step_s": f["median_step_s"], "peak_mem_mb": f["peak_mem_mb"],
+                                    "step_time_ratio": round(r["median_step_s"] / f["median_step_s"], 3),
+                                    "peak_mem_ratio": round(r["peak_mem_mb"] / f["peak_mem_mb"], 3)}
         out = {"device": _device(), "model": args.model, "batch_size": args.batch_size, "negatives": args.negatives,
                "max_len": args.max_len, "steps": args.steps, "warmup": args.warmup, "results": results}
         if args.vs_trl:
@@ -204,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--json", help="write the result here (printed either way)")
+    p.add_argument("--full-logits-too", action="store_true",
+                   help="also run every method with chunked_head off (full [R, T, V] logits) and report "
+                        "chunked / full time and memory ratios")
     p.add_argument("--vs-trl", action="store_true", help="also run TRL's DPOTrainer (needs trl)")
     p.add_argument("--trl-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -228,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=lambda a, rest: __import__("negfree.report.claims", fromlist=["x"]).main_claims(rest),
                    passthrough=True)
 
+    s = sub.add_parser("paper-table", help="one paper item (e.g. dft/table2) with our values beside the paper's",
+                       add_help=False)
+    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.paper_table", fromlist=["x"]).main_paper_table(rest),
+                   passthrough=True)
+
     s = sub.add_parser("toy", help="toy problems: 'negfree toy frozen-lake --help'", add_help=False)
     s.add_argument("toy", choices=["frozen-lake"])
     s.set_defaults(fn=cmd_toy, passthrough=True)

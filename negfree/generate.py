@@ -159,7 +159,7 @@ class VllmBackend:
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
-            raise ValueError("backend 'vllm' needs the vllm package (GPU machines: pip install vllm); "
+            raise ValueError("backend 'vllm' needs the vllm package (GPU machines: pip install -e .[vllm]); "
                              "use backend 'transformers' here") from None
         from .models import load_tokenizer
 

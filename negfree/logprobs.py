@@ -6,15 +6,59 @@ tokens. Only answer positions are processed, in chunks of ``chunk`` positions,
 each under activation checkpointing: the fp32 log-softmax of one chunk exists at
 a time, in the forward and again in the backward, never a [tokens x vocab] fp32
 tensor for the whole batch.
+
+``model_token_logprobs`` goes one step further for models whose logits are exactly
+``lm_head(hidden)`` (``PLAIN_HEAD_MODELS``): the model returns its last hidden
+states, and the output projection is applied inside each chunk, at answer
+positions only. No [rows x length x vocab] tensor exists at all, and prompt and
+padding positions never pay for the vocabulary projection. Other architectures
+(final-logit soft-capping, logit scaling) and sharded training (FSDP, ZeRO-3, whose
+parameters exist only inside the wrapped forward) take the full-logits path.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+# model_type values whose causal-LM forward computes logits = lm_head(last hidden state)
+# and nothing else (checked in transformers' modeling files; no soft-capping, no scaling).
+PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
+                               "olmo", "olmo2", "phi3"})
 
-def _chunk_stats(logits: Tensor, targets: Tensor, with_plogp: bool):
+
+def plain_output_head(model) -> tuple[str, nn.Linear] | None:
+    """(attribute name, output Linear) when ``model``'s logits are exactly that Linear of its
+    last hidden state, else None."""
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "model_type", None) not in PLAIN_HEAD_MODELS:
+        return None
+    head = model.get_output_embeddings()
+    if not isinstance(head, nn.Linear):
+        return None
+    name = next((n for n, m in model.named_children() if m is head), None)
+    return None if name is None else (name, head)
+
+
+@contextmanager
+def hidden_states_as_logits(model, name: str):
+    """While inside, ``model(...).logits`` holds the last hidden states [R, T, H]."""
+    head = getattr(model, name)
+    setattr(model, name, nn.Identity())
+    try:
+        yield head
+    finally:
+        setattr(model, name, head)
+
+
+def _project(hidden: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    return hidden if weight is None else nn.functional.linear(hidden, weight, bias)
+
+
+def _chunk_stats(logits: Tensor, weight: Tensor | None, bias: Tensor | None, targets: Tensor, with_plogp: bool):
+    logits = _project(logits, weight, bias)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()   # one chunk at a time; float64 stays float64 (tests)
     lse = torch.logsumexp(logits, dim=-1)
@@ -27,11 +71,12 @@ def _chunk_stats(logits: Tensor, targets: Tensor, with_plogp: bool):
 
 
 def token_logprobs(logits: Tensor, labels: Tensor, mask: Tensor, *, with_plogp: bool = False,
-                   chunk: int = 1024) -> tuple[Tensor, Tensor | None]:
+                   chunk: int = 1024, head: nn.Linear | None = None) -> tuple[Tensor, Tensor | None]:
     """Per-token log pi(y_t | prefix) at answer positions (0 elsewhere), shape [R, T].
 
     With ``with_plogp`` also returns sum_v sg[p_v] log p_v per position, the only
-    vocabulary-wide quantity BNF needs.
+    vocabulary-wide quantity BNF needs. With ``head``, ``logits`` are hidden states
+    and ``head`` is applied chunk by chunk.
     """
     if logits.shape[:2] != labels.shape or labels.shape != mask.shape:
         raise ValueError(f"shape mismatch: logits {tuple(logits.shape)}, labels {tuple(labels.shape)}, "
@@ -41,10 +86,11 @@ def token_logprobs(logits: Tensor, labels: Tensor, mask: Tensor, *, with_plogp: 
     flat_logits = logits.reshape(-1, logits.shape[-1])
     flat_labels = labels.reshape(-1)
     toks, plogps = [], []
-    need_grad = torch.is_grad_enabled() and logits.requires_grad
+    weight, bias = (head.weight, head.bias) if head is not None else (None, None)
+    need_grad = torch.is_grad_enabled() and (logits.requires_grad or (weight is not None and weight.requires_grad))
     for start in range(0, idx.numel(), chunk):
         sel = idx[start:start + chunk]
-        args = (flat_logits.index_select(0, sel), flat_labels.index_select(0, sel), with_plogp)
+        args = (flat_logits.index_select(0, sel), weight, bias, flat_labels.index_select(0, sel), with_plogp)
         if need_grad:
             tok, plogp = checkpoint(_chunk_stats, *args, use_reentrant=False)
         else:
@@ -58,6 +104,40 @@ def token_logprobs(logits: Tensor, labels: Tensor, mask: Tensor, *, with_plogp: 
         out_tok = out_tok.index_put((idx,), torch.cat(toks))
         out_plogp = out_plogp.index_put((idx,), torch.cat(plogps))
     return out_tok.view_as(labels), (out_plogp.view_as(labels) if with_plogp else None)
+
+
+def model_token_logprobs(model, raw_model, labels: Tensor, mask: Tensor, *, with_plogp: bool = False,
+                         chunk: int = 1024, chunked_head: bool = True, **inputs) -> tuple[Tensor, Tensor | None]:
+    """``token_logprobs`` of ``model(**inputs)``. ``model`` is what is trained (possibly
+    DDP-wrapped), ``raw_model`` its module; ``chunked_head`` asks for the hidden-state
+    path, taken when ``plain_output_head(raw_model)`` allows it."""
+    found = plain_output_head(raw_model) if chunked_head else None
+    if found is None:
+        return token_logprobs(model(**inputs).logits, labels, mask, with_plogp=with_plogp, chunk=chunk)
+    with hidden_states_as_logits(raw_model, found[0]) as head:
+        hidden = model(**inputs).logits
+    return token_logprobs(hidden, labels, mask, with_plogp=with_plogp, chunk=chunk, head=head)
+
+
+@torch.no_grad()
+def model_greedy_tokens(model, positions: Tensor, *, chunk: int = 1024, chunked_head: bool = True,
+                        **inputs) -> Tensor:
+    """argmax_v of the logits at ``positions`` (a [R, T] mask), -1 elsewhere; the vocabulary
+    projection only at those positions when the model allows it."""
+    found = plain_output_head(model) if chunked_head else None
+    if found is None:
+        out, head = model(**inputs).logits, None
+    else:
+        with hidden_states_as_logits(model, found[0]) as head:
+            out = model(**inputs).logits
+    flat = out.reshape(-1, out.shape[-1])
+    idx = positions.reshape(-1).bool().nonzero(as_tuple=True)[0]
+    guess = torch.full((flat.shape[0],), -1, dtype=torch.long, device=out.device)
+    w, b = (head.weight, head.bias) if head is not None else (None, None)
+    for start in range(0, idx.numel(), chunk):
+        sel = idx[start:start + chunk]
+        guess[sel] = _project(flat.index_select(0, sel), w, b).argmax(-1)
+    return guess.view(positions.shape)
 
 
 def shift_for_causal_lm(input_ids: Tensor, answer_mask: Tensor) -> tuple[Tensor, Tensor]:

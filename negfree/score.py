@@ -16,7 +16,7 @@ import torch
 
 from .data.tokenize import encode, render_prompt
 from .io import write_json, write_jsonl
-from .logprobs import answer_logit_slice, shift_for_causal_lm, token_logprobs
+from .logprobs import answer_logit_slice, model_token_logprobs, shift_for_causal_lm
 
 
 def pad_batch(seqs: list[list[int]], starts: list[int], pad_id: int):
@@ -36,9 +36,10 @@ def pad_batch(seqs: list[list[int]], starts: list[int], pad_id: int):
 def answer_token_logprobs(model, seqs: list[list[int]], starts: list[int], pad_id: int) -> list[list[float]]:
     """Per-token log-probs of the answer part of each sequence (one list per sequence)."""
     ids, attn, ans = pad_batch(seqs, starts, pad_id)
-    logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits
     labels, mask = shift_for_causal_lm(ids, ans)
-    tok, _ = token_logprobs(logits, labels.to(logits.device), mask.to(logits.device))
+    dev = model.device
+    tok, _ = model_token_logprobs(model, model, labels.to(dev), mask.to(dev), input_ids=ids.to(dev),
+                                  attention_mask=attn.to(dev))
     out = []
     for i, (s, a) in enumerate(zip(seqs, starts)):
         out.append(tok[i, answer_logit_slice(a, len(s))].tolist())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.tokenize import encode, render_prompt
-from ..logprobs import answer_logit_slice, shift_for_causal_lm, token_logprobs
+from ..logprobs import answer_logit_slice, model_greedy_tokens, model_token_logprobs, shift_for_causal_lm
 from ..losses import LossInputs, Seq
 from ..score import pad_batch
 
@@ -76,15 +76,18 @@ def collate(tok, records: list[dict], neg_idx: list[list[int]], cfg: dict, kl_re
     return Batch(ids, attn, ans, ref_tok, len(records), B, bool(kl_records), use_ref, pos_tokens, pv, nv)
 
 
-def fused_embeddings(model, ids, attn, answer, lam: float, freeze: bool):
+def fused_embeddings(model, ids, attn, answer, lam: float, freeze: bool, chunk: int = 1024,
+                     chunked_head: bool = True):
     """IFT pass 1 (no gradient): greedy guesses at answer positions, fused into the input embeddings.
 
     ``model`` is the unwrapped module: the no-gradient pass must not touch DDP's hooks.
     """
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=attn).logits
-        guess = torch.cat([ids[:, :1], logits.argmax(-1)[:, :-1]], dim=1)   # position t: the model's guess for token t
-        mixed_ids = torch.where(answer.bool(), guess, ids)                  # prompt positions keep the true tokens
+        _, before = shift_for_causal_lm(ids, answer)   # logit position t predicts token t + 1
+        greedy = model_greedy_tokens(model, before, chunk=chunk, chunked_head=chunked_head,
+                                     input_ids=ids, attention_mask=attn)
+        guess = torch.cat([ids[:, :1], greedy[:, :-1]], dim=1)          # position t: the model's guess for token t
+        mixed_ids = torch.where(answer.bool(), guess, ids)              # prompt positions keep the true tokens
     emb = model.get_input_embeddings()
     true_e, guess_e = emb(ids), emb(mixed_ids)
     if freeze:
@@ -93,17 +96,20 @@ def fused_embeddings(model, ids, attn, answer, lam: float, freeze: bool):
 
 
 def loss_inputs(model, raw_model, batch: Batch, method, hp: dict, log_u: torch.Tensor | None,
-                chunk: int) -> LossInputs:
-    """``model`` is what the optimizer trains (possibly DDP/FSDP-wrapped); ``raw_model`` its module."""
+                chunk: int, chunked_head: bool = True) -> LossInputs:
+    """``model`` is what the optimizer trains (possibly DDP/FSDP-wrapped); ``raw_model`` its module.
+    ``chunked_head``: apply the output projection chunk-wise at answer positions only
+    (``negfree.logprobs.model_token_logprobs``); the loop turns it off under FSDP/ZeRO-3."""
     dev = next(raw_model.parameters()).device
     ids, attn, ans = batch.ids.to(dev), batch.attn.to(dev), batch.answer.to(dev)
-    if method.two_pass:
-        emb = fused_embeddings(raw_model, ids, attn, ans, hp["lam"], hp["freeze_embedding"])
-        logits = model(inputs_embeds=emb, attention_mask=attn).logits
-    else:
-        logits = model(input_ids=ids, attention_mask=attn).logits
     labels, mask = shift_for_causal_lm(ids, ans)
-    tok, plogp = token_logprobs(logits, labels, mask, with_plogp=method.vocab_term, chunk=chunk)
+    if method.two_pass:
+        emb = fused_embeddings(raw_model, ids, attn, ans, hp["lam"], hp["freeze_embedding"], chunk, chunked_head)
+        inputs = {"inputs_embeds": emb, "attention_mask": attn}
+    else:
+        inputs = {"input_ids": ids, "attention_mask": attn}
+    tok, plogp = model_token_logprobs(model, raw_model, labels, mask, with_plogp=method.vocab_term, chunk=chunk,
+                                      chunked_head=chunked_head, **inputs)
     mask = mask.to(tok.dtype)
     ref_tok = batch.ref_tok.to(dev)
     N, B = batch.n_prompts, batch.n_neg

@@ -33,6 +33,7 @@ import torch
 from ..data.tokenize import encode, render_prompt
 from ..io import write_json
 from ..losses import LossInputs, get_method
+from ..logprobs import plain_output_head
 from ..losses.core import masked_mean
 from ..score import mismatched_of
 from .batch import collate, loss_inputs
@@ -45,6 +46,8 @@ DEFAULTS = {
     "num_negatives": 2, "max_len": 256, "max_prompt_len": None, "warmup_ratio": 0.1,
     "scheduler": "cosine", "weight_decay": 0.0, "grad_clip": 1.0, "seed": 0, "hparams": {},
     "gradient_checkpointing": False, "fallback_template": False, "logit_chunk": 1024,
+    "chunked_head": True,              # output projection chunk-wise at answer positions only (no [R, T, V]
+                                       # logits); off by itself for FSDP/ZeRO-3 and unlisted architectures
     "overlong_prompts": "error",       # error | skip (drop the record before training, counted in run_info.json)
     "save_every": 0,                   # steps between checkpoints (0: only on SIGTERM)
     "keep_checkpoints": 1,
@@ -203,6 +206,11 @@ def train(cfg: dict) -> dict:
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     raw_model = accelerator.unwrap_model(model)
+    from accelerate.utils import DistributedType
+
+    # FSDP and ZeRO-3 keep parameters sharded outside the wrapped forward: full logits there.
+    chunked_head = bool(cfg["chunked_head"] and plain_output_head(raw_model) is not None
+                        and accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED))
     log_u = torch.zeros(n, dtype=torch.float64) if method.stateful else None
 
     chash = config_hash(cfg)
@@ -224,6 +232,7 @@ def train(cfg: dict) -> dict:
         write_json(out_dir / "run_info.json", {"records": n, "dropped_overlong_prompts": dropped,
                                                "processes": world, "micro_batches_per_step": n_micro,
                                                "total_steps": total, "resumed_from_step": start,
+                                               "chunked_head": chunked_head,
                                                "config_hash": chash})
     if cfg["report_to"]:
         accelerator.init_trackers(method.name, config={k: v for k, v in cfg.items() if k != "hparams"})
@@ -254,7 +263,7 @@ def train(cfg: dict) -> dict:
             for mi, batch in micro:
                 with accelerator.accumulate(model):
                     lu = log_u[mi] if log_u is not None else None
-                    inp = loss_inputs(model, raw_model, batch, method, hp, lu, cfg["logit_chunk"])
+                    inp = loss_inputs(model, raw_model, batch, method, hp, lu, cfg["logit_chunk"], chunked_head)
                     out = method.fn(inp, **hp)
                     if not torch.isfinite(out.loss):
                         raise FloatingPointError(f"step {step + 1}: method '{method.name}' gave loss "
