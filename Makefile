@@ -25,8 +25,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/snakemake --profile local --cores $(CORES) --configfile configs/demo.yaml
 	$(VENV)/bin/snakemake --configfile configs/demo.yaml --report results/report.html
-	@echo "Done. Report: results/report.html  Table: results/tables/demo/summary.md  Claims: results/claims.csv"
-	@echo "      Figures: figures/{dft,minorsft,asft,ift,bnf}/  Frozen Lake: results/toy/frozen_lake/table.md"
+	@echo "Done. Report: results/report.html  Table: results/tables/demo/summary.md  Claims: results/tables/demo/claims.md"
+	@echo "      Training figures: figures/demo/{dft,minorsft,asft}/  Analytic: figures/{bnf,asft}/fig1.png  Frozen Lake: figures/ift/fig3.png, results/toy/frozen_lake/table.md"
 
 report: setup
 	$(VENV)/bin/snakemake --configfile configs/demo.yaml --report results/report.html

@@ -2,7 +2,13 @@
 # the negfree package. Any new workflows/*.smk is included automatically.
 from pathlib import Path
 
-configfile: "configs/demo.yaml"
+import yaml
+
+# Without --configfile the workflow runs the main job (configs/demo.yaml). A --configfile
+# replaces it whole: Snakemake would merge a `configfile:` default into it key by key, and
+# an experiment would silently inherit the demo's methods.
+if not config:
+    config.update(yaml.safe_load(Path(workflow.basedir, "configs/demo.yaml").read_text()))
 
 include: "workflows/common.smk"
 

@@ -52,9 +52,16 @@ def cmd_prepare_model(args) -> None:
 
 
 def cmd_make_data(args) -> None:
-    from .data.embedded import make_embedded
+    if args.source == "embedded":
+        from .data.embedded import make_embedded
 
-    print(json.dumps(make_embedded(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed), indent=2))
+        print(json.dumps(make_embedded(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed),
+                         indent=2))
+        return
+    from .data.adapters import make_from_config
+
+    print(json.dumps(make_from_config(args.source, args.out, n_train=args.n_train or None,
+                                      n_test=args.n_test or None, seed=args.seed, path=args.local), indent=2))
 
 
 def _records(path: str, limit: int | None):
@@ -65,8 +72,11 @@ def _records(path: str, limit: int | None):
 
 
 def cmd_generate(args) -> None:
-    from .generate import generate_negatives
+    from .generate import generate_negatives, pair_negatives
 
+    if args.strategy == "pair":
+        print(json.dumps(pair_negatives(_records(args.data, args.limit), args.out, num=args.num), indent=2))
+        return
     m = generate_negatives(args.model, _records(args.data, args.limit), args.out, num=args.num,
                            strategy_name=args.strategy, temperature=args.temperature, top_p=args.top_p,
                            top_k=args.top_k, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -80,7 +90,8 @@ def cmd_score(args) -> None:
 
     m = score_records(args.model, _records(args.data, args.limit), args.out, max_len=args.max_len,
                       batch_size=args.batch_size, mismatched=not args.no_mismatched,
-                      fallback_template=args.fallback_template)
+                      fallback_template=args.fallback_template, max_prompt_len=args.max_prompt_len,
+                      overlong_prompts=args.overlong_prompts)
     print(json.dumps(m, indent=2))
 
 
@@ -118,7 +129,8 @@ def cmd_bench(args, rest) -> None:
 def cmd_table(args) -> None:
     from .report.tables import summary_table
 
-    print(summary_table(args.evals, args.out_csv, args.out_md, runs=args.runs).to_string(index=False))
+    print(summary_table(args.evals, args.out_csv, args.out_md, runs=args.runs, scale=args.scale,
+                        settings=json.loads(args.settings) if args.settings else None).to_string(index=False))
 
 
 def cmd_figure(args) -> None:
@@ -142,15 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable list of method facts")
     s.set_defaults(fn=cmd_methods)
 
-    s = sub.add_parser("prepare-model", help="make the base model directory (embedded GGUF or a local checkpoint)")
-    s.add_argument("--source", default="embedded", help="'embedded' or a local checkpoint directory")
+    s = sub.add_parser("prepare-model", help="make the base model directory (embedded GGUF, hub id, or a local checkpoint)")
+    s.add_argument("--source", default="embedded",
+                   help="'embedded', 'hub:<org>/<name>[@revision]' (cluster), or a local checkpoint directory")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_prepare_model)
 
-    s = sub.add_parser("make-data", help="write the embedded dataset (train/test JSONL)")
+    s = sub.add_parser("make-data", help="write the experiment's train/test JSONL (embedded, or a hub dataset)")
+    s.add_argument("--source", default="embedded",
+                   help="'embedded' or a configs/data/*.yaml file (hub dataset through its adapter)")
+    s.add_argument("--local", default=None, help="adapter data: a local parquet/json/jsonl file in the hub schema "
+                                                 "instead of the download (its one split is used for train and test)")
     s.add_argument("--out", required=True)
-    s.add_argument("--n-train", type=int, default=256)
-    s.add_argument("--n-test", type=int, default=64)
+    s.add_argument("--n-train", type=int, default=256, help="embedded: records; adapter: subsample (0 = all)")
+    s.add_argument("--n-test", type=int, default=64, help="embedded: records; adapter: subsample (0 = all)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_make_data)
 
@@ -159,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--num", type=int, required=True, help="pool size per prompt (E x B)")
-    s.add_argument("--strategy", default="chat_bad", help="direct | chat | chat_good | chat_bad (dft.txt B.5)")
+    s.add_argument("--strategy", default="chat_bad", help="direct | chat | chat_good | chat_bad (dft.txt B.5) | pair (the dataset's rejected answer)")
     s.add_argument("--temperature", type=float, default=0.7)
     s.add_argument("--top-p", type=float, default=1.0)
     s.add_argument("--top-k", type=int, default=50)
@@ -184,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=None)
     s.add_argument("--no-mismatched", action="store_true", help="skip KTO's mismatched pairs")
     s.add_argument("--fallback-template", action="store_true")
+    s.add_argument("--max-prompt-len", type=int, default=None, help="default: max-len - 1 (as the trainer)")
+    s.add_argument("--overlong-prompts", choices=["error", "skip"], default="error",
+                   help="a prompt over the limit: stop naming it, or leave the record unscored (ref: null)")
     s.set_defaults(fn=cmd_score)
 
     s = sub.add_parser("train", help="train one run of a registered method")
@@ -206,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", nargs="*", default=None, help="run directories, same order (timing, metrics)")
     s.add_argument("--out-csv", required=True)
     s.add_argument("--out-md", required=True)
+    s.add_argument("--scale", default=None, help="what ran, stated above the table (model, prompts, steps)")
+    s.add_argument("--settings", default=None,
+                   help="JSON list, one {key: value} per run: the setting columns (default: from the run ids)")
     s.set_defaults(fn=cmd_table)
 
     s = sub.add_parser("figure", help="analytic figures from the loss code (bnf-fig1, asft-fig1)")

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from .data.tokenize import render_prompt
-from .io import _clean, atomic_write_bytes, write_json
+from .io import _clean, atomic_write_bytes, write_json, write_jsonl
 
 GOOD_SYSTEM = ("The assistant should answer truthfully and be faithful to factual knowledge as well as "
                "given contexts, never making up any new facts that aren't true or cannot be grounded "
@@ -361,3 +361,20 @@ def _version(pkg: str) -> str | None:
         return version(pkg)
     except PackageNotFoundError:
         return None
+
+
+def pair_negatives(records: list[dict], out_path: str | Path, *, num: int = 1) -> dict:
+    """Strategy ``pair``: the one negative of each prompt is the dataset's own rejected answer
+    (preference data; the SFT -> PO rows of dft.txt Tables 3-4, bnf.txt's pairwise sets).
+    Nothing is sampled; the output has the same layout as a sampled pool of size 1."""
+    from .data.adapters import use_pair_as_negatives
+
+    if num != 1:
+        raise ValueError(f"strategy 'pair' gives exactly one negative per prompt; num={num} (set generate.num: 1)")
+    out = use_pair_as_negatives(records)
+    out_path = Path(out_path)
+    write_jsonl(out_path, out)
+    manifest = {"strategy": "pair", "num": 1, "prompts": len(out), "input_records_sha256": _sha256_records(out),
+                "output_sha256": hashlib.sha256(out_path.read_bytes()).hexdigest()}
+    write_json(Path(str(out_path) + ".manifest.json"), manifest)
+    return manifest

@@ -65,9 +65,38 @@ def copy_model(src: str | Path, out_dir: str | Path) -> Path:
     return write_dir_atomically(out_dir, lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True))
 
 
+def download_model(hub_ref: str, out_dir: str | Path) -> Path:
+    """``hub_ref`` = '<org>/<name>[@revision]': the checkpoint's weights (safetensors), config and
+    tokenizer files from the hub into ``out_dir`` (cluster only: tests and the demo never call it)."""
+    repo, _, revision = hub_ref.partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise ValueError(f"model source 'hub:{hub_ref}': expected hub:<org>/<name>[@revision]")
+
+    def fill(tmp: Path) -> None:
+        from huggingface_hub import snapshot_download
+
+        try:
+            snapshot_download(repo_id=repo, revision=revision or None, local_dir=str(tmp),
+                              allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"])
+        except Exception as e:   # offline machine, unknown repo, gated model without a token
+            raise RuntimeError(f"model source 'hub:{hub_ref}': download failed ({type(e).__name__}: {e}); "
+                               f"on a machine without hub access use a local checkpoint directory as "
+                               f"model.source") from None
+        if not (tmp / "config.json").exists():
+            raise FileNotFoundError(f"model source 'hub:{hub_ref}': the repository has no config.json")
+        (tmp / "negfree_source.json").write_text(json.dumps({"hub": repo, "revision": revision or "main"}))
+
+    return write_dir_atomically(out_dir, fill)
+
+
 def prepare_model(source: str, out_dir: str | Path) -> Path:
-    """``source`` is 'embedded' (the shipped SmolLM2 GGUF) or a local checkpoint directory."""
-    return convert_embedded(out_dir) if source == "embedded" else copy_model(source, out_dir)
+    """``source`` is 'embedded' (the shipped SmolLM2 GGUF), 'hub:<org>/<name>[@revision]', or a
+    local checkpoint directory."""
+    if source == "embedded":
+        return convert_embedded(out_dir)
+    if source.startswith("hub:"):
+        return download_model(source[len("hub:"):], out_dir)
+    return copy_model(source, out_dir)
 
 
 def load_tokenizer(path: str | Path):

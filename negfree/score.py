@@ -67,24 +67,39 @@ def answers_of(records: list[dict], i: int, mismatched: bool) -> list[tuple[str,
 
 def score_records(model_dir: str | Path, records: list[dict], out_path: str | Path, *, max_len: int = 512,
                   max_prompt_len: int | None = None, batch_size: int = 16, system: str | None = None,
-                  mismatched: bool = True, fallback_template: bool = False) -> dict:
-    """Add ``ref`` = {positive: [...], negatives: [[...]], mismatched: [...]} to every record."""
+                  mismatched: bool = True, fallback_template: bool = False,
+                  overlong_prompts: str = "error") -> dict:
+    """Add ``ref`` = {positive: [...], negatives: [[...]], mismatched: [...]} to every record.
+
+    A prompt over the limit stops scoring naming the record (``overlong_prompts='error'``), or
+    (``'skip'``) leaves that record unscored (``ref: null``), counted in the manifest: the
+    trainer's ``overlong_prompts: skip`` drops the same records before training."""
+    if overlong_prompts not in ("error", "skip"):
+        raise ValueError(f"score: overlong_prompts={overlong_prompts!r} is not one of error, skip")
     from .models import load_model, load_tokenizer
 
     tok = load_tokenizer(model_dir)
     model = load_model(model_dir).eval()
     jobs = []   # (record index, kind, encoded)
+    skipped = set()
     for i, r in enumerate(records):
         prompt = render_prompt(tok, r["prompt"], system=system, fallback_template=fallback_template)
-        for kind, answer in answers_of(records, i, mismatched):
-            jobs.append((i, kind, encode(tok, prompt, answer, max_len=max_len, max_prompt_len=max_prompt_len,
-                                         where=f"record {r['id']}")))
+        try:
+            mine = [(i, kind, encode(tok, prompt, answer, max_len=max_len, max_prompt_len=max_prompt_len,
+                                     where=f"record {r['id']}")) for kind, answer in answers_of(records, i, mismatched)]
+        except ValueError:
+            if overlong_prompts == "error":
+                raise
+            skipped.add(i)
+            continue
+        jobs += mine
     results = []
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b:b + batch_size]
         results += answer_token_logprobs(model, [e.ids for _, _, e in chunk], [e.answer_start for _, _, e in chunk],
                                          tok.pad_token_id)
-    out = [{**r, "ref": {"positive": None, "negatives": [], "mismatched": None}} for r in records]
+    out = [{**r, "ref": None if i in skipped else {"positive": None, "negatives": [], "mismatched": None}}
+           for i, r in enumerate(records)]
     for (i, kind, _), lp in zip(jobs, results):
         ref = out[i]["ref"]
         if kind == "negative":
@@ -94,6 +109,7 @@ def score_records(model_dir: str | Path, records: list[dict], out_path: str | Pa
     write_jsonl(out_path, out)
     manifest = {"reference_model": str(model_dir), "records": len(out), "sequences": len(jobs),
                 "max_len": max_len, "conditioned_on_system": system, "mismatched": mismatched,
-                "truncated_answers": sum(1 for _, _, e in jobs if e.truncated)}
+                "truncated_answers": sum(1 for _, _, e in jobs if e.truncated),
+                "skipped_overlong_prompts": [records[i]["id"] for i in sorted(skipped)]}
     write_json(Path(str(out_path) + ".manifest.json"), manifest)
     return manifest

@@ -208,3 +208,46 @@ def test_data_configs_name_known_adapters():
         assert cfg["hub_id"] == hub_id, f
         assert set(cfg["splits"].values()) <= set(splits), f
         assert cfg["n"] is None or (isinstance(cfg["n"], int) and cfg["n"] > 0), f
+
+
+def test_make_data_from_a_data_config_writes_splits_and_manifest(tmp_path):
+    """The make_data rule's path for hub datasets, on a local file in the hub schema."""
+    from negfree.data.adapters import make_from_config
+    from negfree.data.embedded import load_jsonl
+
+    cfg = tmp_path / "uf.yaml"
+    cfg.write_text("adapter: ultrafeedback\nhub_id: HuggingFaceH4/ultrafeedback_binarized\n"
+                   "splits: {train: train_prefs, test: test_prefs}\nn: null\nseed: 0\n")
+    local = write(tmp_path / "src", UF_ROWS, "jsonl")
+    m = make_from_config(cfg, tmp_path / "out", n_train=3, n_test=2, seed=1, path=local)
+    train, test = load_jsonl(tmp_path / "out/train.jsonl"), load_jsonl(tmp_path / "out/test.jsonl")
+    assert len(train) == 3 and len(test) == 2
+    assert [r["meta"]["row"] for r in train] == subsample_indices(5, 3, 1)
+    assert m["files"]["train.jsonl"]["records"] == 3 and len(m["files"]["train.jsonl"]["sha256"]) == 64
+    again = make_from_config(cfg, tmp_path / "again", n_train=3, n_test=2, seed=1, path=local)
+    assert again["files"] == m["files"]                      # deterministic, byte for byte
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        make_from_config(tmp_path / "nope.yaml", tmp_path / "x")
+
+
+def test_every_data_config_file_builds_through_make_data(tmp_path):
+    """configs/data/*.yaml name adapters and splits that make_from_config accepts (no download:
+    a missing local file must be the only complaint)."""
+    from pathlib import Path
+
+    from negfree.data.adapters import make_from_config
+
+    for cfg in sorted((Path(__file__).resolve().parents[1] / "configs/data").glob("*.yaml")):
+        with pytest.raises(FileNotFoundError, match="local data file"):
+            make_from_config(cfg, tmp_path / cfg.stem, n_train=1, path=tmp_path / "absent.jsonl")
+
+
+def test_hub_model_source_is_checked_and_fails_clearly_offline(tmp_path, monkeypatch):
+    from negfree.models import prepare_model
+
+    with pytest.raises(ValueError, match="hub:<org>/<name>"):
+        prepare_model("hub:not-a-repo-id", tmp_path / "m")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="hub:org/model.*download failed"):
+        prepare_model("hub:org/model", tmp_path / "m")
+    assert not (tmp_path / "m").exists()                     # nothing that looks complete

@@ -18,6 +18,9 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_model_dir):
     cfg["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_len=96)
     cfg["score"]["max_len"] = 96
     cfg["methods"] = {"sft": {}, "dft2": {"tau": 0.5}}
+    # a sweep over a hyperparameter on negatives of another temperature (a second generation dir)
+    cfg["sweeps"] = {"dft2_tau": {"method": "dft2", "hparams": {"tau": [0.5, 2.0]},
+                                  "generate": {"temperature": 1.0}}}
     cfg["evaluate"] = {"limit": 4, "chat_template": True}
     cfg["toy"] = {"frozen_lake": {"seeds": 1, "steps": 20, "methods": ["sft", "dpo"]}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -28,8 +31,14 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_model_dir):
     logs = "\n".join(p.read_text()[-2000:] for p in (tmp_path / "logs").rglob("*.log")) if (tmp_path / "logs").exists() else ""
     assert proc.returncode == 0, proc.stderr[-4000:] + logs
     table = pd.read_csv(tmp_path / "results/tables/demo/summary.csv")
-    assert list(table["model"]) == ["base", "sft", "dft2"]
+    assert list(table["model"]) == ["base", "sft", "dft2", "dft2 temperature=1.0 tau=0.5",
+                                    "dft2 temperature=1.0 tau=2.0"]
     assert table["mc_acc"].notna().all()
+    sweep = pd.read_csv(tmp_path / "results/tables/demo/sweep~dft2_tau.csv")
+    assert list(sweep["tau"]) == [0.5, 2.0] and list(sweep["temperature"]) == [1.0, 1.0]
+    point = tmp_path / "results/runs/demo/method~dft2/temperature~1.0/tau~2.0"
+    assert '"tau": 2.0' in (point / "config.json").read_text()
+    assert "temperature~1.0/num~2/scored.jsonl" in (point / "config.json").read_text()
     run = tmp_path / "results/runs/demo/method~dft2"
     assert (run / "final/model.safetensors").exists() and (run / "metrics.jsonl").read_text().count("\n") == 2
     assert '"tau": 0.5' in (run / "config.json").read_text()

@@ -244,3 +244,18 @@ def test_bench_generate_reports_both_modes(tiny_model_dir, tmp_path):
     assert "skipped" in modes["vllm"] or modes["vllm"]["generated_tokens"] > 0
     with pytest.raises(ValueError, match="--prompts must be >= 1"):
         main(["--model", str(tiny_model_dir), "--prompts", "0"])
+
+
+def test_pair_strategy_uses_the_rejected_answer_and_needs_num_1(tmp_path):
+    from negfree.data.embedded import load_jsonl
+    from negfree.generate import pair_negatives
+
+    recs = [{"id": f"r{i}", "prompt": [{"role": "user", "content": f"q{i}"}], "positive": f"good {i}",
+             "negatives": [], "pair": {"chosen": f"good {i}", "rejected": f"bad {i}"}} for i in range(3)]
+    m = pair_negatives(recs, tmp_path / "neg.jsonl")
+    out = load_jsonl(tmp_path / "neg.jsonl")
+    assert [r["negatives"] for r in out] == [["bad 0"], ["bad 1"], ["bad 2"]] and m["prompts"] == 3
+    with pytest.raises(ValueError, match="num=2"):
+        pair_negatives(recs, tmp_path / "x.jsonl", num=2)
+    with pytest.raises(ValueError, match="record 'r0'.*pair"):
+        pair_negatives([{**recs[0], "pair": None}], tmp_path / "y.jsonl")

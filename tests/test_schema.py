@@ -3,6 +3,7 @@ variants fail with a message naming the key -- directly, and through `snakemake 
 the repo's own Snakefile (validation happens in workflows/common.smk before any job)."""
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,28 @@ def test_snakemake_stops_on_out_of_range_value(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, f"snakemake -n accepted train.lr < 0:\n{out[-2000:]}"
     assert "lr" in out and "Job stats" not in out, out[-3000:]
+
+
+def test_a_configfile_replaces_the_demo_config_whole(tmp_path):
+    """--configfile is the whole experiment: nothing is inherited from configs/demo.yaml
+    (the demo's twelve methods must not leak into an experiment that lists one)."""
+    cfg = demo()
+    cfg["methods"] = {"sft": {}}
+    proc = _dry_run(tmp_path, cfg)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert re.search(r"^train\s+1$", out, re.M), out[-3000:]
+    partial = {"experiment": "x", "methods": {"sft": {}}}
+    proc = _dry_run(tmp_path, partial)
+    assert proc.returncode != 0 and "'model' is a required property" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("paper", sorted(p.stem for p in (ROOT / "configs/paper").glob("*.yaml")))
+def test_paper_experiment_files_validate_and_build_a_dag(tmp_path, paper):
+    """configs/paper/*.yaml: schema, registry ranges, sweep expansion and paper-table rows
+    resolve, and the whole DAG builds (dry run, hub ids are never contacted)."""
+    cfg = yaml.safe_load((ROOT / "configs/paper" / f"{paper}.yaml").read_text())
+    proc = _dry_run(tmp_path, cfg)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Job stats" in out and ("paper_table" in out or not cfg.get("paper_tables")), out[-3000:]

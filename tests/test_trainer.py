@@ -4,6 +4,7 @@ and one clear error per kind of bad input. Everything runs the real loop on the 
 random model, on CPU."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -230,6 +231,42 @@ def test_overlong_prompts_stop_the_run_or_are_dropped_before_training(tmp_path, 
     assert info["records"] == 7 and len(info["dropped_overlong_prompts"]) == 1
 
 
+def test_scoring_follows_the_same_prompt_length_policy(tmp_path, tiny_model_dir, data):
+    """score --overlong-prompts skip leaves the record unscored; training with skip drops it and
+    trains (a DPO run needs every other record's reference)."""
+    recs = load_jsonl(data)
+    raw = [{k: v for k, v in r.items() if k != "ref"} for r in recs]
+    raw[0]["prompt"] = [{"role": "user", "content": "seven plus eight " * 200}]
+    with pytest.raises(ValueError, match=f"record {raw[0]['id']}: prompt has"):
+        score_records(tiny_model_dir, raw, tmp_path / "e.jsonl", max_len=96)
+    assert not (tmp_path / "e.jsonl").exists()
+    m = score_records(tiny_model_dir, raw, tmp_path / "s.jsonl", max_len=96, overlong_prompts="skip")
+    assert m["skipped_overlong_prompts"] == [raw[0]["id"]]
+    scored = load_jsonl(tmp_path / "s.jsonl")
+    assert scored[0]["ref"] is None and all(r["ref"] for r in scored[1:])
+    train(cfg_for(tiny_model_dir, tmp_path / "s.jsonl", tmp_path / "dpo", "dpo", overlong_prompts="skip",
+                  max_steps=1))
+    assert json.loads((tmp_path / "dpo/run_info.json").read_text())["dropped_overlong_prompts"] == [raw[0]["id"]]
+
+
+def test_the_fallback_template_is_saved_with_the_final_model(tmp_path, tiny_model_dir, data):
+    from negfree.data.tokenize import ZEPHYR_TEMPLATE
+    from negfree.models import load_tokenizer
+
+    base = tmp_path / "base"
+    tok = load_tokenizer(tiny_model_dir)
+    tok.chat_template = None                      # a base model without a template
+    shutil.copytree(tiny_model_dir, base)
+    for f in base.glob("chat_template*"):
+        f.unlink()
+    tok.save_pretrained(base)
+    assert load_tokenizer(base).chat_template is None
+    with pytest.raises(ValueError, match="no chat template"):
+        train(cfg_for(base, data, tmp_path / "nf", "sft", max_steps=1))
+    train(cfg_for(base, data, tmp_path / "f", "sft", fallback_template=True, max_steps=1))
+    assert load_tokenizer(tmp_path / "f/final").chat_template == ZEPHYR_TEMPLATE
+
+
 # ------------------------------------------------------------------ pairing ratio (bnf.txt Table 6)
 def test_pairing_ratio_masking_trains_bnf_and_is_refused_by_pairwise_methods(tmp_path, tiny_model_dir, data):
     from negfree.data.adapters import apply_pairing_ratio
@@ -248,6 +285,31 @@ def test_pairing_ratio_masking_trains_bnf_and_is_refused_by_pairwise_methods(tmp
     assert all(r["logp_pos"] < 0 for r in rows)
     with pytest.raises(ValueError, match="one side dropped .* method 'dpo' needs both sides"):
         train(cfg_for(tiny_model_dir, path, tmp_path / "dpo", "dpo"))
+
+
+def test_pairing_ratio_as_a_train_key_masks_scored_data_like_masking_before_scoring(tmp_path, tiny_model_dir,
+                                                                                     data):
+    """train.pairing_ratio (what a sweep sets) masks already-scored records; the dropped side's
+    reference log-probs go with it, and training matches masking before scoring."""
+    from negfree.data.adapters import apply_pairing_ratio
+    from negfree.train.loop import mask_scored_pairs
+
+    recs = load_jsonl(data)
+    masked = mask_scored_pairs(recs, 0.5, seed=0)
+    for r in masked:
+        if r["paired"] is False:
+            assert (r["ref"]["positive"] is None) == (r["dropped"] == "positive")
+            assert (r["ref"]["negatives"] == []) == (r["dropped"] == "negatives")
+    raw = [{k: v for k, v in r.items() if k != "ref"} for r in recs]
+    before = apply_pairing_ratio(raw, 0.5, seed=0)
+    assert [(r["paired"], r.get("dropped")) for r in before] == [(r["paired"], r.get("dropped")) for r in masked]
+    train(cfg_for(tiny_model_dir, data, tmp_path / "a", "bnf", max_steps=2, pairing_ratio=0.5, seed=0))
+    path = tmp_path / "pre.jsonl"
+    write_jsonl(path, masked)
+    train(cfg_for(tiny_model_dir, path, tmp_path / "b", "bnf", max_steps=2, seed=0))
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    with pytest.raises(ValueError, match="pairing_ratio=1.5"):
+        train(cfg_for(tiny_model_dir, data, tmp_path / "c", "bnf", pairing_ratio=1.5))
 
 
 def test_a_dropped_side_contributes_nothing_to_the_bnf_loss(tiny_model_dir, data):

@@ -3,30 +3,30 @@ rule training_figures:
     input:
         runs=table_runs,
     output:
-        fig3=report("figures/dft/fig3.png", caption="../report/training_figures.rst", category="Training",
+        fig3=report(f"figures/{EXP}/dft/fig3.png", caption="../report/training_figures.rst", category="Training",
                     labels={"paper": "DFT", "figure": "Fig. 3"}),
-        fig4=report("figures/dft/fig4.png", caption="../report/training_figures.rst", category="Training",
+        fig4=report(f"figures/{EXP}/dft/fig4.png", caption="../report/training_figures.rst", category="Training",
                     labels={"paper": "DFT", "figure": "Fig. 4"}),
-        minor=report("figures/minorsft/fig1.png", caption="../report/training_figures.rst", category="Training",
+        minor=report(f"figures/{EXP}/minorsft/fig1.png", caption="../report/training_figures.rst", category="Training",
                      labels={"paper": "MinorSFT", "figure": "Fig. 1"}),
-        asft=report("figures/asft/fig2.png", caption="../report/training_figures.rst", category="Training",
+        asft=report(f"figures/{EXP}/asft/fig2.png", caption="../report/training_figures.rst", category="Training",
                     labels={"paper": "ASFT", "figure": "Fig. 2"}),
     params:
         scale=SCALE,
     log:
         f"logs/{EXP}/training_figures.log",
     shell:
-        "negfree training-figures --runs-root {RUNS} --out-root figures --scale {params.scale:q} > {log} 2>&1"
+        "negfree training-figures --runs-root {RUNS} --out-root figures/{EXP} --scale {params.scale:q} > {log} 2>&1"
 
 
 rule claims_ledger:
     input:
         runs=table_runs,
         lake="results/toy/frozen_lake/fig3.csv",
-        claims="configs/claims.yaml",
+        claims=str(Path(workflow.basedir, "configs/claims.yaml")),
     output:
-        csv="results/claims.csv",
-        md=report("results/claims.md", caption="../report/claims.rst", category="Claims ledger",
+        csv=f"results/tables/{EXP}/claims.csv",
+        md=report(f"results/tables/{EXP}/claims.md", caption="../report/claims.rst", category="Claims ledger",
                   labels={"table": "claims"}),
     params:
         scale=SCALE,

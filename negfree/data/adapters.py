@@ -282,3 +282,40 @@ def apply_pairing_ratio(records: list[dict], ratio: float, seed: int) -> list[di
             rec["pair"] = None
         out.append(rec)
     return out
+
+
+# ---------------------------------------------------------------- the make_data rule
+def make_from_config(config_path: str | Path, out_dir: str | Path, n_train: int | None = None,
+                     n_test: int | None = None, seed: int | None = None, path: str | Path | None = None) -> dict:
+    """``train.jsonl``, ``test.jsonl`` and ``manifest.json`` in ``out_dir`` from a configs/data/*.yaml
+    file (adapter, hub_id, splits, n, seed). ``n_train``/``seed`` override the file's ``n``/``seed``;
+    a dataset without a test split writes an empty ``test.jsonl`` (its evaluation is a protocol).
+    ``path``: a local file in the hub schema instead of the download (tests, air-gapped clusters)."""
+    import yaml
+
+    from ..io import write_json, write_jsonl
+
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise FileNotFoundError(f"data source {config_path} does not exist (expected 'embedded' or a "
+                                f"configs/data/*.yaml file)")
+    spec = yaml.safe_load(config_path.read_text()) or {}
+    missing = [k for k in ("adapter", "splits") if k not in spec]
+    if missing:
+        raise ValueError(f"{config_path}: missing key(s) {missing}")
+    seed = spec.get("seed", 0) if seed is None else seed
+    n_train = spec.get("n") if n_train is None else n_train
+    out_dir = Path(out_dir)
+    manifest = {"source": str(config_path), "adapter": spec["adapter"], "hub_id": ADAPTERS[spec["adapter"]][0]
+                if spec["adapter"] in ADAPTERS else None, "local_file": str(path) if path else None,
+                "seed": seed, "n_train": n_train, "n_test": n_test, "splits": {}, "files": {}}
+    for part, n in (("train", n_train), ("test", n_test)):
+        split = (spec["splits"] or {}).get(part)
+        records = load_adapter(spec["adapter"], split, n=n, seed=seed, path=path) if split else []
+        target = out_dir / f"{part}.jsonl"
+        write_jsonl(target, records)
+        manifest["splits"][part] = split
+        manifest["files"][target.name] = {"records": len(records),
+                                          "sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest

@@ -55,6 +55,8 @@ DEFAULTS = {
     "resume": True,                    # continue from out_dir/checkpoints/latest when it exists
     "report_to": None,                 # None | tensorboard | wandb (accelerate trackers), beside metrics.jsonl
     "mixed_precision": "auto",         # auto (bf16 on GPU, fp32 on CPU) | no | bf16 | fp16
+    "pairing_ratio": None,             # bnf.txt Table 6: keep this fraction of records paired, drop one side
+                                       # of the others (negfree.data.adapters.apply_pairing_ratio, seeded by seed)
     "track_negatives": False,          # methods without negatives still forward B of them (no gradient
                                        # flows: the loss ignores them) to log their likelihood (dft.txt Fig. 3)
 }
@@ -62,6 +64,18 @@ DEFAULTS = {
 _RESUME_FREE = {"save_every", "keep_checkpoints", "keep_checkpoints_at_end", "resume", "report_to", "out_dir"}
 # Per-step wall-clock quantities: kept out of metrics.jsonl so that file is a deterministic function of the seed.
 PERF_KEYS = ("seconds", "tokens_per_s", "peak_memory_mb")
+
+
+def mask_scored_pairs(records: list[dict], ratio: float, seed: int) -> list[dict]:
+    """Pairing-ratio masking of scored records: the dropped side loses its reference log-probs too."""
+    from ..data.adapters import apply_pairing_ratio
+
+    out = []
+    for r in apply_pairing_ratio(records, ratio, seed):
+        if r["paired"] is False and r.get("ref"):
+            r = {**r, "ref": {**r["ref"], **({"positive": None} if r["dropped"] == "positive" else {"negatives": []})}}
+        out.append(r)
+    return out
 
 
 def resolve_config(cfg: dict) -> dict:
@@ -88,6 +102,9 @@ def resolve_config(cfg: dict) -> dict:
         raise ValueError(f"train: lr={out['lr']!r} must be a finite number > 0")
     if not 0 <= out["warmup_ratio"] < 1:
         raise ValueError(f"train: warmup_ratio={out['warmup_ratio']} must be in [0, 1)")
+    pr = out["pairing_ratio"]
+    if pr is not None and (isinstance(pr, bool) or not isinstance(pr, (int, float)) or not 0 <= pr <= 1):
+        raise ValueError(f"train: pairing_ratio={pr!r} must be null or a number in [0, 1]")
     if out["overlong_prompts"] not in ("error", "skip"):
         raise ValueError(f"train: overlong_prompts={out['overlong_prompts']!r} is not one of error, skip")
     if out["mixed_precision"] not in ("auto", "no", "bf16", "fp16"):
@@ -171,6 +188,8 @@ def train(cfg: dict) -> dict:
     method = get_method(cfg["method"])
     out_dir = Path(cfg["out_dir"])
     records = load_jsonl(cfg["data"])
+    if cfg["pairing_ratio"] is not None:
+        records = mask_scored_pairs(records, cfg["pairing_ratio"], cfg["seed"])
     tok = load_tokenizer(cfg["model"])
     records, dropped = drop_overlong(tok, records, cfg)
     check_records(records, method, cfg["num_negatives"], cfg["data"], negatives=cfg["num_negatives"] > 0)
@@ -308,6 +327,12 @@ def train(cfg: dict) -> dict:
     state = accelerator.get_state_dict(model)
     if main:
         from ..io import write_dir_atomically
+
+        if cfg["fallback_template"] and tok.chat_template is None:
+            # the template the run was trained with travels with it (evaluation with a chat template)
+            from ..data.tokenize import ZEPHYR_TEMPLATE
+
+            tok.chat_template = ZEPHYR_TEMPLATE
 
         def fill(tmp):
             raw_model.save_pretrained(tmp, state_dict=state, safe_serialization=True)

@@ -1,0 +1,88 @@
+"""Sweep expansion (negfree/sweeps.py): ids, grid order, checks before any job runs."""
+import pytest
+
+from negfree.sweeps import expand_runs, run_settings
+
+GEN = {"strategy": "chat_bad", "temperature": 0.7, "num": 4, "max_new_tokens": 8, "batch_size": 2, "seed": 0}
+
+
+def test_methods_and_grid_points_get_path_ids_in_the_order_written():
+    specs, sweeps, _ = expand_runs(
+        {"sft": {}, "dft": {"gamma": 0.9}},
+        {"g": {"method": "dft", "generate": {"temperature": [0.3, 1.0]}, "train": {"num_negatives": 2},
+               "hparams": {"gamma": [0.8, 1.0], "tau": 1.0}}},
+        GEN, 2)
+    assert list(specs)[:2] == ["method~sft", "method~dft"]
+    assert specs["method~dft"]["hparams"] == {"gamma": 0.9}
+    assert sweeps["g"] == [
+        "method~dft/temperature~0.3/num_negatives~2/gamma~0.8/tau~1.0",
+        "method~dft/temperature~0.3/num_negatives~2/gamma~1.0/tau~1.0",
+        "method~dft/temperature~1.0/num_negatives~2/gamma~0.8/tau~1.0",
+        "method~dft/temperature~1.0/num_negatives~2/gamma~1.0/tau~1.0",
+    ]
+    last = specs[sweeps["g"][-1]]
+    assert last == {"method": "dft", "hparams": {"gamma": 1.0, "tau": 1.0}, "train": {"num_negatives": 2},
+                    "generate": {**GEN, "temperature": 1.0}}
+    assert run_settings(sweeps["g"][0]) == {"temperature": "0.3", "num_negatives": "2", "gamma": "0.8",
+                                            "tau": "1.0"}
+
+
+def test_a_sweep_does_not_inherit_the_methods_entry():
+    specs, sweeps, _ = expand_runs({"dft": {"gamma": 0.9}}, {"t": {"method": "dft", "hparams": {"tau": [0.5]}}},
+                                GEN, 2)
+    assert specs[sweeps["t"][0]]["hparams"] == {"tau": 0.5}
+
+
+def test_a_point_that_computes_a_methods_run_is_that_run():
+    """gamma 0.85 is dft's paper default and B=2 the experiment's: those points are method~dft and
+    method~sft, trained once; their own ids stay usable as aliases."""
+    from negfree.sweeps import sweep_settings
+
+    block = {"method": "dft", "hparams": {"gamma": [0.8, 0.85]}}
+    specs, sweeps, aliases = expand_runs(
+        {"dft": {}, "sft": {}}, {"g": block, "b": {"method": "sft", "train": {"num_negatives": [1, 2]}}},
+        GEN, {"num_negatives": 2, "lr": 1e-5})
+    assert sweeps["g"] == ["method~dft/gamma~0.8", "method~dft"]
+    assert sweeps["b"] == ["method~sft/num_negatives~1", "method~sft"]
+    assert aliases == {"method~dft/gamma~0.85": "method~dft", "method~sft/num_negatives~2": "method~sft"}
+    assert set(specs) == {"method~dft", "method~sft", "method~dft/gamma~0.8", "method~sft/num_negatives~1"}
+    assert sweep_settings(block) == [{"gamma": 0.8}, {"gamma": 0.85}]
+    # a train key that differs from the experiment's is a different run
+    _, sweeps, aliases = expand_runs({"dft": {}}, {"lr": {"method": "dft", "train": {"lr": 2e-5}}}, GEN,
+                                     {"num_negatives": 2, "lr": 1e-5})
+    assert sweeps["lr"] == ["method~dft/lr~2e-05"] and not aliases
+
+
+def test_same_point_in_two_sweeps_is_one_run():
+    specs, sweeps, _ = expand_runs({}, {"a": {"method": "dft", "hparams": {"gamma": [0.8, 0.9]}},
+                                     "b": {"method": "dft", "hparams": {"gamma": [0.9, 1.0]}}}, GEN, 2)
+    assert len(specs) == 3 and sweeps["b"][0] == sweeps["a"][1]
+
+
+@pytest.mark.parametrize("sweeps, culprit", [
+    ({"s": {"method": "dtf", "hparams": {"gamma": [0.9]}}}, "unknown method 'dtf'"),
+    ({"s": {"method": "dft", "hparams": {"gamma": [0.9, 1.5]}}}, "gamma=1.5"),
+    ({"s": {"method": "dft", "hparams": {"gama": [0.9]}}}, "gama"),
+    ({"s": {"method": "dft", "hparams": {"tau": [0.0]}}}, "tau"),
+    ({"s": {"method": "dft", "train": {"num_negatives": [2, 8]}}}, "num_negatives = 8 exceeds the pool of 4"),
+    ({"s": {"method": "dft", "generate": {"max_new_tokens": [8]}}}, "max_new_tokens"),
+    ({"s": {"method": "dft", "train": {"lerning_rate": [1e-5]}}}, "lerning_rate"),
+    ({"s": {"method": "dft", "train": {"model": "x"}}}, "model"),
+    ({"s": {"method": "dft"}}, "sets nothing"),
+    ({"s": {"hparams": {"gamma": 0.9}}}, "missing 'method'"),
+    ({"s": {"method": "dft", "hparams": {"gamma": []}}}, "empty list"),
+    ({"s": {"method": "dft", "hparams": {"gamma": 0.9}, "seeds": 3}}, "seeds"),
+    ({"s": {"method": "dft", "hparams": {"num_negatives": 1}, "train": {"num_negatives": 1}}},
+     "'num_negatives' is set in both"),
+    ({"s": {"method": "sft", "train": {"scheduler": ["cosine/x"]}}}, "cannot be part of a run path"),
+])
+def test_bad_sweeps_stop_naming_the_culprit(sweeps, culprit):
+    with pytest.raises(ValueError) as e:
+        expand_runs({"sft": {}}, sweeps, GEN, 2)
+    assert culprit in str(e.value)
+    assert "sweeps.s" in str(e.value)
+
+
+def test_bad_methods_entry_is_named():
+    with pytest.raises(ValueError, match=r"methods\.dft: .*gamma=2"):
+        expand_runs({"dft": {"gamma": 2}}, {}, GEN, 2)
