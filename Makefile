@@ -23,8 +23,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: setup
+	@mkdir -p results && date +%s > results/.demo_start
 	$(VENV)/bin/snakemake --profile local --cores $(CORES) --configfile configs/demo.yaml
 	$(VENV)/bin/snakemake --configfile configs/demo.yaml --report results/report.html
+	$(VENV)/bin/negfree provenance --start-file results/.demo_start --command "make demo (CORES=$(CORES))" \
+		--out results/provenance.json
 	@echo "Done. Report: results/report.html  Table: results/tables/demo/summary.md  Claims: results/tables/demo/claims.md"
 	@echo "      Training figures: figures/demo/{dft,minorsft,asft}/  Analytic: figures/{bnf,asft}/fig1.png  Frozen Lake: figures/ift/fig3.png, results/toy/frozen_lake/table.md"
 

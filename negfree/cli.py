@@ -133,6 +133,23 @@ def cmd_table(args) -> None:
                         settings=json.loads(args.settings) if args.settings else None).to_string(index=False))
 
 
+def cmd_provenance(args) -> None:
+    """What made the committed outputs: command, commit, date, hardware, wall time."""
+    import time
+    from datetime import datetime, timezone
+
+    from .io import write_json
+    from .train.runlog import provenance
+
+    start = float(open(args.start_file).read().strip())
+    rec = {"command": args.command, "started": datetime.fromtimestamp(start, timezone.utc).isoformat(timespec="seconds"),
+           "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "wall_seconds": round(time.time() - start, 1), **provenance()}
+    rec.pop("argv", None)
+    write_json(args.out, rec)
+    print(f"{args.command}: {rec['wall_seconds']} s -> {args.out}")
+
+
 def cmd_figure(args) -> None:
     from .report import analytic
 
@@ -230,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--settings", default=None,
                    help="JSON list, one {key: value} per run: the setting columns (default: from the run ids)")
     s.set_defaults(fn=cmd_table)
+
+    s = sub.add_parser("provenance", help="record what made the committed outputs (make demo calls it)")
+    s.add_argument("--start-file", required=True, help="a file holding the start time (seconds since the epoch)")
+    s.add_argument("--command", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_provenance)
 
     s = sub.add_parser("figure", help="analytic figures from the loss code (bnf-fig1, asft-fig1)")
     s.add_argument("name", choices=["bnf-fig1", "asft-fig1"])
