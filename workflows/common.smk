@@ -46,7 +46,6 @@ def neg_dir(gen):
     return f"{NEG_ROOT}/strategy~{gen['strategy']}/temperature~{gen['temperature']}/num~{gen['num']}"
 
 
-
 # Every training run of the experiment, keyed by its id (a path under RUNS): one per entry
 # of `methods:` (method~NAME) and one per point of each `sweeps:` grid
 # (method~NAME/key~value/...). This is the only place sweeps are expanded.
