@@ -39,3 +39,21 @@ def tiny_model_dir(tmp_path_factory, embedded_dir):
     from negfree.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"), embedded_dir)
+
+
+@pytest.fixture
+def tiny_dag_config(tiny_model_dir):
+    """configs/demo.yaml shrunk to the tiny model: every stage for real, seconds per job.
+    One method (dft2, tau 0.5); tests set their own methods, sweeps and toy."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["model"] = {"name": "tiny", "source": str(tiny_model_dir)}
+    cfg["data"].update(n_train=64, n_test=16, train_prompts=8)
+    cfg["generate"].update(max_new_tokens=6)
+    cfg["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_len=96)
+    cfg["score"]["max_len"] = 96
+    cfg["methods"] = {"dft2": {"tau": 0.5}}
+    cfg["evaluate"] = {"limit": 4, "chat_template": True}
+    cfg["toy"] = {"frozen_lake": {"seeds": 1, "steps": 20, "methods": ["sft"]}}
+    return cfg

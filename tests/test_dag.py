@@ -10,18 +10,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_tiny_dag_runs_end_to_end(tmp_path, tiny_model_dir):
-    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-    cfg["model"] = {"name": "tiny", "source": str(tiny_model_dir)}
-    cfg["data"].update(n_train=64, n_test=16, train_prompts=8)
-    cfg["generate"].update(max_new_tokens=6)
-    cfg["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_len=96)
-    cfg["score"]["max_len"] = 96
+def test_tiny_dag_runs_end_to_end(tmp_path, tiny_dag_config):
+    cfg = tiny_dag_config
     cfg["methods"] = {"sft": {}, "dft2": {"tau": 0.5}}
     # a sweep over a hyperparameter on negatives of another temperature (a second generation dir)
     cfg["sweeps"] = {"dft2_tau": {"method": "dft2", "hparams": {"tau": [0.5, 2.0]},
                                   "generate": {"temperature": 1.0}}}
-    cfg["evaluate"] = {"limit": 4, "chat_template": True}
     cfg["toy"] = {"frozen_lake": {"seeds": 1, "steps": 20, "methods": ["sft", "dpo"]}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -40,21 +40,6 @@ CAPTIONS = {
 }
 
 
-def tiny_config(tiny_model_dir):
-    """The tiny config of tests/test_dag.py with one method: every stage for real, seconds per job
-    (tests/test_dag.py already covers several methods and per-method hyperparameters)."""
-    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-    cfg["model"] = {"name": "tiny", "source": str(tiny_model_dir)}
-    cfg["data"].update(n_train=64, n_test=16, train_prompts=8)
-    cfg["generate"].update(max_new_tokens=6)
-    cfg["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_len=96)
-    cfg["score"]["max_len"] = 96
-    cfg["methods"] = {"dft2": {"tau": 0.5}}
-    cfg["evaluate"] = {"limit": 4, "chat_template": True}
-    cfg["toy"] = {"frozen_lake": {"seeds": 1, "steps": 20, "methods": ["sft"]}}
-    return cfg
-
-
 def _env():
     venv_bin = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
@@ -87,9 +72,9 @@ def slurm():
     return True
 
 
-def test_tiny_dag_through_slurm(tmp_path, tiny_model_dir, slurm):
+def test_tiny_dag_through_slurm(tmp_path, tiny_dag_config, slurm):
     cfgfile = tmp_path / "cfg.yaml"
-    cfgfile.write_text(yaml.safe_dump(tiny_config(tiny_model_dir), sort_keys=False))
+    cfgfile.write_text(yaml.safe_dump(tiny_dag_config, sort_keys=False))
     cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm",      # = `snakemake --profile slurm`
            "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfgfile),
            # a 2-CPU test node: small jobs, no GPU (replaces the profile's per-rule map), fast polling
