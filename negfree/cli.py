@@ -133,6 +133,13 @@ def cmd_table(args) -> None:
                         settings=json.loads(args.settings) if args.settings else None).to_string(index=False))
 
 
+def cmd_sweep_table(args) -> None:
+    from .report.tables import protocol_sweep_table
+
+    print(protocol_sweep_table(args.evals, args.runs, json.loads(args.settings), args.out_csv, args.out_md,
+                               scale=args.scale).to_string(index=False))
+
+
 def cmd_provenance(args) -> None:
     """What made the committed outputs: command, commit, date, hardware, wall time."""
     import time
@@ -247,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--settings", default=None,
                    help="JSON list, one {key: value} per run: the setting columns (default: from the run ids)")
     s.set_defaults(fn=cmd_table)
+
+    s = sub.add_parser("sweep-table", help="one sweep's grid points against the paper-protocol results (evals.csv)")
+    s.add_argument("--evals", required=True, help="tidy CSV of `negfree eval-csv`")
+    s.add_argument("--runs", nargs="+", required=True, help="run ids, one per grid point, in grid order")
+    s.add_argument("--settings", required=True, help="JSON list, one {key: value} per grid point")
+    s.add_argument("--scale", default=None)
+    s.add_argument("--out-csv", required=True)
+    s.add_argument("--out-md", required=True)
+    s.set_defaults(fn=cmd_sweep_table)
 
     s = sub.add_parser("provenance", help="record what made the committed outputs (make demo calls it)")
     s.add_argument("--start-file", required=True, help="a file holding the start time (seconds since the epoch)")

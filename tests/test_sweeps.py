@@ -86,3 +86,27 @@ def test_bad_sweeps_stop_naming_the_culprit(sweeps, culprit):
 def test_bad_methods_entry_is_named():
     with pytest.raises(ValueError, match=r"methods\.dft: .*gamma=2"):
         expand_runs({"dft": {"gamma": 2}}, {}, GEN, 2)
+
+
+def test_protocol_sweep_table_rows_follow_the_grid(tmp_path):
+    """A sweep over paper protocols: one row per grid point (settings, run), task metrics in %."""
+    import pandas as pd
+
+    from negfree.report.tables import protocol_sweep_table
+
+    rows = [("method~dft/gamma~0.8", "mmlu", 0.6), ("method~dft", "mmlu", 0.625),
+            ("method~dft/gamma~0.8", "gsm8k", 0.3), ("method~dft", "gsm8k", 0.25), ("method~sft", "mmlu", 0.5)]
+    csv = tmp_path / "evals.csv"
+    pd.DataFrame([{"run": r, "protocol": "openllm_dft", "task": t, "metric": "acc,none", "value": v,
+                   "stderr": 0.01, "n": 100} for r, t, v in rows]
+                 + [{"run": "method~dft", "protocol": "openllm_dft", "task": "aggregate", "metric": "mean (x100)",
+                     "value": 43.75, "stderr": None, "n": 2}]).to_csv(csv, index=False)
+    t = protocol_sweep_table(csv, ["method~dft/gamma~0.8", "method~dft"], [{"gamma": 0.8}, {"gamma": 0.85}],
+                             tmp_path / "s.csv", tmp_path / "s.md", scale="tiny")
+    assert list(t["gamma"]) == [0.8, 0.85] and list(t["run"]) == ["method~dft/gamma~0.8", "method~dft"]
+    assert list(t["openllm_dft/mmlu/acc,none (%)"]) == [60.0, 62.5]
+    assert list(t["openllm_dft/gsm8k/acc,none (%)"]) == [30.0, 25.0]
+    assert t["openllm_dft/mean (x100)"].iloc[1] == 43.75
+    assert (tmp_path / "s.md").read_text().startswith("Scale: tiny.")
+    with pytest.raises(ValueError, match=r"no results for run\(s\) \['method~dft/gamma~1.0'\]"):
+        protocol_sweep_table(csv, ["method~dft/gamma~1.0"], [{"gamma": 1.0}], tmp_path / "x.csv", tmp_path / "x.md")

@@ -194,6 +194,7 @@ def final_targets():
     if PAPER_PROTOCOLS:
         targets.append(f"results/tables/{EXP}/evals.csv")
         targets += [f"results/tables/{EXP}/paper~{item_file(i)}.md" for i in PAPER_TABLES]
+        targets += [f"results/tables/{EXP}/sweep~{name}~protocols.md" for name in SWEEPS]
     return targets
 
 

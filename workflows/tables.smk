@@ -72,3 +72,22 @@ rule paper_table:
     shell:
         "negfree paper-table --item {params.item} --evals {input.evals} {params.rows} --scale {params.scale:q} "
         "--out-md {output.md} --out-csv {output.csv} --out-tex {output.tex} > {log} 2>&1"
+
+
+# One table per sweep over the paper protocols (experiments without the offline twin).
+rule sweep_table_protocols:
+    input:
+        evals=f"results/tables/{EXP}/evals.csv",
+    params:
+        runs=lambda wildcards: " ".join(SWEEPS[wildcards.sweep]),
+        settings=sweep_settings_arg,
+        scale=SCALE,
+    output:
+        csv=f"results/tables/{EXP}/sweep~{{sweep}}~protocols.csv",
+        md=report(f"results/tables/{EXP}/sweep~{{sweep}}~protocols.md", caption="../report/sweep_table.rst",
+                  category="Sweeps", labels={"sweep": "{sweep}", "experiment": EXP}),
+    log:
+        f"logs/{EXP}/sweep_table/{{sweep}}~protocols.log",
+    shell:
+        "negfree sweep-table --evals {input.evals} --runs {params.runs} {params.settings} --scale {params.scale:q} "
+        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -87,3 +87,33 @@ def summary_table(evals: list[str], out_csv: str, out_md: str, runs: list[str] |
         "train_wall_seconds": {r["model"]: r.get("train_seconds") for r in rows if r.get("train_seconds")},
     })
     return df
+
+
+def protocol_sweep_table(evals: str | Path, runs: list[str], settings: list[dict], out_csv: str | Path,
+                         out_md: str | Path, scale: str | None = None) -> pd.DataFrame:
+    """One sweep over paper protocols: a row per grid point (its settings, its run id), a column per
+    (protocol, task, metric) of the tidy ``evals.csv`` (``negfree eval-csv``), task metrics in %
+    (lm-eval fractions x 100), protocol averages as the protocol reports them."""
+    from .paper_table import load_evals
+
+    if len(settings) != len(runs):
+        raise ValueError(f"sweep table: {len(settings)} settings for {len(runs)} runs")
+    df = load_evals([evals])
+    missing = [r for r in runs if r not in set(df["run"])]
+    if missing:
+        raise ValueError(f"sweep table: {evals} has no results for run(s) {missing}")
+    rows = []
+    for run, point in zip(runs, settings):
+        row = {**point, "run": run}
+        for r in df[df["run"] == run].itertuples():
+            if r.task == "aggregate":
+                row[f"{r.protocol}/{r.metric}"] = r.value
+            else:
+                row[f"{r.protocol}/{r.task}/{r.metric} (%)"] = None if pd.isna(r.value) else round(100 * r.value, 2)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    atomic_write_text(out_csv, table.to_csv(index=False))
+    note = (f"Scale: {scale or 'not stated'}. One row per grid point of the sweep (settings first, then the run "
+            f"that computed it); lm-eval protocol results from `{evals}`, task metrics in %.\n\n")
+    atomic_write_text(out_md, note + table.to_markdown(index=False) + "\n")
+    return table
