@@ -374,7 +374,7 @@ def pair_negatives(records: list[dict], out_path: str | Path, *, num: int = 1) -
     out = use_pair_as_negatives(records)
     out_path = Path(out_path)
     write_jsonl(out_path, out)
-    manifest = {"strategy": "pair", "num": 1, "prompts": len(out), "input_records_sha256": _sha256_records(out),
+    manifest = {"strategy": "pair", "num": 1, "prompts": len(out), "input_records_sha256": _sha256_records(records),
                 "output_sha256": hashlib.sha256(out_path.read_bytes()).hexdigest()}
     write_json(Path(str(out_path) + ".manifest.json"), manifest)
     return manifest

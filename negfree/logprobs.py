@@ -106,17 +106,23 @@ def token_logprobs(logits: Tensor, labels: Tensor, mask: Tensor, *, with_plogp: 
     return out_tok.view_as(labels), (out_plogp.view_as(labels) if with_plogp else None)
 
 
+def _forward(model, raw_model, chunked_head: bool, inputs: dict) -> tuple[Tensor, nn.Linear | None]:
+    """(``model(**inputs)`` output, None), or (its last hidden states, the output head) when
+    ``chunked_head`` asks for it and ``plain_output_head(raw_model)`` allows it."""
+    found = plain_output_head(raw_model) if chunked_head else None
+    if found is None:
+        return model(**inputs).logits, None
+    with hidden_states_as_logits(raw_model, found[0]) as head:
+        return model(**inputs).logits, head
+
+
 def model_token_logprobs(model, raw_model, labels: Tensor, mask: Tensor, *, with_plogp: bool = False,
                          chunk: int = 1024, chunked_head: bool = True, **inputs) -> tuple[Tensor, Tensor | None]:
     """``token_logprobs`` of ``model(**inputs)``. ``model`` is what is trained (possibly
     DDP-wrapped), ``raw_model`` its module; ``chunked_head`` asks for the hidden-state
     path, taken when ``plain_output_head(raw_model)`` allows it."""
-    found = plain_output_head(raw_model) if chunked_head else None
-    if found is None:
-        return token_logprobs(model(**inputs).logits, labels, mask, with_plogp=with_plogp, chunk=chunk)
-    with hidden_states_as_logits(raw_model, found[0]) as head:
-        hidden = model(**inputs).logits
-    return token_logprobs(hidden, labels, mask, with_plogp=with_plogp, chunk=chunk, head=head)
+    out, head = _forward(model, raw_model, chunked_head, inputs)
+    return token_logprobs(out, labels, mask, with_plogp=with_plogp, chunk=chunk, head=head)
 
 
 @torch.no_grad()
@@ -124,12 +130,7 @@ def model_greedy_tokens(model, positions: Tensor, *, chunk: int = 1024, chunked_
                         **inputs) -> Tensor:
     """argmax_v of the logits at ``positions`` (a [R, T] mask), -1 elsewhere; the vocabulary
     projection only at those positions when the model allows it."""
-    found = plain_output_head(model) if chunked_head else None
-    if found is None:
-        out, head = model(**inputs).logits, None
-    else:
-        with hidden_states_as_logits(model, found[0]) as head:
-            out = model(**inputs).logits
+    out, head = _forward(model, model, chunked_head, inputs)
     flat = out.reshape(-1, out.shape[-1])
     idx = positions.reshape(-1).bool().nonzero(as_tuple=True)[0]
     guess = torch.full((flat.shape[0],), -1, dtype=torch.long, device=out.device)
