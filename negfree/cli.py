@@ -290,9 +290,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=lambda a, rest: __import__("negfree.report.claims", fromlist=["x"]).main_claims(rest),
                    passthrough=True)
 
+    s = sub.add_parser("shifts", help="bnf Fig. 3/4: log-likelihood and logit shifts of fine-tuned models vs the "
+                                      "reference", add_help=False)
+    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.shifts", fromlist=["x"]).main(rest),
+                   passthrough=True)
+
     s = sub.add_parser("paper-table", help="one paper item (e.g. dft/table2) with our values beside the paper's",
                        add_help=False)
     s.set_defaults(fn=lambda a, rest: __import__("negfree.report.paper_table", fromlist=["x"]).main_paper_table(rest),
+                   passthrough=True)
+
+    s = sub.add_parser("score-dist", help="dft Fig. 1: s(y',x) per pool of negatives under a checkpoint",
+                       add_help=False)
+    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.score_dist", fromlist=["x"]).main(rest),
+                   passthrough=True)
+
+    s = sub.add_parser("sweep-figure", help="one metric across a sweep table's grid points (line or bars)",
+                       add_help=False)
+    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.sweep_plots", fromlist=["x"]).main(rest),
                    passthrough=True)
 
     s = sub.add_parser("toy", help="toy problems: 'negfree toy frozen-lake --help'", add_help=False)

@@ -64,16 +64,18 @@ def _grid(block: dict, where: str) -> list[list[tuple[str, str, Any]]]:
     return [list(p) for p in itertools.product(*axes)]
 
 
-def _check_block(name: str, block: Any, train_keys: set[str]) -> None:
-    where = f"sweeps.{name}"
+def _check_block(name: str, block: Any, train_keys: set[str], kind: str = "sweeps") -> None:
+    where = f"{kind}.{name}"
+    head = ("method", "init") if kind == "pipelines" else ("method",)
     if not isinstance(block, dict):
-        raise ValueError(f"{where}: must be a mapping with 'method' and at least one of {', '.join(SECTIONS)}")
-    unknown = sorted(set(block) - {"method", *SECTIONS})
+        raise ValueError(f"{where}: must be a mapping with {' and '.join(head)} and sections {', '.join(SECTIONS)}")
+    unknown = sorted(set(block) - {*head, *SECTIONS})
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: method, {', '.join(SECTIONS)}")
-    if "method" not in block:
-        raise ValueError(f"{where}: missing 'method'")
-    if not any(block.get(s) for s in SECTIONS):
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(head)}, {', '.join(SECTIONS)}")
+    for key in head:
+        if key not in block:
+            raise ValueError(f"{where}: missing '{key}'")
+    if kind == "sweeps" and not any(block.get(s) for s in SECTIONS):
         raise ValueError(f"{where}: sets nothing (give values under {', '.join(SECTIONS)})")
     for section in SECTIONS:
         if block.get(section) is not None and not isinstance(block[section], dict):
@@ -92,7 +94,8 @@ def _check_block(name: str, block: Any, train_keys: set[str]) -> None:
             seen[key] = section
 
 
-def _spec(method_name: str, hparams: dict, train: dict, generate: dict, default_b: int, where: str) -> dict:
+def _spec(method_name: str, hparams: dict, train: dict, generate: dict, default_b: int, where: str,
+          init: str | None = None) -> dict:
     try:
         method = get_method(method_name)
     except (KeyError, ValueError) as e:
@@ -105,19 +108,28 @@ def _spec(method_name: str, hparams: dict, train: dict, generate: dict, default_
     if method.needs_negatives and b > generate["num"]:
         raise ValueError(f"{where}: B = num_negatives = {b} exceeds the pool of {generate['num']} negatives "
                          f"per prompt (generate.num)")
-    return {"method": method_name, "hparams": dict(hparams), "train": dict(train), "generate": dict(generate)}
+    spec = {"method": method_name, "hparams": dict(hparams), "train": dict(train), "generate": dict(generate)}
+    if init is not None:
+        spec["init"] = init
+    return spec
 
 
 def _effective(spec: dict, train: dict) -> tuple:
     """What a run computes: method, resolved hyperparameters, train and generation settings."""
     hp = get_method(spec["method"]).resolve(spec["hparams"])
     key = lambda d: tuple(sorted((k, repr(v)) for k, v in d.items()))  # noqa: E731
-    return spec["method"], key(hp), key({**train, **spec["train"]}), key(spec["generate"])
+    return (spec["method"], key(hp), key({**train, **spec["train"]}), key(spec["generate"]),
+            spec.get("init"))
 
 
-def expand_runs(methods: dict, sweeps: dict, generate: dict, train: dict | int) -> tuple[dict, dict, dict]:
-    """(run id -> {method, hparams, train, generate}, sweep name -> [run ids in grid order],
+def expand_runs(methods: dict, sweeps: dict, generate: dict, train: dict | int,
+                pipelines: dict | None = None) -> tuple[dict, dict, dict]:
+    """(run id -> {method, hparams, train, generate[, init]}, sweep name -> [run ids in grid order],
     alias -> run id).
+
+    ``pipelines`` are blocks like sweeps with an ``init`` (the ``methods:`` run whose final
+    weights the run starts from, ``sft``, or ``<experiment>.<method>`` of another experiment);
+    their ids start ``method~M/init~X`` and they make no sweep table.
 
     ``train`` is the experiment's train section (an int is read as its num_negatives). A sweep
     point that computes exactly what a ``methods:`` run computes (same method, resolved
@@ -132,19 +144,29 @@ def expand_runs(methods: dict, sweeps: dict, generate: dict, train: dict | int) 
     aliases: dict[str, str] = {}
     train_keys = _train_keys()
     groups: dict[str, list[str]] = {}
-    for sname, block in (sweeps or {}).items():
-        _check_block(sname, block, train_keys)
+    blocks = [("sweeps", n, b) for n, b in (sweeps or {}).items()]
+    blocks += [("pipelines", n, b) for n, b in (pipelines or {}).items()]
+    for kind, sname, block in blocks:
+        where = f"{kind}.{sname}"
+        _check_block(sname, block, train_keys, kind)
+        init = None
+        if kind == "pipelines":
+            init = _fmt("init", block["init"], where)
+            local = init.split(".", 1)[-1] if "." in init else init
+            if "." not in init and local not in (methods or {}):
+                raise ValueError(f"{where}: init {init!r} is not a methods: run of this experiment (methods: "
+                                 f"{', '.join(methods or {})}); another experiment's run is <experiment>.<method>")
         ids = []
-        for point in _grid(block, f"sweeps.{sname}"):
+        for point in _grid(block, where):
             parts = {s: {} for s in SECTIONS}
             for section, key, value in point:
                 parts[section][key] = value
-            rid = f"method~{block['method']}" + "".join(
-                f"/{k}~{_fmt(k, v, f'sweeps.{sname}')}" for _, k, v in point)
+            rid = f"method~{block['method']}" + (f"/init~{init}" if init else "") + "".join(
+                f"/{k}~{_fmt(k, v, where)}" for _, k, v in point)
             spec = _spec(block["method"], parts["hparams"], parts["train"], {**generate, **parts["generate"]},
-                         default_b, f"sweeps.{sname} ({rid})")
+                         default_b, f"{where} ({rid})", init)
             if rid in specs and specs[rid] != spec:
-                raise ValueError(f"sweeps.{sname}: run {rid} is defined twice with different settings")
+                raise ValueError(f"{where}: run {rid} is defined twice with different settings")
             main = same.get(_effective(spec, train))
             if main is not None and main != rid:
                 aliases[rid] = main
@@ -154,7 +176,8 @@ def expand_runs(methods: dict, sweeps: dict, generate: dict, train: dict | int) 
                 same.setdefault(_effective(spec, train), rid)
             if rid not in ids:
                 ids.append(rid)
-        groups[sname] = ids
+        if kind == "sweeps":
+            groups[sname] = ids
     return specs, groups, aliases
 
 

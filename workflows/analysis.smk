@@ -3,20 +3,22 @@ rule training_figures:
     input:
         runs=table_runs,
     output:
-        fig3=report(f"figures/{EXP}/dft/fig3.png", caption="../report/training_figures.rst", category="Training",
-                    labels={"paper": "DFT", "figure": "Fig. 3"}),
-        fig4=report(f"figures/{EXP}/dft/fig4.png", caption="../report/training_figures.rst", category="Training",
-                    labels={"paper": "DFT", "figure": "Fig. 4"}),
-        minor=report(f"figures/{EXP}/minorsft/fig1.png", caption="../report/training_figures.rst", category="Training",
-                     labels={"paper": "MinorSFT", "figure": "Fig. 1"}),
-        asft=report(f"figures/{EXP}/asft/fig2.png", caption="../report/training_figures.rst", category="Training",
-                    labels={"paper": "ASFT", "figure": "Fig. 2"}),
+        fig3=report("figures/{exp}/dft/fig3.png", caption="../report/training_figures.rst", category="Training",
+                    labels={"paper": "DFT", "figure": "Fig. 3", "experiment": "{exp}"}),
+        fig4=report("figures/{exp}/dft/fig4.png", caption="../report/training_figures.rst", category="Training",
+                    labels={"paper": "DFT", "figure": "Fig. 4", "experiment": "{exp}"}),
+        minor=report("figures/{exp}/minorsft/fig1.png", caption="../report/training_figures.rst", category="Training",
+                     labels={"paper": "MinorSFT", "figure": "Fig. 1", "experiment": "{exp}"}),
+        asft=report("figures/{exp}/asft/fig2.png", caption="../report/training_figures.rst", category="Training",
+                    labels={"paper": "ASFT", "figure": "Fig. 2", "experiment": "{exp}"}),
     params:
-        scale=SCALE,
+        scale=scale_of,
+        root=runs_root,
     log:
-        f"logs/{EXP}/training_figures.log",
+        "logs/{exp}/training_figures.log",
     shell:
-        "negfree training-figures --runs-root {RUNS} --out-root figures/{EXP} --scale {params.scale:q} > {log} 2>&1"
+        "negfree training-figures --runs-root {params.root} --out-root figures/{wildcards.exp} "
+        "--scale {params.scale:q} > {log} 2>&1"
 
 
 rule claims_ledger:
@@ -25,13 +27,14 @@ rule claims_ledger:
         lake="results/toy/frozen_lake/fig3.csv",
         claims=str(Path(workflow.basedir, "configs/claims.yaml")),
     output:
-        csv=f"results/tables/{EXP}/claims.csv",
-        md=report(f"results/tables/{EXP}/claims.md", caption="../report/claims.rst", category="Claims ledger",
-                  labels={"table": "claims"}),
+        csv="results/tables/{exp}/claims.csv",
+        md=report("results/tables/{exp}/claims.md", caption="../report/claims.rst", category="Claims ledger",
+                  labels={"table": "claims", "experiment": "{exp}"}),
     params:
-        scale=SCALE,
+        scale=scale_of,
+        root=runs_root,
     log:
-        f"logs/{EXP}/claims_ledger.log",
+        "logs/{exp}/claims_ledger.log",
     shell:
-        "negfree claims --claims {input.claims} --runs-root {RUNS} --frozen-lake results/toy/frozen_lake "
+        "negfree claims --claims {input.claims} --runs-root {params.root} --frozen-lake results/toy/frozen_lake "
         "--out-csv {output.csv} --out-md {output.md} --scale {params.scale:q} > {log} 2>&1"

@@ -1,129 +1,184 @@
-# Named input functions and paths shared by every stage. Sweeps expand here only.
+# Named input functions and lookups shared by every stage. The experiments (one, or the set a
+# config lists under `experiments:`) are checked and expanded once, in negfree/dag.py; rules
+# carry the experiment as the {exp} wildcard and look everything else up.
 from pathlib import Path
 
-import jsonschema as _jsonschema
-import yaml as _yaml
 from snakemake.exceptions import WorkflowError
 
+from negfree.dag import ConfigError as _ConfigError, Dag as _Dag, item_file
+from negfree.evaluate.protocols import PROTOCOLS as _PROTOCOL_TABLE
 from negfree.losses import REGISTRY
 
-# The merged config is checked against configs/schema/config.schema.yaml before anything
-# reads it: a misspelt key or an out-of-range value stops here, naming the key.
-_CONFIG_SCHEMA = Path(workflow.basedir, "configs/schema/config.schema.yaml")
-_config_errors = [f"{'.'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in
-                  _jsonschema.Draft202012Validator(_yaml.safe_load(_CONFIG_SCHEMA.read_text())).iter_errors(config)]
-if config.get("score", {}).get("max_len") != config.get("train", {}).get("max_len"):
-    _config_errors.append("score.max_len must equal train.max_len (reference log-probs align token by token)")
-if _config_errors:
-    raise WorkflowError(f"config does not match {_CONFIG_SCHEMA.name}:\n  " + "\n  ".join(_config_errors))
-
-from negfree.sweeps import expand_runs as _expand_runs
-
-EXP = config["experiment"]
-MODEL = config["model"]["name"]
-DATA = config["data"]["name"]
-GEN = config["generate"]
-
-MODEL_DIR = f"work/models/{MODEL}"
-_D = config["data"]
-# the path says which records: two experiments share data only when these agree
-DATA_DIR = f"work/data/{DATA}/n_train~{_D['n_train'] or 'all'}/n_test~{_D['n_test'] or 'all'}/seed~{_D['seed']}"
-RUNS = f"results/runs/{EXP}"
-
-
-def template_flag():
-    """Base models without a chat template: the documented fallback, at every stage that renders prompts."""
-    return "--fallback-template" if config["train"].get("fallback_template") else ""
-
-
-# What a negatives pool depends on besides the swept keys (fixed per experiment).
-NEG_ROOT = (f"{DATA_DIR}/negatives/model~{MODEL}/max_new_tokens~{GEN['max_new_tokens']}/seed~{GEN['seed']}/"
-            f"prompts~{config['data'].get('train_prompts') or 'all'}")
-
-
-def neg_dir(gen):
-    """Where the negatives of one generation setting live: the path says how they were made."""
-    return f"{NEG_ROOT}/strategy~{gen['strategy']}/temperature~{gen['temperature']}/num~{gen['num']}"
-
-
-# Every training run of the experiment, keyed by its id (a path under RUNS): one per entry
-# of `methods:` (method~NAME) and one per point of each `sweeps:` grid
-# (method~NAME/key~value/...). This is the only place sweeps are expanded.
 try:
-    RUN_SPECS, SWEEPS, ALIASES = _expand_runs(config["methods"], config.get("sweeps") or {}, GEN,
-                                              config["train"])
-except ValueError as _e:
-    raise WorkflowError(f"config: {_e}") from None
-_T = config["train"]
-_PROMPTS = config["data"].get("train_prompts") or config["data"].get("n_train") or "all"
-_LENGTH = (f"{_T['max_steps']} steps" if _T.get("max_steps") else f"{_T.get('epochs', 1)} epoch(s)")
-SCALE = (f"{EXP} scale: {MODEL}, {_PROMPTS} training prompts, {_LENGTH} of {_T.get('batch_size')} prompts, "
-         f"B={_T.get('num_negatives')}")
+    NF = _Dag(config, workflow.basedir)
+except _ConfigError as _e:
+    raise WorkflowError(str(_e)) from None
+EXPS = NF.experiments
 
 _METHOD_RE = "|".join(sorted(REGISTRY, key=len, reverse=True))
 
 wildcard_constraints:
+    exp=NF.exp_re(),
+    model=NF.model_re(),
+    data_dir=NF.data_re(),
+    neg_root=NF.neg_root_re(),
     method=_METHOD_RE,
     run=rf"method~(?:{_METHOD_RE})(?:/[A-Za-z_][A-Za-z0-9_]*~[^/]+)*",
     sweep=r"[A-Za-z0-9_\-]+",
     strategy=r"[a-z_]+",
     temperature=r"[0-9.]+",
     num=r"[0-9]+",
-    protocol="|".join(["openllm_dft", "openllm_ift", "math_zeroshot", "bnf_reasoning"]),
+    protocol="|".join(sorted(_PROTOCOL_TABLE)),
     item=r"[a-z]+_[a-z0-9_]+",
 
-
-def runs():
-    return list(RUN_SPECS)
+NEG = "{neg_root}/strategy~{strategy}/temperature~{temperature}/num~{num}"
 
 
-def run_dir(run):
-    return f"{RUNS}/{run}"
+def exp_of(wildcards):
+    return EXPS[wildcards.exp]
 
 
-def eval_json(run):
-    return f"{run_dir(run)}/eval/negfree_offline.json"
+def spec_of(wildcards):
+    return EXPS[wildcards.exp].run_specs[wildcards.run]
 
 
-def base_eval_json():
-    return f"{RUNS}/base~{MODEL}/eval/negfree_offline.json"
+# -- model, data, negatives: looked up by path ------------------------------------------
+def model_source(wildcards):
+    return NF.models[wildcards.model]
 
 
+def data_spec(wildcards):
+    return NF.data[wildcards.data_dir]
+
+
+def neg_spec(wildcards):
+    return NF.negs[wildcards.neg_root]
+
+
+def neg_model_ready(wildcards):
+    return neg_spec(wildcards).model_ready
+
+
+def neg_data(wildcards):
+    return f"{neg_spec(wildcards).data_dir}/train.jsonl"
+
+
+# -- training ------------------------------------------------------------------------------
 def train_args(wildcards):
     """The train section with the run's overrides and its hyperparameters, as JSON (shell-quoted)."""
     import json, shlex
 
-    spec = RUN_SPECS[wildcards.run]
-    train = {**config["train"], **spec["train"], "hparams": spec["hparams"]}
+    spec = spec_of(wildcards)
+    train = {**exp_of(wildcards).config["train"], **spec["train"], "hparams": spec["hparams"]}
     return "--train-json " + shlex.quote(json.dumps(train))
 
 
+def start_model(wildcards):
+    """(directory, ready file) the run starts from: the base model, or a pipeline's checkpoint."""
+    from negfree.dag import init_label
+
+    exp, spec = exp_of(wildcards), spec_of(wildcards)
+    if spec.get("init") is None:
+        return exp.model_dir, f"{exp.model_dir}/config.json"
+    return NF.checkpoint(init_label(exp.name, spec["init"]))
+
+
+def start_model_ready(wildcards):
+    return start_model(wildcards)[1]
+
+
+def start_model_dir(wildcards):
+    return start_model(wildcards)[0]
+
+
 def method_of(wildcards):
-    return RUN_SPECS[wildcards.run]["method"]
+    return spec_of(wildcards)["method"]
 
 
 def scored_data_of(wildcards):
-    return f"{neg_dir(RUN_SPECS[wildcards.run]['generate'])}/scored.jsonl"
+    return exp_of(wildcards).scored(wildcards.run)
 
 
 def run_dir_of(wildcards):
-    return run_dir(wildcards.run)
+    return exp_of(wildcards).run_dir(wildcards.run)
+
+
+def accelerate_config(wildcards):
+    return exp_of(wildcards).config.get("launch", {}).get("accelerate_config", "configs/accelerate/ddp.yaml")
+
+
+# -- evaluation and tables -----------------------------------------------------------------
+def eval_json(exp, run):
+    return f"{exp.run_dir(run)}/eval/negfree_offline.json"
+
+
+def final_model_of(wildcards):
+    return f"{exp_of(wildcards).run_dir(wildcards.run)}/final"
+
+
+def eval_flags(wildcards):
+    return exp_of(wildcards).eval_flags()
+
+
+def base_model_dir(wildcards):
+    return exp_of(wildcards).model_dir
+
+
+def base_model_ready(wildcards):
+    return f"{exp_of(wildcards).model_dir}/config.json"
+
+
+def test_data(wildcards):
+    return f"{exp_of(wildcards).data_dir}/test.jsonl"
+
+
+def base_run_of(wildcards):
+    return exp_of(wildcards).base_run()
 
 
 def table_evals(wildcards):
-    return [base_eval_json()] + [eval_json(r) for r in runs()]
+    exp = exp_of(wildcards)
+    return [eval_json(exp, exp.base_run())] + [eval_json(exp, r) for r in exp.run_specs]
 
 
 def table_runs(wildcards):
-    return [f"{run_dir(r)}/timing.json" for r in runs()]
+    exp = exp_of(wildcards)
+    return [f"{exp.run_dir(r)}/timing.json" for r in exp.run_specs]
+
+
+def table_run_dirs(wildcards):
+    exp = exp_of(wildcards)
+    return [exp.run_dir(r) for r in exp.run_specs]
+
+
+def runs_root(wildcards):
+    return exp_of(wildcards).runs_root
+
+
+def scale_of(wildcards):
+    return exp_of(wildcards).scale
+
+
+def sweep_ids(wildcards):
+    try:
+        return exp_of(wildcards).sweeps[wildcards.sweep]
+    except KeyError:
+        raise WorkflowError(f"experiment {wildcards.exp} has no sweep {wildcards.sweep!r} "
+                            f"(sweeps: {', '.join(exp_of(wildcards).sweeps) or 'none'})") from None
 
 
 def sweep_evals(wildcards):
-    return [eval_json(r) for r in SWEEPS[wildcards.sweep]]
+    exp = exp_of(wildcards)
+    return [eval_json(exp, r) for r in sweep_ids(wildcards)]
 
 
 def sweep_run_dirs(wildcards):
-    return [run_dir(r) for r in SWEEPS[wildcards.sweep]]
+    exp = exp_of(wildcards)
+    return [exp.run_dir(r) for r in sweep_ids(wildcards)]
+
+
+def sweep_timings(wildcards):
+    return [f"{d}/timing.json" for d in sweep_run_dirs(wildcards)]
 
 
 def sweep_settings_arg(wildcards):
@@ -131,94 +186,56 @@ def sweep_settings_arg(wildcards):
     import json, shlex
     from negfree.sweeps import sweep_settings
 
-    return "--settings " + shlex.quote(json.dumps(sweep_settings(config["sweeps"][wildcards.sweep])))
-
-
-def sweep_timings(wildcards):
-    return [f"{run_dir(r)}/timing.json" for r in SWEEPS[wildcards.sweep]]
-
-
-# Evaluation: "offline" is the lm-eval twin on the embedded test split (summary and sweep
-# tables); the paper protocols (negfree/evaluate/protocols.py) feed the tidy evals.csv and
-# the paper tables.
-PROTOCOLS = list(config.get("evaluate", {}).get("protocols") or ["offline"])
-PAPER_PROTOCOLS = [p for p in PROTOCOLS if p != "offline"]
-PAPER_TABLES = config.get("paper_tables") or {}
-for _item, _spec in PAPER_TABLES.items():
-    for _key, _run in ((_spec or {}).get("rows") or {}).items():
-        if _run not in RUN_SPECS and _run not in ALIASES and not _run.startswith("base~"):
-            raise WorkflowError(f"config: paper_tables.{_item}.rows.{_key}: run {_run!r} is not a run of this "
-                                f"experiment (runs: {', '.join(RUN_SPECS)})")
-if "offline" in PROTOCOLS and config["data"].get("source", "embedded") != "embedded":
-    raise WorkflowError("config: evaluate.protocols 'offline' scores the embedded test split; with "
-                        f"data.source {config['data']['source']!r} choose paper protocols")
-if PAPER_TABLES and not PAPER_PROTOCOLS:
-    raise WorkflowError("config: paper_tables needs a paper protocol under evaluate.protocols")
-
-
-def item_file(item):
-    return item.replace("/", "_")
+    block = exp_of(wildcards).config["sweeps"][wildcards.sweep]
+    return "--settings " + shlex.quote(json.dumps(sweep_settings(block)))
 
 
 def item_of(wildcards):
-    return next(i for i in PAPER_TABLES if item_file(i) == wildcards.item)
+    exp = exp_of(wildcards)
+    try:
+        return next(i for i in exp.paper_tables if item_file(i) == wildcards.item)
+    except StopIteration:
+        raise WorkflowError(f"experiment {exp.name} declares no paper table {wildcards.item!r} "
+                            f"(paper_tables: {', '.join(exp.paper_tables) or 'none'})") from None
 
 
 def paper_table_rows(wildcards):
     import shlex
 
-    rows = (PAPER_TABLES[item_of(wildcards)] or {}).get("rows") or {}
-    return " ".join(f"--row {shlex.quote(f'{k}={ALIASES.get(v, v)}')}" for k, v in rows.items())
+    exp = exp_of(wildcards)
+    rows = (exp.paper_tables[item_of(wildcards)] or {}).get("rows") or {}
+    return " ".join(f"--row {shlex.quote(f'{k}={exp.aliases.get(v, v)}')}" for k, v in rows.items())
 
 
-def protocol_evals():
-    """(path, name) of every paper-protocol result: the base model and every run."""
+def protocol_evals(exp):
+    """(path, name) of every paper-protocol result of one experiment: the base model and every run."""
     out = []
-    for p in PAPER_PROTOCOLS:
-        out.append((f"{RUNS}/base~{MODEL}/eval/{p}.json", f"base~{MODEL}"))
-        out += [(f"{run_dir(r)}/eval/{p}.json", r) for r in runs()]
+    for p in exp.paper_protocols:
+        out.append((f"{exp.run_dir(exp.base_run())}/eval/{p}.json", exp.base_run()))
+        out += [(f"{exp.run_dir(r)}/eval/{p}.json", r) for r in exp.run_specs]
     return out
 
 
-def final_targets():
-    targets = [
-        f"figures/{EXP}/dft/fig3.png",
-        f"results/tables/{EXP}/claims.md",
-        "figures/bnf/fig1.png",
-        "figures/asft/fig1.png",
-        "figures/ift/fig3.png",
-    ]
-    if "offline" in PROTOCOLS:
-        targets.append(f"results/tables/{EXP}/summary.md")
-        targets += [f"results/tables/{EXP}/sweep~{name}.md" for name in SWEEPS]
-    if PAPER_PROTOCOLS:
-        targets.append(f"results/tables/{EXP}/evals.csv")
-        targets += [f"results/tables/{EXP}/paper~{item_file(i)}.md" for i in PAPER_TABLES]
-        targets += [f"results/tables/{EXP}/sweep~{name}~protocols.md" for name in SWEEPS]
-    return targets
+def protocol_eval_paths(wildcards):
+    return [path for path, _ in protocol_evals(exp_of(wildcards))]
 
 
-def final_model_of(wildcards):
-    return f"{run_dir(wildcards.run)}/final"
-
-
-def eval_flags():
-    ev = config.get("evaluate", {})
-    flags = []
-    if ev.get("limit"):
-        flags.append(f"--limit {int(ev['limit'])}")
-    if ev.get("chat_template"):
-        flags.append("--chat-template")
-    return " ".join(flags)
-
-
-def table_run_dirs(wildcards):
-    return [run_dir(r) for r in runs()]
+def protocol_eval_names(wildcards):
+    return [name for _, name in protocol_evals(exp_of(wildcards))]
 
 
 def frozen_lake_args():
-    t = config.get("toy", {}).get("frozen_lake", {})
+    t = NF.toy.get("frozen_lake", {})
     args = [f"--seeds {int(t.get('seeds', 5))}", f"--steps {int(t.get('steps', 200))}"]
     if t.get("methods"):
         args.append("--methods " + ",".join(t["methods"]))
     return " ".join(args)
+
+
+def paper_targets(paper):
+    def inputs(wildcards):
+        try:
+            return NF.paper_targets(paper)
+        except _ConfigError as e:
+            raise WorkflowError(str(e)) from None
+    return inputs

@@ -1,17 +1,14 @@
-# The experiment's data: the project-made embedded dataset (offline, deterministic), or a hub
+# Datasets by path: the project-made embedded dataset (offline, deterministic), or a hub
 # dataset through its adapter (configs/data/*.yaml), normalised to one schema, subsampled
-# deterministically.
+# deterministically. The path (name, n_train, n_test, seed) says which records.
 rule make_data:
     output:
-        train=f"{DATA_DIR}/train.jsonl",
-        test=f"{DATA_DIR}/test.jsonl",
+        train="{data_dir}/train.jsonl",
+        test="{data_dir}/test.jsonl",
     params:
-        d=config["data"],
-        source=config["data"].get("source", "embedded"),
-        n_train=config["data"]["n_train"] or 0,
-        n_test=config["data"]["n_test"] or 0,
+        d=data_spec,
     log:
-        f"logs/{EXP}/make_data.log",
+        "logs/{data_dir}/make_data.log",
     shell:
-        "negfree make-data --source {params.source} --out {DATA_DIR} --n-train {params.n_train} "
-        "--n-test {params.n_test} --seed {params.d[seed]} > {log} 2>&1"
+        "negfree make-data --source {params.d[source]} --out {wildcards.data_dir} --n-train {params.d[n_train]} "
+        "--n-test {params.d[n_test]} --seed {params.d[seed]} > {log} 2>&1"

@@ -2,52 +2,54 @@
 # (evaluate.protocols: offline), and the papers' lm-eval protocols (the others).
 rule evaluate_run:
     input:
-        timing=f"{RUNS}/{{run}}/timing.json",
-        test=f"{DATA_DIR}/test.jsonl",
+        timing="results/runs/{exp}/{run}/timing.json",
+        test=test_data,
     output:
-        f"{RUNS}/{{run}}/eval/negfree_offline.json",
+        "results/runs/{exp}/{run}/eval/negfree_offline.json",
     params:
         model=final_model_of,
-        flags=eval_flags(),
+        flags=eval_flags,
     log:
-        f"logs/{EXP}/evaluate/{{run}}.log",
+        "logs/{exp}/evaluate/{run}.log",
     shell:
         "negfree evaluate --model {params.model} --test {input.test} --out {output} {params.flags} > {log} 2>&1"
 
 
 rule evaluate_base:
     input:
-        model=f"{MODEL_DIR}/config.json",
-        test=f"{DATA_DIR}/test.jsonl",
+        model="work/models/{model}/config.json",
+        test=test_data,
     output:
-        base_eval_json(),
+        "results/runs/{exp}/base~{model}/eval/negfree_offline.json",
     params:
-        flags=eval_flags(),
+        flags=eval_flags,
     log:
-        f"logs/{EXP}/evaluate/base.log",
+        "logs/{exp}/evaluate/base~{model}.log",
     shell:
-        "negfree evaluate --model {MODEL_DIR} --test {input.test} --out {output} {params.flags} > {log} 2>&1"
+        "negfree evaluate --model work/models/{wildcards.model} --test {input.test} --out {output} {params.flags} "
+        "> {log} 2>&1"
 
 
 rule evaluate_protocol:
     input:
-        timing=f"{RUNS}/{{run}}/timing.json",
+        timing="results/runs/{exp}/{run}/timing.json",
     output:
-        f"{RUNS}/{{run}}/eval/{{protocol}}.json",
+        "results/runs/{exp}/{run}/eval/{protocol}.json",
     params:
         model=final_model_of,
     log:
-        f"logs/{EXP}/evaluate/{{run}}/{{protocol}}.log",
+        "logs/{exp}/evaluate/{run}/{protocol}.log",
     shell:
         "negfree evaluate --model {params.model} --protocol {wildcards.protocol} --out {output} > {log} 2>&1"
 
 
 rule evaluate_protocol_base:
     input:
-        model=f"{MODEL_DIR}/config.json",
+        model="work/models/{model}/config.json",
     output:
-        f"{RUNS}/base~{MODEL}/eval/{{protocol}}.json",
+        "results/runs/{exp}/base~{model}/eval/{protocol}.json",
     log:
-        f"logs/{EXP}/evaluate/base/{{protocol}}.log",
+        "logs/{exp}/evaluate/base~{model}/{protocol}.log",
     shell:
-        "negfree evaluate --model {MODEL_DIR} --protocol {wildcards.protocol} --out {output} > {log} 2>&1"
+        "negfree evaluate --model work/models/{wildcards.model} --protocol {wildcards.protocol} --out {output} "
+        "> {log} 2>&1"

@@ -1,19 +1,18 @@
-# Negatives sampled from the base model (dft.txt Alg. 1 step 5, offline pool). One directory per
-# generation setting (strategy, temperature, pool size): sweeps over them share what they can.
+# Negatives sampled from the model the negatives path names (dft.txt Alg. 1 step 5, offline
+# pool): the base model, or for a pipeline run the checkpoint it starts from. One directory
+# per generation setting (strategy, temperature, pool size): sweeps over them share what they can.
 rule generate_negatives:
     input:
-        model=f"{MODEL_DIR}/config.json",
-        data=f"{DATA_DIR}/train.jsonl",
+        model=neg_model_ready,
+        data=neg_data,
     output:
-        f"{NEG_ROOT}/strategy~{{strategy}}/temperature~{{temperature}}/num~{{num}}/negatives.jsonl",
+        f"{NEG}/negatives.jsonl",
     params:
-        template=template_flag(),
-        g=GEN,
-        limit=config["data"].get("train_prompts") or 0,
+        s=neg_spec,
     log:
-        f"logs/{EXP}/generate/strategy~{{strategy}}_temperature~{{temperature}}_num~{{num}}.log",
+        f"logs/{NEG}/generate.log",
     shell:
-        "negfree generate --model {MODEL_DIR} --data {input.data} --out {output} --num {wildcards.num} "
+        "negfree generate --model {params.s.model_dir} --data {input.data} --out {output} --num {wildcards.num} "
         "--strategy {wildcards.strategy} --temperature {wildcards.temperature} "
-        "--max-new-tokens {params.g[max_new_tokens]} --batch-size {params.g[batch_size]} "
-        "--seed {params.g[seed]} --limit {params.limit} {params.template} > {log} 2>&1"
+        "--max-new-tokens {params.s.gen[0]} --batch-size {params.s.gen[1]} "
+        "--seed {params.s.gen[2]} --limit {params.s.gen[3]} {params.s.template} > {log} 2>&1"

@@ -1,10 +1,11 @@
-# The base model of the experiment: the embedded default is converted from its GGUF.
+# Base models by name: the embedded default is converted from its GGUF; hub:<id> is downloaded.
 rule prepare_model:
     output:
-        f"{MODEL_DIR}/config.json",
+        "work/models/{model}/config.json",
     params:
-        source=config["model"]["source"],
+        source=model_source,
+        out="work/models/{model}",
     log:
-        f"logs/{EXP}/prepare_model.log",
+        "logs/models/{model}.log",
     shell:
-        "negfree prepare-model --source {params.source} --out {MODEL_DIR} > {log} 2>&1"
+        "negfree prepare-model --source {params.source} --out {params.out} > {log} 2>&1"

@@ -5,14 +5,14 @@ rule summary_table:
         runs=table_runs,
     params:
         run_dirs=table_run_dirs,
-        scale=SCALE,
+        scale=scale_of,
     output:
-        csv=f"results/tables/{EXP}/summary.csv",
-        md=report(f"results/tables/{EXP}/summary.md", caption="../report/summary_table.rst", category="Tables",
-                  labels={"table": "summary", "experiment": EXP}),
-        provenance=f"results/tables/{EXP}/summary.provenance.json",
+        csv="results/tables/{exp}/summary.csv",
+        md=report("results/tables/{exp}/summary.md", caption="../report/summary_table.rst", category="Tables",
+                  labels={"table": "summary", "experiment": "{exp}"}),
+        provenance="results/tables/{exp}/summary.provenance.json",
     log:
-        f"logs/{EXP}/summary_table.log",
+        "logs/{exp}/summary_table.log",
     shell:
         "negfree table --evals {input.evals} --runs {params.run_dirs} --out-csv {output.csv} --out-md {output.md} "
         "--scale {params.scale:q} > {log} 2>&1"
@@ -26,14 +26,14 @@ rule sweep_table:
     params:
         run_dirs=sweep_run_dirs,
         settings=sweep_settings_arg,
-        scale=SCALE,
+        scale=scale_of,
     output:
-        csv=f"results/tables/{EXP}/sweep~{{sweep}}.csv",
-        provenance=f"results/tables/{EXP}/sweep~{{sweep}}.provenance.json",
-        md=report(f"results/tables/{EXP}/sweep~{{sweep}}.md", caption="../report/sweep_table.rst",
-                  category="Sweeps", labels={"sweep": "{sweep}", "experiment": EXP}),
+        csv="results/tables/{exp}/sweep~{sweep}.csv",
+        provenance="results/tables/{exp}/sweep~{sweep}.provenance.json",
+        md=report("results/tables/{exp}/sweep~{sweep}.md", caption="../report/sweep_table.rst",
+                  category="Sweeps", labels={"sweep": "{sweep}", "experiment": "{exp}"}),
     log:
-        f"logs/{EXP}/sweep_table/{{sweep}}.log",
+        "logs/{exp}/sweep_table/{sweep}.log",
     shell:
         "negfree table --evals {input.evals} --runs {params.run_dirs} --out-csv {output.csv} --out-md {output.md} "
         "{params.settings} --scale {params.scale:q} > {log} 2>&1"
@@ -43,13 +43,13 @@ rule sweep_table:
 # value, stderr, n); runs named by their id.
 rule eval_csv:
     input:
-        evals=[path for path, _ in protocol_evals()],
+        evals=protocol_eval_paths,
     params:
-        names=[name for _, name in protocol_evals()],
+        names=protocol_eval_names,
     output:
-        f"results/tables/{EXP}/evals.csv",
+        "results/tables/{exp}/evals.csv",
     log:
-        f"logs/{EXP}/eval_csv.log",
+        "logs/{exp}/eval_csv.log",
     shell:
         "negfree eval-csv --evals {input.evals} --runs {params.names} --out {output} > {log} 2>&1"
 
@@ -57,18 +57,18 @@ rule eval_csv:
 # One paper item (paper_tables:) with our values beside the paper's, in its column and row order.
 rule paper_table:
     input:
-        evals=f"results/tables/{EXP}/evals.csv",
+        evals="results/tables/{exp}/evals.csv",
     output:
-        md=report(f"results/tables/{EXP}/paper~{{item}}.md", caption="../report/paper_table.rst",
-                  category="Paper tables", labels={"item": "{item}", "experiment": EXP}),
-        csv=f"results/tables/{EXP}/paper~{{item}}.csv",
-        tex=f"results/tables/{EXP}/paper~{{item}}.tex",
+        md=report("results/tables/{exp}/paper~{item}.md", caption="../report/paper_table.rst",
+                  category="Paper tables", labels={"item": "{item}", "experiment": "{exp}"}),
+        csv="results/tables/{exp}/paper~{item}.csv",
+        tex="results/tables/{exp}/paper~{item}.tex",
     params:
         item=item_of,
         rows=paper_table_rows,
-        scale=SCALE,
+        scale=scale_of,
     log:
-        f"logs/{EXP}/paper_table/{{item}}.log",
+        "logs/{exp}/paper_table/{item}.log",
     shell:
         "negfree paper-table --item {params.item} --evals {input.evals} {params.rows} --scale {params.scale:q} "
         "--out-md {output.md} --out-csv {output.csv} --out-tex {output.tex} > {log} 2>&1"
@@ -77,17 +77,17 @@ rule paper_table:
 # One table per sweep over the paper protocols (experiments without the offline twin).
 rule sweep_table_protocols:
     input:
-        evals=f"results/tables/{EXP}/evals.csv",
+        evals="results/tables/{exp}/evals.csv",
     params:
-        runs=lambda wildcards: " ".join(SWEEPS[wildcards.sweep]),
+        runs=lambda wildcards: " ".join(sweep_ids(wildcards)),
         settings=sweep_settings_arg,
-        scale=SCALE,
+        scale=scale_of,
     output:
-        csv=f"results/tables/{EXP}/sweep~{{sweep}}~protocols.csv",
-        md=report(f"results/tables/{EXP}/sweep~{{sweep}}~protocols.md", caption="../report/sweep_table.rst",
-                  category="Sweeps", labels={"sweep": "{sweep}", "experiment": EXP}),
+        csv="results/tables/{exp}/sweep~{sweep}~protocols.csv",
+        md=report("results/tables/{exp}/sweep~{sweep}~protocols.md", caption="../report/sweep_table.rst",
+                  category="Sweeps", labels={"sweep": "{sweep}", "experiment": "{exp}"}),
     log:
-        f"logs/{EXP}/sweep_table/{{sweep}}~protocols.log",
+        "logs/{exp}/sweep_table/{sweep}~protocols.log",
     shell:
         "negfree sweep-table --evals {input.evals} --runs {params.runs} {params.settings} --scale {params.scale:q} "
         "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

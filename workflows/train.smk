@@ -1,24 +1,25 @@
-# One job per run of RUN_SPECS (methods: and every sweep point); the run id is its path
-# under results/runs/<experiment>/, key~value segments that say what ran.
+# One job per run (methods:, every sweep point, every pipeline); the run id is its path under
+# results/runs/<experiment>/, key~value segments that say what ran.
 rule train:
     input:
-        model=f"{MODEL_DIR}/config.json",
+        model=start_model_ready,
         data=scored_data_of,
     output:
-        f"{RUNS}/{{run}}/timing.json",
+        "results/runs/{exp}/{run}/timing.json",
     params:
         args=train_args,
         out=run_dir_of,
         method=method_of,
-        accelerate=config.get("launch", {}).get("accelerate_config", "configs/accelerate/ddp.yaml"),
+        model=start_model_dir,
+        accelerate=accelerate_config,
     resources:
         gpu=0,   # the slurm profile sets gpu per rule; > 1 launches one process per GPU
     log:
-        f"logs/{EXP}/train/{{run}}.log",
+        "logs/{exp}/train/{run}.log",
     shell:
         # A rerun after preemption (exit 143) or a failure resumes from the run's checkpoint.
         "if [ {resources.gpu} -gt 1 ]; then "
         "LAUNCH='accelerate launch --config_file {params.accelerate} --num_processes {resources.gpu} "
         "--main_process_port 0'; else LAUNCH=python; fi; "
-        "$LAUNCH -m negfree.cli train --method {params.method} --model {MODEL_DIR} --data {input.data} "
+        "$LAUNCH -m negfree.cli train --method {params.method} --model {params.model} --data {input.data} "
         "--out-dir {params.out} {params.args} > {log} 2>&1"
