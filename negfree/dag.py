@@ -87,6 +87,7 @@ class Experiment:
                               f"data.source {d['source']!r} choose paper protocols")
         if self.paper_tables and not self.paper_protocols:
             raise ConfigError(f"{self.origin}: paper_tables needs a paper protocol under evaluate.protocols")
+        self.score_dist(), self.shifts(), self.sweep_figures()   # config errors now, not mid-DAG
         t = c["train"]
         prompts = d.get("train_prompts") or d.get("n_train") or "all"
         length = f"{t['max_steps']} steps" if t.get("max_steps") else f"{t.get('epochs', 1)} epoch(s)"
@@ -142,6 +143,61 @@ class Experiment:
     def paper(self) -> str | None:
         return self.config.get("paper")
 
+    # -- analyses beyond the tables (issue 8) --------------------------------------------
+    def score_dist(self) -> dict | None:
+        """dft.txt Fig. 1: the run whose checkpoint scores a sampled and a very-high-temperature
+        pool. On by default when the experiment trains dft (else dft2) from the base model; a run
+        named explicitly must exist."""
+        a = dict((self.config.get("analysis") or {}).get("score_dist") or {})
+        if a.get("enabled") is False:
+            return None
+        run = a.get("run") or next((r for r in ("method~dft", "method~dft2") if r in self.run_specs), None)
+        if run is None:     # sizes alone do not ask for it: off without a dft run
+            return None
+        run = self.aliases.get(run, run)
+        if run not in self.run_specs:
+            raise ConfigError(f"{self.origin}: analysis.score_dist.run: {run!r} is not a run of experiment "
+                              f"{self.name}")
+        if self.run_specs[run].get("init") is not None:
+            raise ConfigError(f"{self.origin}: analysis.score_dist.run: {run!r} starts from another run; the pools "
+                              f"are sampled from the base model")
+        return {"run": run, "temperature": a.get("temperature", 5.0), "num": a.get("num", 1),
+                "limit": a.get("limit", 512)}
+
+    def shifts(self) -> dict | None:
+        """bnf.txt Fig. 3-4: the runs whose shifts against the base model are measured. On by
+        default for the methods: runs of bnf, dpo, ipo and simpo that the experiment has."""
+        a = dict((self.config.get("analysis") or {}).get("shifts") or {})
+        if a.get("enabled") is False:
+            return None
+        runs = a.get("runs") or [r for r in ("method~bnf", "method~dpo", "method~ipo", "method~simpo")
+                                 if r in self.run_specs]
+        if not runs:        # sizes alone do not ask for it: off without such runs
+            return None
+        runs = [self.aliases.get(r, r) for r in runs]
+        bad = [r for r in runs if r not in self.run_specs]
+        if bad:
+            raise ConfigError(f"{self.origin}: analysis.shifts.runs: {bad} are not runs of experiment {self.name}")
+        return {"runs": runs, "limit": a.get("limit", 64), "max_new_tokens": a.get("max_new_tokens", 256)}
+
+    def sweep_figures(self) -> dict[str, dict]:
+        """Named plots over sweep tables (dft.txt Fig. 2b, Fig. 6): each reads the tables of the
+        sweeps it lists (offline or protocol tables, as the experiment evaluates)."""
+        out = {}
+        for name, f in ((self.config.get("analysis") or {}).get("sweep_figures") or {}).items():
+            bad = [s for s in f["sweeps"] if s not in self.sweeps]
+            if bad:
+                raise ConfigError(f"{self.origin}: analysis.sweep_figures.{name}.sweeps: {bad} are not sweeps of "
+                                  f"experiment {self.name} (sweeps: {', '.join(self.sweeps) or 'none'})")
+            suffix = "" if "offline" in self.protocols else "~protocols"
+            metric = f.get("metric") or ("gen_exact_match" if "offline" in self.protocols else None)
+            if metric is None:
+                raise ConfigError(f"{self.origin}: analysis.sweep_figures.{name}.metric: required with paper "
+                                  f"protocols (a column of results/tables/{self.name}/sweep~<name>~protocols.csv)")
+            out[name] = {**f, "metric": metric,
+                         "tables": [f"results/tables/{self.name}/sweep~{s}{suffix}.csv" for s in f["sweeps"]]}
+        return out
+
     # -- targets -------------------------------------------------------------------------
     def targets(self) -> list[str]:
         e = self.name
@@ -153,6 +209,11 @@ class Experiment:
             out.append(f"results/tables/{e}/evals.csv")
             out += [f"results/tables/{e}/paper~{item_file(i)}.md" for i in self.paper_tables]
             out += [f"results/tables/{e}/sweep~{s}~protocols.md" for s in self.sweeps]
+        if self.score_dist():
+            out.append(f"figures/{e}/dft/fig1.png")
+        if self.shifts():
+            out.append(f"figures/{e}/bnf/fig3.png")
+        out += [f"figures/{e}/sweeps/{name}.png" for name in self.sweep_figures()]
         return out
 
 
@@ -323,10 +384,6 @@ class Dag:
             for item in exp.paper_tables:
                 out.setdefault(item_file(item), f"results/tables/{exp.name}/paper~{item_file(item)}.md")
         return out
-
-
-def load_config_file(path: str | Path) -> dict:
-    return yaml.safe_load(Path(path).read_text()) or {}
 
 
 def describe(dag: Dag) -> list[dict[str, Any]]:

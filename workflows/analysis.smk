@@ -38,3 +38,149 @@ rule claims_ledger:
     shell:
         "negfree claims --claims {input.claims} --runs-root {params.root} --frozen-lake results/toy/frozen_lake "
         "--out-csv {output.csv} --out-md {output.md} --scale {params.scale:q} > {log} 2>&1"
+
+
+# dft.txt Fig. 1: s(y',x) under a dft checkpoint for its own sampled negatives and for a pool
+# sampled by the base model at a very high temperature (analysis.score_dist, negfree/dag.py).
+def score_dist_of(wildcards):
+    return exp_of(wildcards).score_dist()
+
+
+def score_dist_inputs(wildcards):
+    exp, sd = exp_of(wildcards), score_dist_of(wildcards)
+    spec = exp.run_specs[sd["run"]]
+    return {"timing": f"{exp.run_dir(sd['run'])}/timing.json",
+            "sampled": f"{exp.neg_dir(spec['generate'])}/negatives.jsonl",
+            "random": f"work/analysis/{exp.name}/score_dist/negatives.jsonl"}
+
+
+def score_dist_pools(wildcards):
+    import shlex
+
+    exp, sd = exp_of(wildcards), score_dist_of(wildcards)
+    spec = exp.run_specs[sd["run"]]
+    inputs = score_dist_inputs(wildcards)
+    return (f"--pool {shlex.quote('Sampling (T=' + str(spec['generate']['temperature']) + ')=' + inputs['sampled'])} "
+            f"--pool {shlex.quote('Random (T=' + str(sd['temperature']) + ')=' + inputs['random'])}")
+
+
+rule score_dist_pool:
+    input:
+        model=base_model_ready,
+        data=lambda wildcards: f"{exp_of(wildcards).data_dir}/train.jsonl",
+    output:
+        "work/analysis/{exp}/score_dist/negatives.jsonl",
+    params:
+        model=base_model_dir,
+        sd=score_dist_of,
+        gen=lambda wildcards: exp_of(wildcards).gen,
+        template=lambda wildcards: exp_of(wildcards).template_flag(),
+    log:
+        "logs/{exp}/score_dist_pool.log",
+    shell:
+        "negfree generate --model {params.model} --data {input.data} --out {output} --num {params.sd[num]} "
+        "--strategy {params.gen[strategy]} --temperature {params.sd[temperature]} "
+        "--max-new-tokens {params.gen[max_new_tokens]} --batch-size {params.gen[batch_size]} "
+        "--seed {params.gen[seed]} --limit {params.sd[limit]} {params.template} > {log} 2>&1"
+
+
+rule score_distribution:
+    input:
+        unpack(score_dist_inputs),
+    output:
+        png=report("figures/{exp}/dft/fig1.png", caption="../report/score_dist.rst", category="Training",
+                   labels={"paper": "DFT", "figure": "Fig. 1", "experiment": "{exp}"}),
+        csv="figures/{exp}/dft/fig1.csv",
+    params:
+        model=lambda wildcards: f"{exp_of(wildcards).run_dir(score_dist_of(wildcards)['run'])}/final",
+        pools=score_dist_pools,
+        sd=score_dist_of,
+        max_len=lambda wildcards: exp_of(wildcards).config["score"]["max_len"],
+        template=lambda wildcards: exp_of(wildcards).template_flag(),
+        scale=scale_of,
+    log:
+        "logs/{exp}/score_distribution.log",
+    shell:
+        "negfree score-dist --model {params.model} {params.pools} --limit {params.sd[limit]} "
+        "--max-len {params.max_len} --out-root figures/{wildcards.exp} --scale {params.scale:q} {params.template} "
+        "> {log} 2>&1"
+
+
+# bnf.txt Fig. 3-4: log-likelihood and logit shifts of checkpoints against the base model on
+# their own greedy answers to the test prompts (analysis.shifts, negfree/dag.py).
+def shift_runs(wildcards):
+    exp = exp_of(wildcards)
+    return [f"{exp.run_dir(r)}/timing.json" for r in exp.shifts()["runs"]]
+
+
+def shift_models(wildcards):
+    import shlex
+
+    exp = exp_of(wildcards)
+    labels = [exp.run_specs[r]["method"] if sum(exp.run_specs[q]["method"] == exp.run_specs[r]["method"]
+                                                for q in exp.shifts()["runs"]) == 1 else r
+              for r in exp.shifts()["runs"]]
+    return " ".join(f"--model {shlex.quote(label + '=' + exp.run_dir(r) + '/final')}"
+                    for label, r in zip(labels, exp.shifts()["runs"]))
+
+
+rule shift_figures:
+    input:
+        runs=shift_runs,
+        model=base_model_ready,
+        test=test_data,
+    output:
+        fig3=report("figures/{exp}/bnf/fig3.png", caption="../report/shifts.rst", category="Training",
+                    labels={"paper": "BNF", "figure": "Fig. 3", "experiment": "{exp}"}),
+        fig4=report("figures/{exp}/bnf/fig4.png", caption="../report/shifts.rst", category="Training",
+                    labels={"paper": "BNF", "figure": "Fig. 4", "experiment": "{exp}"}),
+        summary="figures/{exp}/bnf/shifts_summary.csv",
+    params:
+        reference=base_model_dir,
+        models=shift_models,
+        a=lambda wildcards: exp_of(wildcards).shifts(),
+        template=lambda wildcards: exp_of(wildcards).template_flag(),
+        scale=scale_of,
+    log:
+        "logs/{exp}/shift_figures.log",
+    shell:
+        "negfree shifts --reference {params.reference} {params.models} --data {input.test} "
+        "--limit {params.a[limit]} --max-new-tokens {params.a[max_new_tokens]} --out-root figures/{wildcards.exp} "
+        "--scale {params.scale:q} {params.template} > {log} 2>&1"
+
+
+# Sweep figures (dft.txt Fig. 2b, Fig. 6): one metric across the grid points of the sweep tables.
+def sweep_figure_of(wildcards):
+    figs = exp_of(wildcards).sweep_figures()
+    if wildcards.name not in figs:
+        raise WorkflowError(f"experiment {wildcards.exp} declares no analysis.sweep_figures.{wildcards.name} "
+                            f"(declared: {', '.join(figs) or 'none'})")
+    return figs[wildcards.name]
+
+
+def sweep_figure_args(wildcards):
+    import shlex
+
+    f = sweep_figure_of(wildcards)
+    args = [f"--x {shlex.quote(f['x'])}", f"--metric {shlex.quote(f['metric'])}", f"--title {shlex.quote(f['title'])}"]
+    if f.get("series"):
+        args.append(f"--series {shlex.quote(f['series'])}")
+    if f.get("stderr"):
+        args.append(f"--stderr {shlex.quote(f['stderr'])}")
+    return " ".join(args) + " " + " ".join(f"--table {shlex.quote(t)}" for t in f["tables"])
+
+
+rule sweep_figure:
+    input:
+        lambda wildcards: sweep_figure_of(wildcards)["tables"],
+    output:
+        png=report("figures/{exp}/sweeps/{name}.png", caption="../report/sweep_figure.rst", category="Sweeps",
+                   labels={"figure": "{name}", "experiment": "{exp}"}),
+        csv="figures/{exp}/sweeps/{name}.csv",
+    params:
+        args=sweep_figure_args,
+        scale=scale_of,
+    log:
+        "logs/{exp}/sweep_figure/{name}.log",
+    shell:
+        "negfree sweep-figure {params.args} --out {output.png} --scale {params.scale:q} > {log} 2>&1"

@@ -30,6 +30,7 @@ wildcard_constraints:
     num=r"[0-9]+",
     protocol="|".join(sorted(_PROTOCOL_TABLE)),
     item=r"[a-z]+_[a-z0-9_]+",
+    name=r"[A-Za-z0-9_\-]+",
 
 NEG = "{neg_root}/strategy~{strategy}/temperature~{temperature}/num~{num}"
 

@@ -11,7 +11,13 @@ Evaluated here:
       delta | every_step) and on timing/<key> of timing.json, between runs that exist;
   ordering / compare on toy/frozen_lake/<col> (mean over seeds of fig3.csv);
   registry: fields of negfree.losses.REGISTRY[...].describe() (``negfree methods --json``);
-  analytic: the properties named in claims.yaml, by autograd through negfree.losses.
+  analytic: the properties named in claims.yaml, by autograd through negfree.losses;
+  compare / ordering / threshold / argmin / argmax on shift/<name> and score/<name>, read from
+      the summary CSVs given with ``--shifts`` (``negfree shifts``: shifts_summary.csv, one row
+      per model) and ``--score-dist`` (``negfree score-dist``: fig1_summary.csv, one row per
+      pool). FILE_METRICS below is the one table from metric names to CSV columns; without
+      the file, or when it lacks the row, column or bin anchor a claim needs, the claim is
+      not checkable and the reason names what is missing, in which file.
 Claims on paper-benchmark metrics (avg, gsm8k/..., alpacaeval2/..., bleu4, ...) are never
 mapped onto the offline twin (negfree_offline): they are not checkable at this scale.
 """
@@ -72,10 +78,105 @@ def _combine(results: list[Result], what: str = "all") -> Result:
 
 
 # ------------------------------------------------------------------------------ context
+@dataclass(frozen=True)
+class FileMetric:
+    """Where a shift/ or score/ metric is read: a column of one summary CSV."""
+    source: str                # a key of FILE_SOURCES
+    column: str
+    anchor: str | None = None  # the file's bin_anchor must be this model (Fig. 4 bins)
+    agg: str | None = None     # the check's agg this column answers (None: the check gives no agg)
+
+
+@dataclass(frozen=True)
+class FileSource:
+    option: str          # the ``negfree claims`` argument that names the file
+    made_by: str         # the command that writes it
+    label_column: str    # the column naming each row
+    selector: str        # the claims.yaml selector key that picks a row
+
+
+FILE_SOURCES = {
+    "shifts": FileSource("--shifts", "negfree shifts", "model", "method"),
+    "score_dist": FileSource("--score-dist", "negfree score-dist", "pool", "pool"),
+}
+
+# metric (configs/claims.yaml) -> column of the summary CSV. shifts_summary.csv: one row per model,
+# the row's label (column `model`) is the method name; every column is a mean over that model's greedy
+# responses (negfree/report/shifts.py). fig1_summary.csv: one row per pool of negatives (column `pool`).
+FILE_METRICS = {
+    "shift/abs_loglik": FileMetric("shifts", "abs_loglik"),                    # Fig. 3a, |sum_i dl_i|
+    "shift/abs_loglik_per_token": FileMetric("shifts", "abs_loglik_per_token"),  # Fig. 3d
+    "shift/abs_logit": FileMetric("shifts", "abs_logit"),                      # Fig. 3b, sum_i |dz_i|
+    "shift/abs_logit_per_token": FileMetric("shifts", "abs_logit_per_token"),    # Fig. 3e
+    "shift/gini_logit": FileMetric("shifts", "gini_logit"),                    # Fig. 3f, Gini per response
+    "shift/dpo_bins_central_mass": FileMetric("shifts", "bins_central_mass", anchor="dpo"),    # Fig. 4
+    "shift/dpo_bins_extreme_mass": FileMetric("shifts", "bins_extreme_mass", anchor="dpo"),
+    "shift/dpo_bins_l1_from_uniform": FileMetric("shifts", "bins_l1_from_uniform", anchor="dpo"),
+    "score/s_theta": FileMetric("score_dist", "mean", agg="mean"),             # dft.txt Fig. 1, pool mean
+}
+# score/ selectors {pool: <key>} -> the pool whose label (column `pool`) starts with this, case-insensitive
+# (the workflow labels the pools 'Sampling (T=<t>)' and 'Random (T=<t>)').
+POOL_PREFIXES = {"sampling": "Sampling", "random_high_temperature": "Random"}
+
+
+def _is_file_metric(metric: str) -> bool:
+    return metric.startswith(("shift/", "score/"))
+
+
+class SummaryFile:
+    """One summary CSV given on the command line: its rows, or why there are none."""
+
+    def __init__(self, source: str, path):
+        self.source, self.spec = source, FILE_SOURCES[source]
+        self.path = Path(path) if path else None
+        self.df: pd.DataFrame | None = None
+        self.error = ""
+        if self.path is None:
+            return
+        if not self.path.is_file():
+            self.error = f"{self.spec.option} {self.path} does not exist"
+            return
+        try:
+            df = pd.read_csv(self.path)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+            self.error = f"{self.spec.option} {self.path} cannot be read as CSV ({type(e).__name__}: {e})"
+            return
+        if self.spec.label_column not in df.columns:
+            self.error = (f"{self.path} has no column '{self.spec.label_column}' (is it a file written by "
+                          f"`{self.spec.made_by}`?)")
+            return
+        df[self.spec.label_column] = df[self.spec.label_column].astype(str)
+        self.df = df
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path else ""
+
+    def labels(self) -> list[str]:
+        return list(self.df[self.spec.label_column]) if self.df is not None else []
+
+    def describe(self) -> str:
+        """What the file holds, for the scale column."""
+        if self.df is None:
+            return ""
+        lab = self.spec.label_column
+        if self.source == "shifts":
+            n = "n_sequences" if "n_sequences" in self.df.columns else None
+            rows = [f"{r[lab]}" + (f" {int(r[n])} responses" if n and pd.notna(r[n]) else "")
+                    for _, r in self.df.iterrows()]
+            return f"shift analysis {self.path}: " + ", ".join(rows)
+        rows = []
+        for _, r in self.df.iterrows():
+            counts = [f"{int(r[c])} {c}" for c in ("negatives", "prompts") if c in self.df.columns and pd.notna(r[c])]
+            rows.append(f"{r[lab]}" + (f" ({', '.join(counts)})" if counts else ""))
+        return f"s_theta pools {self.path}: " + ", ".join(rows)
+
+
 class Context:
-    def __init__(self, runs: list[Run], frozen_lake_dir, scale: str):
+    def __init__(self, runs: list[Run], frozen_lake_dir, scale: str, shifts=None, score_dist=None):
         self.runs = runs
         self.scale = scale
+        self.files = {"shifts": SummaryFile("shifts", shifts), "score_dist": SummaryFile("score_dist", score_dist)}
         self.fl_dir = Path(frozen_lake_dir) if frozen_lake_dir else None
         self.fl = None
         self.fl_scale = "Frozen Lake toy"
@@ -222,11 +323,108 @@ def _fl_side(ctx: Context, sels, col: str):
     return out, ""
 
 
+# ------------------------------------------------------------------------------ summary files
+def _file_metric(ctx: Context, metric: str, check: dict):
+    """(FileMetric, SummaryFile, '') or (None, None, reason): the file and column a metric is read from."""
+    fm = FILE_METRICS.get(metric)
+    if fm is None:
+        return None, None, f"'{metric}' has no column mapping (negfree/report/claims.py FILE_METRICS)"
+    f = ctx.files[fm.source]
+    if f.path is None:
+        return None, None, metric_unavailable(metric, {})
+    if f.df is None:
+        return None, None, f.error
+    agg = check.get("agg")
+    if agg is not None and agg != fm.agg:
+        return None, None, (f"{metric} with agg '{agg}': {f.path} column '{fm.column}' holds "
+                            + (f"the {fm.agg} per {f.spec.label_column}" if fm.agg else
+                               f"one value per {f.spec.label_column}, with no agg"))
+    if fm.column not in f.df.columns:
+        return None, None, f"{f.path} has no column '{fm.column}' (needed for {metric})"
+    if fm.anchor is not None:
+        if "bin_anchor" not in f.df.columns:
+            return None, None, (f"{f.path} has no column 'bin_anchor' ({metric} needs bins anchored on "
+                                f"'{fm.anchor}')")
+        got = sorted(set(f.df["bin_anchor"].astype(str)))
+        if got != [fm.anchor]:
+            return None, None, (f"{metric} needs bins anchored on '{fm.anchor}'; the bins in {f.path} are anchored "
+                                f"on {', '.join(repr(g) for g in got)} (column bin_anchor)")
+    return fm, f, ""
+
+
+def _file_desc(fm: FileMetric, f: SummaryFile) -> str:
+    return f"{f.name} column '{fm.column}'" + (f", bins anchored on {fm.anchor}" if fm.anchor else "")
+
+
+def _file_rows(f: SummaryFile, sel: dict):
+    """(rows, '') or (None, reason): the rows of ``f`` one selector picks."""
+    key, lab = f.spec.selector, f.spec.label_column
+    extra = [k for k in sel if k != key]
+    if extra:
+        return None, f"{f.path} rows record only the {key} (column '{lab}'), not {', '.join(extra)}"
+    if key not in sel:
+        return None, f"selector {_sel_str(sel)} names no {key}; {f.path} has one row per {key}"
+    v = str(sel[key])
+    have = ", ".join(f.labels()) or "none"
+    if f.source == "score_dist":
+        prefix = POOL_PREFIXES.get(v)
+        if prefix is None:
+            return None, (f"pool '{v}' has no label mapping (POOL_PREFIXES: "
+                          + ", ".join(f"{k} -> '{p}...'" for k, p in POOL_PREFIXES.items()) + ")")
+        rows = f.df[f.df[lab].str.lower().str.startswith(prefix.lower())]
+        what = f"pool labelled '{prefix}...' (pool={v})"
+    else:
+        rows = f.df[f.df[lab] == v]
+        what = f"{key} '{v}'"
+    if rows.empty:
+        return None, f"no row for {what} in {f.path} (its {lab}s: {have})"
+    if len(rows) > 1:
+        return None, f"{len(rows)} rows for {what} in {f.path} ({', '.join(rows[lab])}): ambiguous"
+    return rows, ""
+
+
+def _file_value(ctx: Context, check: dict, metric: str, sel: dict):
+    """(label, value, '') or (None, None, reason) for one selector."""
+    fm, f, why = _file_metric(ctx, metric, check)
+    if fm is None:
+        return None, None, why
+    rows, why = _file_rows(f, sel)
+    if rows is None:
+        return None, None, why
+    label, v = rows[f.spec.label_column].iloc[0], rows[fm.column].iloc[0]
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None, None, f"{f.path}: column '{fm.column}' of '{label}' is not a number ({v!r})"
+    if not math.isfinite(v):
+        return None, None, f"{f.path}: column '{fm.column}' of '{label}' is {v}"
+    return label, v, ""
+
+
+def _file_side(ctx: Context, check: dict, metric: str, sels):
+    """[(label, value, None)] for every selector, or (None, reason) at the first one that fails."""
+    out = []
+    for sel in _as_list(sels):
+        label, v, why = _file_value(ctx, check, metric, sel)
+        if label is None:
+            return None, why
+        out.append((label, v, None))
+    if not out:
+        return None, f"{metric}: the check selects nothing"
+    return out, ""
+
+
 # ------------------------------------------------------------------------------ metrics
-def metric_unavailable(metric: str, claim: dict) -> str | None:
+def metric_unavailable(metric: str, claim: dict, ctx: Context | None = None) -> str | None:
     """Why a metric cannot be measured at this scale (None when it can)."""
     if metric.startswith(("train/", "timing/", "toy/frozen_lake/")):
         return None
+    source = "shifts" if metric.startswith("shift/") else "score_dist" if metric.startswith("score/") else None
+    if ctx is not None and source is not None and ctx.files[source].path is not None:
+        if metric not in FILE_METRICS:
+            return (f"'{metric}' has no column mapping onto {ctx.files[source].path} (negfree/report/claims.py "
+                    f"FILE_METRICS maps {', '.join(m for m, fm in FILE_METRICS.items() if fm.source == source)})")
+        return None              # the file is given: what it lacks is said per row / column
     if metric.startswith("shift/"):
         return (f"'{metric}' needs bnf.txt Sec. 5.3's shift analysis (policy vs reference on greedy generations "
                 "of Wild-Bench-like prompts); the project produces no shift/ measurements")
@@ -253,6 +451,8 @@ def _pairs(A, B):
 def _values(ctx, check, metric, side):
     if metric.startswith("toy/frozen_lake/"):
         return _fl_side(ctx, check.get(side), metric.split("/", 2)[2])
+    if _is_file_metric(metric):
+        return _file_side(ctx, check, metric, check.get(side))
     agg = check.get("agg", "final")
     return _side(ctx, check.get(side), metric, agg, check)
 
@@ -289,6 +489,17 @@ def _cpu_note(sides, metric) -> str:
     return ""
 
 
+def _agg_text(ctx, check, metric) -> str:
+    if metric.startswith("train/"):
+        return check.get("agg", "final")
+    if metric.startswith("toy"):
+        return "mean over seeds"
+    if _is_file_metric(metric):
+        fm, f, _ = _file_metric(ctx, metric, check)
+        return _file_desc(fm, f) if fm is not None else ""
+    return ""
+
+
 def check_compare(ctx, check, claim) -> Result:
     m = _EXPECT.match(check["expect"])
     if not m:
@@ -310,7 +521,7 @@ def check_compare(ctx, check, claim) -> Result:
         if guard:
             parts.append(_nc(guard, f"{metric}: {meas_ab}"))
             continue
-        agg = check.get("agg", "final") if metric.startswith("train/") else ("mean over seeds" if "toy" in metric else "")
+        agg = _agg_text(ctx, check, metric)
         ok_all, lines = True, []
         for (la, va, _), (lb, vb, _) in _pairs(A, B):
             if isinstance(va, dict):   # every_step; step 1 is logged before the first update (policy = reference)
@@ -369,7 +580,8 @@ def check_close(ctx, check, claim) -> Result:
             ok = ok and held
             lines.append(f"|{la} {_fmt(va)} - {lb} {_fmt(vb)}| = {_fmt(abs(va - vb))} <= {_fmt(tol)}: "
                          f"{'yes' if held else 'no'}")
-        agg = check.get("agg", "final") if metric.startswith("train/") else ""
+        agg = (check.get("agg", "final") if metric.startswith("train/") else
+               _agg_text(ctx, check, metric) if _is_file_metric(metric) else "")
         parts.append(Result(ok, f"{metric}{' (' + agg + ')' if agg else ''}: " + "; ".join(lines)))
     return _combine(parts)
 
@@ -393,31 +605,57 @@ def check_ratio(ctx, check, claim) -> Result:
         held = abs(q - e) <= tol * abs(e)
         ok = ok and held
         lines.append(f"{la}/{lb} = {_fmt(va)}/{_fmt(vb)} = {_fmt(q)} vs {e} +- {tol * 100:g}%: {'yes' if held else 'no'}")
-    return Result(ok, f"{metric}{_cpu_note((A, B), metric)}: " + "; ".join(lines))
+    agg = _agg_text(ctx, check, metric) if _is_file_metric(metric) else ""
+    return Result(ok, f"{metric}{' (' + agg + ')' if agg else ''}{_cpu_note((A, B), metric)}: " + "; ".join(lines))
+
+
+def _ordering_values(ctx, check, metric, names):
+    """({name: value}, description, '') or (None, '', reason) for the methods an ordering names."""
+    if metric.startswith("toy/frozen_lake/"):
+        means, why = _fl_means(ctx, metric.split("/", 2)[2])
+        if means is None:
+            return None, "", why
+        absent = [m for m in names if m not in means]
+        if absent:
+            return None, "", f"no Frozen Lake rows for {', '.join(absent)}"
+        return {m: means[m] for m in names}, "mean over seeds", ""
+    fm, f, why = _file_metric(ctx, metric, check)
+    if fm is None:
+        return None, "", why
+    key = f.spec.selector
+    absent = [m for m in names if m not in f.labels()]
+    if absent:
+        names_ = ", ".join(map(repr, absent))
+        return None, "", (f"no row for {key}{'s' if len(absent) > 1 else ''} {names_} in {f.path} "
+                          f"(its {f.spec.label_column}s: {', '.join(f.labels()) or 'none'})")
+    vals = {}
+    for m in names:
+        label, v, why = _file_value(ctx, check, metric, {key: m})
+        if label is None:
+            return None, "", why
+        vals[m] = v
+    return vals, _file_desc(fm, f), ""
 
 
 def check_ordering(ctx, check, claim) -> Result:
     metrics = _metrics_of(check)
-    if not all(m.startswith("toy/frozen_lake/") for m in metrics):
-        return _nc("ordering on runs is implemented for toy/frozen_lake only")
+    if not all(m.startswith("toy/frozen_lake/") or _is_file_metric(m) for m in metrics):
+        return _nc("ordering on runs is implemented for toy/frozen_lake, shift/ and score/ only")
     lower = check.get("lower_is_better", True)
     tiers = check["expect"]
+    names = list(dict.fromkeys(m for t in tiers for m in t))
     primary = Result(None)
     extra = []
     for i, metric in enumerate(metrics + _as_list(check.get("also_metrics"))):
-        col = metric.split("/", 2)[2]
-        means, why = _fl_means(ctx, col)
+        means, desc, why = _ordering_values(ctx, check, metric, names)
         if means is None:
             return _nc(why)
-        absent = [m for t in tiers for m in t if m not in means]
-        if absent:
-            return _nc(f"no Frozen Lake rows for {', '.join(absent)}")
         better = (lambda x, y: x < y) if lower else (lambda x, y: x > y)
         ok = all(better(means[a], means[b]) for t1, t2 in zip(tiers, tiers[1:]) for a in t1 for b in t2)
-        ranked = sorted({m for t in tiers for m in t}, key=lambda m: means[m], reverse=not lower)
-        meas = (f"{metric} (mean over seeds, {'lower' if lower else 'higher'} is better): "
+        ranked = sorted(names, key=lambda m: means[m], reverse=not lower)
+        meas = (f"{metric} ({desc}, lower is better): "
                 + " < ".join(f"{m} {_fmt(means[m])}" for m in ranked) if lower else
-                f"{metric} (mean over seeds, higher is better): "
+                f"{metric} ({desc}, higher is better): "
                 + " > ".join(f"{m} {_fmt(means[m])}" for m in ranked))
         meas += f"; expected tiers {tiers}: {'held' if ok else 'violated'}"
         if i < len(metrics):
@@ -427,6 +665,69 @@ def check_ordering(ctx, check, claim) -> Result:
     if extra:
         primary.measurement += " | also (not part of the verdict): " + " | ".join(extra)
     return primary
+
+
+def check_threshold(ctx, check, claim) -> Result:
+    """``select`` <op> ``value``, for every metric and every selector (shift/ and score/ files)."""
+    op, value = check["op"], check["value"]
+    if op not in _OPS:
+        return _nc(f"cannot parse op '{op}'")
+    parts = []
+    for metric in _metrics_of(check):
+        S, why = _values(ctx, check, metric, "select")
+        if S is None:
+            parts.append(_nc(why))
+            continue
+        held = [(label, v, _OPS[op](v, value)) for label, v, _ in S]
+        agg = _agg_text(ctx, check, metric)
+        parts.append(Result(all(h for *_, h in held), f"{metric}{' (' + agg + ')' if agg else ''}: " + "; ".join(
+            f"{label} {_fmt(v)} {op} {_fmt(value)}: {'yes' if h else 'no'}" for label, v, h in held)))
+    return _combine(parts)
+
+
+def check_argbest(ctx, check, claim) -> Result:
+    """argmin / argmax over the rows of a summary file (sweep = its selector key: method or pool).
+
+    The contenders are ``values`` when the check lists them (each must have a row), else every
+    row of the file; the measurement names them. ``expect`` must win strictly."""
+    kind = check["kind"]
+    lowest = kind == "argmin"
+    parts = []
+    for metric in _metrics_of(check):
+        fm, f, why = _file_metric(ctx, metric, check)
+        if fm is None:
+            parts.append(_nc(why))
+            continue
+        key = f.spec.selector
+        if check.get("sweep") != key:
+            parts.append(_nc(f"{kind} over '{check.get('sweep')}': {f.path} has one row per {key}"))
+            continue
+        if check.get("select"):
+            parts.append(_nc(f"{kind} with select {_sel_str(check['select'])}: {f.path} rows record only the {key}"))
+            continue
+        if "expect" not in check:
+            parts.append(_nc(f"{kind} without 'expect' (e.g. expect_in) is not evaluated on {f.path}"))
+            continue
+        listed = _as_list(check.get("values"))
+        names = [str(v) for v in listed] or f.labels()
+        vals, _, why = _ordering_values(ctx, check, metric, list(dict.fromkeys(names + [str(check["expect"])])))
+        if vals is None:
+            parts.append(_nc(why))
+            continue
+        want = str(check["expect"])
+        others = [m for m in vals if m != want]
+        ok = bool(others) and all((vals[want] < vals[m]) if lowest else (vals[want] > vals[m]) for m in others)
+        ranked = sorted(vals, key=vals.get, reverse=not lowest)
+        over = (f"the {len(vals)} listed {key}s" if listed else f"every {key} in {f.name} ({len(vals)})")
+        sep = " < " if lowest else " > "
+        meas = (f"{metric} ({_file_desc(fm, f)}, {'lowest' if lowest else 'highest'} wins) over {over}: "
+                + sep.join(f"{m} {_fmt(vals[m])}" for m in ranked)
+                + f"; {kind} {ranked[0]} (expected {want}, strictly): {'yes' if ok else 'no'}")
+        if not others:
+            parts.append(_nc(f"{kind} needs at least two {key}s; {f.path} has only {want}", meas))
+            continue
+        parts.append(Result(ok, meas))
+    return _combine(parts)
 
 
 def check_registry(ctx, check, claim) -> Result:
@@ -638,6 +939,9 @@ def check_analytic(ctx, check, claim) -> Result:
 RUN_KINDS = {"compare": check_compare, "trend": check_trend, "close": check_close, "ratio": check_ratio,
              "ordering": check_ordering}
 SWEEP_KINDS = ("argmax", "argmin", "monotone", "top_drop")
+# on shift/ and score/ metrics: one value per row of a summary file, no series over steps
+FILE_KINDS = {"compare": check_compare, "close": check_close, "ratio": check_ratio, "ordering": check_ordering,
+              "threshold": check_threshold, "argmin": check_argbest, "argmax": check_argbest}
 
 
 def evaluate_check(ctx: Context, check: dict, claim: dict) -> Result:
@@ -659,14 +963,21 @@ def evaluate_check(ctx: Context, check: dict, claim: dict) -> Result:
     if kind == "analytic":
         return check_analytic(ctx, check, claim)
     metrics = _metrics_of(check)
-    gaps = [m for m in metrics if metric_unavailable(m, claim)]
+    gaps = [m for m in metrics if metric_unavailable(m, claim, ctx)]
     if gaps:
         bench = [m for m in gaps if not m.startswith(("shift/", "score/"))]
-        other = [metric_unavailable(m, claim) for m in gaps if m.startswith(("shift/", "score/"))]
+        other = [metric_unavailable(m, claim, ctx) for m in gaps if m.startswith(("shift/", "score/"))]
         if bench:
             other.insert(0, f"paper-benchmark metric{'s' if len(bench) > 1 else ''} {', '.join(bench)}: not "
                             "computed at this scale, and the offline twin (negfree_offline) is not a stand-in")
         return _nc("; ".join(other))
+    if metrics and any(_is_file_metric(m) for m in metrics):
+        if not all(_is_file_metric(m) for m in metrics):
+            return _nc("a check mixing shift/ or score/ metrics with others is not evaluated")
+        if kind not in FILE_KINDS:
+            files = sorted({str(ctx.files[FILE_METRICS[m].source].path) for m in metrics})
+            return _nc(f"check kind '{kind}' is not evaluated on {', '.join(files)} (one value per row)")
+        return FILE_KINDS[kind](ctx, check, claim)
     if kind in SWEEP_KINDS:
         return _nc(f"'{kind}' over the sweep '{check.get('sweep')}' needs one run per sweep value")
     if kind not in RUN_KINDS:
@@ -687,7 +998,26 @@ def _scale_of(ctx: Context, check: dict) -> str:
         return "analytic (loss code and registry; no training)"
     if metrics and all(m.startswith("toy/frozen_lake/") for m in metrics):
         return ctx.fl_scale
+    f = _file_of(ctx, metrics)
+    if f is not None:
+        return f"{ctx.scale}; {f.describe()}"
     return ctx.scale
+
+
+def _file_of(ctx: Context, metrics: list[str]) -> SummaryFile | None:
+    """The one readable summary file every metric is read from, if there is one."""
+    srcs = {FILE_METRICS[m].source if m in FILE_METRICS else None for m in metrics}
+    if not metrics or not all(_is_file_metric(m) for m in metrics) or len(srcs) != 1 or None in srcs:
+        return None
+    f = ctx.files[srcs.pop()]
+    return f if f.df is not None else None
+
+
+def _all_metrics(check: dict) -> list[str]:
+    out = list(_metrics_of(check))
+    for c in check.get("checks", []):
+        out += _all_metrics(c)
+    return out
 
 
 def evaluate_claim(ctx: Context, claim: dict) -> dict:
@@ -706,7 +1036,9 @@ def evaluate_claim(ctx: Context, claim: dict) -> dict:
     reason = res.reason
     if verdict != NOT_CHECKABLE and not reason:
         sc = _scale_of(ctx, check)
-        reason = ("from metrics.jsonl / timing.json of the runs named in the measurement" if sc == ctx.scale else
+        f = _file_of(ctx, _all_metrics(check))
+        reason = (f"from {f.path} (written by {f.spec.made_by})" if f is not None else
+                  "from metrics.jsonl / timing.json of the runs named in the measurement" if sc == ctx.scale else
                   f"from {ctx.fl_dir}/fig3.csv" if sc == ctx.fl_scale else
                   "autograd through negfree.losses / the method registry, as the measurement says")
         if res.ok is False and not res.reason:
@@ -718,17 +1050,20 @@ def evaluate_claim(ctx: Context, claim: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------ ledger
-def claims_ledger(claims_yaml, runs_root, frozen_lake_dir, out_csv, out_md, scale: str) -> pd.DataFrame:
-    """Evaluate every claim; ``runs_root``: a directory searched for runs, or a list of run dirs."""
+def claims_ledger(claims_yaml, runs_root, frozen_lake_dir, out_csv, out_md, scale: str, *, shifts=None,
+                  score_dist=None) -> pd.DataFrame:
+    """Evaluate every claim; ``runs_root``: a directory searched for runs, or a list of run dirs.
+    ``shifts`` / ``score_dist``: optional shifts_summary.csv / fig1_summary.csv for the shift/ and score/ claims."""
     claims = yaml.safe_load(Path(claims_yaml).read_text())["claims"]
     if isinstance(runs_root, (list, tuple)):      # explicit run directories
         runs = find_runs(runs_root)
     else:
         runs = find_runs(runs_root) if runs_root and Path(runs_root).exists() else []
-    ctx = Context(runs, frozen_lake_dir, scale)
+    ctx = Context(runs, frozen_lake_dir, scale, shifts=shifts, score_dist=score_dist)
     df = pd.DataFrame([evaluate_claim(ctx, c) for c in claims], columns=COLUMNS)
     atomic_write_text(out_csv, df.to_csv(index=False))
-    atomic_write_text(out_md, ledger_markdown(df, scale, runs, runs_root, frozen_lake_dir))
+    atomic_write_text(out_md, ledger_markdown(df, scale, runs, runs_root, frozen_lake_dir, shifts=shifts,
+                                              score_dist=score_dist))
     return df
 
 
@@ -736,12 +1071,15 @@ def _md(s) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
-def ledger_markdown(df: pd.DataFrame, scale: str, runs: list[Run], runs_root, fl_dir) -> str:
+def ledger_markdown(df: pd.DataFrame, scale: str, runs: list[Run], runs_root, fl_dir, *, shifts=None,
+                    score_dist=None) -> str:
     counts = df.verdict.value_counts()
+    files = "".join(f" {what}: `{path}`." for what, path in (("Shift analysis (shift/ claims)", shifts),
+                                                            ("s_theta pools (score/ claims)", score_dist)) if path)
     lines = ["# Claims ledger", "",
              f"Scale: {scale}. Runs read from `{runs_root}`: "
              + (", ".join(f"{r.method} ({r.name})" for r in runs) or "none")
-             + f". Frozen Lake outputs: `{fl_dir}`.", "",
+             + f". Frozen Lake outputs: `{fl_dir}`.{files}", "",
              "| verdict | claims |", "|---|---|"]
     for v in VERDICTS:
         lines.append(f"| {v} | {int(counts.get(v, 0))} |")
@@ -760,8 +1098,15 @@ def main_claims(argv=None) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.add_argument("--scale", required=True)
+    p.add_argument("--shifts", default=None, metavar="SHIFTS_SUMMARY.csv",
+                   help="shifts_summary.csv of `negfree shifts` (bnf.txt Fig. 3-4): evaluates the shift/ claims; "
+                        "without it they are not checkable")
+    p.add_argument("--score-dist", default=None, metavar="FIG1_SUMMARY.csv",
+                   help="fig1_summary.csv of `negfree score-dist` (dft.txt Fig. 1): evaluates the score/ claims; "
+                        "without it they are not checkable")
     a = p.parse_args(argv)
-    df = claims_ledger(a.claims, a.runs_root, a.frozen_lake, a.out_csv, a.out_md, a.scale)
+    df = claims_ledger(a.claims, a.runs_root, a.frozen_lake, a.out_csv, a.out_md, a.scale, shifts=a.shifts,
+                       score_dist=a.score_dist)
     print(df.verdict.value_counts().to_string())
     print(f"wrote {a.out_csv} and {a.out_md}")
 

@@ -1,0 +1,166 @@
+"""Several experiments in one DAG (negfree/dag.py): the papers' set, pipelines across runs and
+experiments, the analyses beyond the tables, and the errors that name the culprit."""
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from negfree.dag import ConfigError, Dag
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _papers():
+    return yaml.safe_load((ROOT / "configs/papers.yaml").read_text())
+
+
+def test_papers_config_loads_every_paper_and_shares_what_agrees():
+    dag = Dag(_papers(), ROOT)
+    papers = {e.paper() for e in dag.experiments.values()}
+    assert papers == {"dft", "minorsft", "asft", "ift", "bnf"}
+    # dft and ift both start from Mistral-7B-v0.1: one model directory, prepared once
+    assert "mistral-7b-v0.1" in dag.models
+    assert len(dag.models) < len(dag.experiments)
+    for paper in papers:
+        targets = dag.paper_targets(paper)
+        assert targets and all(t.startswith(("results/", "figures/")) for t in targets)
+    assert "results/tables/dft_uf/paper~dft_table2.md" in dag.paper_targets("dft")
+    assert dag.items()["dft_table2"] == "results/tables/dft_uf/paper~dft_table2.md"
+    with pytest.raises(ConfigError, match="no loaded experiment belongs to paper dft"):
+        Dag(yaml.safe_load((ROOT / "configs/demo.yaml").read_text()), ROOT).paper_targets("dft")
+
+
+def _write(tmp_path, name, cfg):
+    (tmp_path / "configs").mkdir(exist_ok=True)
+    (tmp_path / "configs" / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return f"configs/{name}"
+
+
+@pytest.fixture
+def basedir(tmp_path):
+    """A base directory with the real schema, where tests write their experiment files."""
+    (tmp_path / "configs/schema").mkdir(parents=True)
+    (tmp_path / "configs/schema/config.schema.yaml").write_text(
+        (ROOT / "configs/schema/config.schema.yaml").read_text())
+    return tmp_path
+
+
+def test_conflicts_and_bad_references_name_the_culprit(basedir):
+    demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    a = _write(basedir, "a.yaml", {**demo, "experiment": "a"})
+    b_cfg = copy.deepcopy(demo)
+    b_cfg["experiment"] = "b"
+    b_cfg["model"]["source"] = "hub:someone/else"
+    b = _write(basedir, "b.yaml", b_cfg)
+    with pytest.raises(ConfigError, match=r"model 'smollm2-135m-instruct' has source 'hub:someone/else'.*a\.yaml"):
+        Dag({"experiments": [a, b]}, basedir)
+    with pytest.raises(ConfigError, match="experiment name 'a' is used twice"):
+        Dag({"experiments": [a, a]}, basedir)
+    with pytest.raises(ConfigError, match="file 'configs/nope.yaml' not found"):
+        Dag({"experiments": [a, "configs/nope.yaml"]}, basedir)
+    with pytest.raises(ConfigError, match=r"takes only 'experiments' and 'toy'; found \['methods'\]"):
+        Dag({"experiments": [a], "methods": {}}, basedir)
+    c_cfg = {**demo, "experiment": "c", "pipelines": {"po": {"init": "zzz.sft", "method": "dpo"}}}
+    c = _write(basedir, "c.yaml", c_cfg)
+    with pytest.raises(ConfigError, match="experiment 'zzz' is not loaded"):
+        Dag({"experiments": [a, c]}, basedir)
+    d = _write(basedir, "d.yaml", {**demo, "experiment": "d", "pipelines": {"po": {"init": "a.kto", "method": "dpo"}}})
+    with pytest.raises(ConfigError, match="experiment a has no methods: run 'kto'"):
+        Dag({"experiments": [a, d]}, basedir)
+    with pytest.raises(ConfigError, match=r"pipelines.po: init 'orpo' is not a methods: run"):
+        Dag({**demo, "methods": {"sft": {}}, "pipelines": {"po": {"init": "orpo", "method": "dpo"}}}, basedir)
+    with pytest.raises(ConfigError, match=r"pipelines.po.*missing 'init'|'init' is a required property"):
+        Dag({**demo, "pipelines": {"po": {"method": "dpo"}}}, basedir)
+    with pytest.raises(ConfigError, match=r"analysis.shifts.runs: \['method~ipo'\]"):
+        Dag({**demo, "analysis": {"shifts": {"runs": ["method~ipo"]}}}, basedir)
+    with pytest.raises(ConfigError, match="sweep_figures.f.sweeps: \\['nope'\\]"):
+        Dag({**demo, "analysis": {"sweep_figures": {"f": {"sweeps": ["nope"], "x": "tau", "title": "t"}}}}, basedir)
+
+
+def test_pipeline_runs_generate_and_score_with_their_start_checkpoint(basedir):
+    demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    cfg = {**demo, "methods": {"sft": {}}, "pipelines": {"sft_dpo": {"init": "sft", "method": "dpo",
+                                                                       "hparams": {"beta": 0.05}}}}
+    dag = Dag(cfg, basedir)
+    exp = dag.experiments["demo"]
+    assert list(exp.run_specs) == ["method~sft", "method~dpo/init~sft/beta~0.05"]
+    scored = exp.scored("method~dpo/init~sft/beta~0.05")
+    assert "/negatives/model~demo.sft/" in scored and scored.endswith("/scored.jsonl")
+    root = scored.split("/strategy~")[0]
+    assert dag.negs[root].model_dir == "results/runs/demo/method~sft/final"
+    assert dag.negs[root].model_ready == "results/runs/demo/method~sft/timing.json"
+    # the base model's pool is a different directory
+    assert exp.scored("method~sft") != scored and "/model~smollm2-135m-instruct/" in exp.scored("method~sft")
+
+
+def test_two_experiments_with_pipelines_and_analyses_run_end_to_end(tmp_path, tiny_dag_config):
+    """Experiment a: sft, dft, dpo started from a's sft, a gamma sweep whose default point is
+    method~dft, the score distribution (dft Fig. 1), the shift figures (bnf Fig. 3-4) and a sweep
+    figure. Experiment b: sft started from a's sft (another experiment's checkpoint)."""
+    a = copy.deepcopy(tiny_dag_config)
+    a["experiment"] = "a"
+    a["methods"] = {"sft": {}, "dft": {}}
+    a["pipelines"] = {"sft_dpo": {"init": "sft", "method": "dpo"}}
+    a["sweeps"] = {"dft_gamma": {"method": "dft", "hparams": {"gamma": [0.85, 1.0]}}}
+    a["analysis"] = {"score_dist": {"temperature": 5.0, "num": 1, "limit": 4},
+                     "shifts": {"runs": ["method~dpo/init~sft", "method~dft"], "limit": 3, "max_new_tokens": 4},
+                     "sweep_figures": {"gamma": {"sweeps": ["dft_gamma"], "x": "gamma", "title": "gamma sweep"}}}
+    b = copy.deepcopy(tiny_dag_config)
+    b["experiment"] = "b"
+    b["methods"] = {"sft": {}}
+    b["pipelines"] = {"more_sft": {"init": "a.sft", "method": "sft"}}
+    b.pop("toy")
+    (tmp_path / "configs").mkdir()
+    for name, cfg in (("a", a), ("b", b)):
+        (tmp_path / f"configs/{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (tmp_path / "all.yaml").write_text(yaml.safe_dump(
+        {"experiments": ["configs/a.yaml", "configs/b.yaml"], "toy": tiny_dag_config["toy"]}))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    snakefile = tmp_path / "Snakefile"
+    # a copy of the workflow: experiment files are read relative to its base directory
+    for item in ("Snakefile", "workflows", "report", "configs/schema", "configs/claims.yaml", "configs/accelerate"):
+        src, dst = ROOT / item, tmp_path / item
+        if src.is_dir():
+            subprocess.run(["cp", "-r", str(src), str(dst.parent) + "/"], check=True)
+        else:
+            dst.write_bytes(src.read_bytes())
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "all.yaml"), "--cores", "2", "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    logs = "\n".join(f"== {p}\n{p.read_text()[-1500:]}" for p in (tmp_path / "logs").rglob("*.log")) \
+        if (tmp_path / "logs").exists() else ""
+    assert proc.returncode == 0, proc.stderr[-4000:] + logs
+
+    runs = tmp_path / "results/runs"
+    po = json.loads((runs / "a/method~dpo/init~sft/config.json").read_text())
+    assert json.dumps(po).count("results/runs/a/method~sft/final") >= 1
+    assert "/negatives/model~a.sft/" in json.dumps(po)
+    pool = next((tmp_path / "work/data").rglob("model~a.sft/**/negatives.jsonl"))
+    assert pool.stat().st_size > 0
+    b_run = json.loads((runs / "b/method~sft/init~a.sft/config.json").read_text())
+    assert "results/runs/a/method~sft/final" in json.dumps(b_run)
+    # the sweep's gamma 0.85 point is method~dft (trained once); gamma 1.0 is its own run
+    assert not (runs / "a/method~dft/gamma~0.85").exists() and (runs / "a/method~dft/gamma~1.0/timing.json").exists()
+    for fig in ("a/dft/fig1", "a/bnf/fig3", "a/bnf/fig4", "a/sweeps/gamma"):
+        assert (tmp_path / f"figures/{fig}.png").stat().st_size > 0, fig
+        assert (tmp_path / f"figures/{fig}.csv").stat().st_size > 0, fig
+    for exp in ("a", "b"):
+        assert (tmp_path / f"results/tables/{exp}/summary.md").exists()
+    again = subprocess.run(cmd + ["-n"], env=env, capture_output=True, text=True, timeout=300)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_dry_run_of_the_five_papers_by_name():
+    """Without --configfile the workflow is the five papers; `dft` and `dft_table2` are targets."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    base = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(ROOT), "-n"]
+    for target, rule in (("dft", "dft"), ("dft_table2", "dft_table2")):
+        proc = subprocess.run(base + [target], env=env, capture_output=True, text=True, timeout=300)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        assert f"\n{rule} " in out and "train" in out
