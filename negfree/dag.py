@@ -85,6 +85,9 @@ class Experiment:
         if "offline" in self.protocols and d.get("source", "embedded") != "embedded":
             raise ConfigError(f"{self.origin}: evaluate.protocols 'offline' scores the embedded test split; with "
                               f"data.source {d['source']!r} choose paper protocols")
+        if "alpaca_eval2" in self.protocols and not (c.get("evaluate") or {}).get("alpaca_eval"):
+            raise ConfigError(f"{self.origin}: evaluate.protocols lists alpaca_eval2 but evaluate.alpaca_eval "
+                              f"(instructions, reference) is not set")
         if self.paper_tables and not self.paper_protocols:
             raise ConfigError(f"{self.origin}: paper_tables needs a paper protocol under evaluate.protocols")
         self.score_dist(), self.shifts(), self.sweep_figures()   # config errors now, not mid-DAG
@@ -139,6 +142,32 @@ class Experiment:
         if ev.get("chat_template"):
             flags.append("--chat-template")
         return " ".join(flags)
+
+    def generation_eval_args(self, protocol: str) -> str:
+        """Arguments of the generation-based protocols (negfree alpaca-eval, negfree textsim)."""
+        import shlex
+
+        ev = self.config.get("evaluate") or {}
+        if protocol == "alpaca_eval2":
+            a = ev["alpaca_eval"]
+            args = [f"--instructions {shlex.quote(a['instructions'])}", f"--reference {shlex.quote(a['reference'])}",
+                    f"--annotator {a.get('annotator', 'weighted_alpaca_eval_gpt4_turbo')}"]
+            if a.get("judge_model"):
+                args.append(f"--judge-model {shlex.quote(a['judge_model'])}")
+        else:
+            a = ev.get("textsim") or {}
+            args = [f"--data {self.data_dir}/test.jsonl", f"--name {self.config['data']['name']}"]
+        if a.get("limit"):
+            args.append(f"--limit {int(a['limit'])}")
+        if a.get("max_new_tokens"):
+            args.append(f"--max-new-tokens {int(a['max_new_tokens'])}")
+        return " ".join(args)
+
+    def generation_eval_inputs(self, protocol: str) -> list[str]:
+        ev = self.config.get("evaluate") or {}
+        if protocol == "alpaca_eval2":
+            return [ev["alpaca_eval"]["instructions"], ev["alpaca_eval"]["reference"]]
+        return [f"{self.data_dir}/test.jsonl"]
 
     def paper(self) -> str | None:
         return self.config.get("paper")

@@ -108,8 +108,12 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """The model of a directory, on ``device`` (default: the GPU a cluster job was given, else the CPU)."""
     from transformers import AutoModelForCausalLM
+
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
 
     if not Path(path).exists():
         raise FileNotFoundError(f"model directory {path} does not exist")

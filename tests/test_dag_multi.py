@@ -115,6 +115,17 @@ def test_two_experiments_with_pipelines_and_analyses_run_end_to_end(tmp_path, ti
     b["methods"] = {"sft": {}}
     b["pipelines"] = {"more_sft": {"init": "a.sft", "method": "sft"}}
     b.pop("toy")
+    # b also runs the generation protocols: BLEU/ROUGE on its test split and AlpacaEval with the
+    # offline stand-in judge (the tiny model), a few prompts each
+    instructions = [{"instruction": "Name a colour."}, {"instruction": "Say hello."}]
+    (tmp_path / "alpaca_instructions.json").write_text(json.dumps(instructions))
+    (tmp_path / "alpaca_reference.json").write_text(json.dumps(
+        [{**i, "output": "Blue.", "generator": "ref"} for i in instructions]))
+    b["evaluate"] = {**b["evaluate"], "protocols": ["offline", "textsim", "alpaca_eval2"],
+                     "textsim": {"limit": 3, "max_new_tokens": 4},
+                     "alpaca_eval": {"instructions": "alpaca_instructions.json", "reference": "alpaca_reference.json",
+                                     "annotator": "negfree_local_loglik", "judge_model": str(tiny_dag_config["model"]["source"]),
+                                     "max_new_tokens": 4}}
     (tmp_path / "configs").mkdir()
     for name, cfg in (("a", a), ("b", b)):
         (tmp_path / f"configs/{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -151,6 +162,12 @@ def test_two_experiments_with_pipelines_and_analyses_run_end_to_end(tmp_path, ti
         assert (tmp_path / f"figures/{fig}.csv").stat().st_size > 0, fig
     for exp in ("a", "b"):
         assert (tmp_path / f"results/tables/{exp}/summary.md").exists()
+    import pandas as pd
+
+    evals = pd.read_csv(tmp_path / "results/tables/b/evals.csv")
+    assert set(evals["run"]) == {"base~tiny", "method~sft", "method~sft/init~a.sft"}
+    assert {"bleu4", "rougeL", "win_rate"} <= set(evals["metric"])
+    assert set(evals["protocol"]) == {"textsim_embedded", "alpaca_eval2"}
     again = subprocess.run(cmd + ["-n"], env=env, capture_output=True, text=True, timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr
 

@@ -21,11 +21,26 @@ rule training_figures:
         "--scale {params.scale:q} > {log} 2>&1"
 
 
+def claims_inputs(wildcards):
+    """The runs, Frozen Lake, and the analyses the experiment makes (their claims are checked too)."""
+    exp = exp_of(wildcards)
+    out = {"runs": table_runs(wildcards), "lake": "results/toy/frozen_lake/fig3.csv",
+           "claims": str(Path(workflow.basedir, "configs/claims.yaml"))}
+    if exp.shifts():
+        out["shifts"] = f"figures/{exp.name}/bnf/shifts_summary.csv"
+    if exp.score_dist():
+        out["score_dist"] = f"figures/{exp.name}/dft/fig1_summary.csv"
+    return out
+
+
+def claims_analysis_args(wildcards):
+    inputs = claims_inputs(wildcards)
+    return " ".join(f"--{key.replace('_', '-')} {inputs[key]}" for key in ("shifts", "score_dist") if key in inputs)
+
+
 rule claims_ledger:
     input:
-        runs=table_runs,
-        lake="results/toy/frozen_lake/fig3.csv",
-        claims=str(Path(workflow.basedir, "configs/claims.yaml")),
+        unpack(claims_inputs),
     output:
         csv="results/tables/{exp}/claims.csv",
         md=report("results/tables/{exp}/claims.md", caption="../report/claims.rst", category="Claims ledger",
@@ -33,11 +48,12 @@ rule claims_ledger:
     params:
         scale=scale_of,
         root=runs_root,
+        analyses=claims_analysis_args,
     log:
         "logs/{exp}/claims_ledger.log",
     shell:
         "negfree claims --claims {input.claims} --runs-root {params.root} --frozen-lake results/toy/frozen_lake "
-        "--out-csv {output.csv} --out-md {output.md} --scale {params.scale:q} > {log} 2>&1"
+        "{params.analyses} --out-csv {output.csv} --out-md {output.md} --scale {params.scale:q} > {log} 2>&1"
 
 
 # dft.txt Fig. 1: s(y',x) under a dft checkpoint for its own sampled negatives and for a pool
@@ -91,6 +107,7 @@ rule score_distribution:
         png=report("figures/{exp}/dft/fig1.png", caption="../report/score_dist.rst", category="Training",
                    labels={"paper": "DFT", "figure": "Fig. 1", "experiment": "{exp}"}),
         csv="figures/{exp}/dft/fig1.csv",
+        summary="figures/{exp}/dft/fig1_summary.csv",
     params:
         model=lambda wildcards: f"{exp_of(wildcards).run_dir(score_dist_of(wildcards)['run'])}/final",
         pools=score_dist_pools,

@@ -53,3 +53,37 @@ rule evaluate_protocol_base:
     shell:
         "negfree evaluate --model work/models/{wildcards.model} --protocol {wildcards.protocol} --out {output} "
         "> {log} 2>&1"
+
+
+# The generation-based protocols: AlpacaEval 2 (negfree alpaca-eval; the GPT-4-turbo judge, or
+# the offline stand-in) and BLEU/ROUGE against the test split (negfree textsim, asft.txt Table 3).
+# {who} is a run id or base~<model>.
+def who_ready(wildcards):
+    exp = exp_of(wildcards)
+    if wildcards.who.startswith("base~"):
+        return f"{exp.model_dir}/config.json"
+    return f"{exp.run_dir(wildcards.who)}/timing.json"
+
+
+def who_model(wildcards):
+    exp = exp_of(wildcards)
+    return exp.model_dir if wildcards.who.startswith("base~") else f"{exp.run_dir(wildcards.who)}/final"
+
+
+rule evaluate_generation:
+    input:
+        ready=who_ready,
+        data=lambda wildcards: exp_of(wildcards).generation_eval_inputs(wildcards.gen_protocol),
+    output:
+        "results/runs/{exp}/{who}/eval/{gen_protocol}.json",
+    params:
+        model=who_model,
+        command=lambda wildcards: "alpaca-eval" if wildcards.gen_protocol == "alpaca_eval2" else "textsim",
+        args=lambda wildcards: exp_of(wildcards).generation_eval_args(wildcards.gen_protocol),
+    wildcard_constraints:
+        who=rf"base~[^/]+|method~(?:{_METHOD_RE})(?:/[A-Za-z_][A-Za-z0-9_]*~[^/]+)*",
+        gen_protocol="alpaca_eval2|textsim",
+    log:
+        "logs/{exp}/evaluate/{who}/{gen_protocol}.log",
+    shell:
+        "negfree {params.command} --model {params.model} {params.args} --out {output} > {log} 2>&1"

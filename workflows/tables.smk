@@ -51,7 +51,7 @@ rule eval_csv:
     log:
         "logs/{exp}/eval_csv.log",
     shell:
-        "negfree eval-csv --evals {input.evals} --runs {params.names} --out {output} > {log} 2>&1"
+        "negfree eval-csv {input.evals} --runs {params.names} --out {output} > {log} 2>&1"
 
 
 # One paper item (paper_tables:) with our values beside the paper's, in its column and row order.

@@ -157,7 +157,7 @@ def judge(model_outputs: list[dict], reference_outputs: list[dict], annotator: s
     import pandas as pd
     from alpaca_eval import main as ae
 
-    work_dir = Path(work_dir)
+    work_dir = Path(work_dir).resolve()   # alpaca_eval reads a relative config path under its own package
     kwargs = {}
     if annotator == LOCAL_ANNOTATOR:
         config = write_local_annotator_config(work_dir / "annotator")

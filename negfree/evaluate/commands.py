@@ -26,7 +26,7 @@ def add_evaluate_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--limit", type=float, default=None,
                    help="documents per task (an integer), or a fraction below 1")
     s.add_argument("--batch-size", default="8", help="an integer, or 'auto' (GPU)")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="auto", help="auto (default): cuda when a GPU is visible, else cpu")
     s.add_argument("--seed", type=int, default=None, help="protocols only (default 1234)")
     s.add_argument("--chat-template", action="store_true",
                    help="offline twin only: wrap each prompt in the chat template "
@@ -39,6 +39,15 @@ def _limit(value):
     if value is None:
         return None
     return int(value) if value >= 1 else value
+
+
+def _device(value: str) -> str:
+    """``auto``: the GPU a cluster job was given, else the CPU (the workflow passes no device)."""
+    if value != "auto":
+        return value
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _batch(value: str):
@@ -60,7 +69,7 @@ def cmd_evaluate(args) -> None:
         if args.chat_template:
             raise ValueError("--chat-template is fixed per call by the protocol; drop it")
         res = evaluate_protocol(args.model, args.protocol, args.out, limit=_limit(args.limit),
-                                batch_size=_batch(args.batch_size), device=args.device,
+                                batch_size=_batch(args.batch_size), device=_device(args.device),
                                 seed=DEFAULT_SEED if args.seed is None else args.seed)
         print(json.dumps({"tasks": {t: r["value"] for t, r in res["tasks"].items()},
                           "aggregate": res["aggregate"]["value"],
@@ -72,7 +81,7 @@ def cmd_evaluate(args) -> None:
     from .local import evaluate_local
 
     res = evaluate_local(args.model, args.test, args.out, limit=_limit(args.limit),
-                         batch_size=_batch(args.batch_size), device=args.device,
+                         batch_size=_batch(args.batch_size), device=_device(args.device),
                          apply_chat_template=args.chat_template)
     print(json.dumps(res["tasks"], indent=2))
 
@@ -91,7 +100,7 @@ def add_alpaca_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--limit", type=int, default=None, help="first N instructions (plain win rate only)")
     s.add_argument("--max-new-tokens", type=int, default=2048)
     s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="auto", help="auto (default): cuda when a GPU is visible, else cpu")
     s.add_argument("--name", help="generator name in the outputs (default: the model folder name)")
 
 
@@ -101,7 +110,7 @@ def cmd_alpaca_eval(args) -> None:
     res = evaluate_alpaca(args.model, args.instructions, args.reference, args.out,
                           annotator=args.annotator, judge_model=args.judge_model, limit=args.limit,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                          device=args.device, name=args.name)
+                          device=_device(args.device), name=args.name)
     keys = ("annotator", "win_rate_kind", "win_rate", "standard_error", "n", "mean_length_chars", "lc_reason")
     print(json.dumps({k: res[k] for k in keys}, indent=2))
 
@@ -117,7 +126,7 @@ def add_textsim_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--limit", type=int, default=None)
     s.add_argument("--max-new-tokens", type=int, default=512)
     s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="auto", help="auto (default): cuda when a GPU is visible, else cpu")
 
 
 def cmd_textsim(args) -> None:
@@ -126,7 +135,7 @@ def cmd_textsim(args) -> None:
     res = evaluate_textsim(args.model, args.data, args.out, prompt_field=args.prompt_field,
                            reference_field=args.reference_field, limit=args.limit,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                           device=args.device, name=args.name)
+                           device=_device(args.device), name=args.name)
     print(json.dumps(res["scores"], indent=2))
 
 

@@ -90,7 +90,7 @@ def load_pool(label: str, path: str | Path, limit: int | None = None) -> list[di
 # ---------------------------------------------------------------- scoring
 def score_pools(model_dir: str | Path, pools: list[tuple[str, Path]], *, limit: int | None = None,
                 max_len: int = 1024, batch_size: int = 16, fallback_template: bool = False,
-                system: str | None = None, device: str = "cpu") -> pd.DataFrame:
+                system: str | None = None, device: str | None = None) -> pd.DataFrame:
     """One row per negative of each pool: its score Sbar under ``model_dir`` and its token count."""
     import torch
 
@@ -177,7 +177,7 @@ def plot_fig1(df: pd.DataFrame, summary: pd.DataFrame, out_png: str | Path, scal
 
 def score_dist(model_dir: str | Path, pool_specs: list[str], out_root: str | Path, scale: str, *,
                limit: int | None = None, max_len: int = 1024, batch_size: int = 16,
-               fallback_template: bool = False, system: str | None = None, device: str = "cpu") -> dict[str, Path]:
+               fallback_template: bool = False, system: str | None = None, device: str | None = None) -> dict[str, Path]:
     """Score every pool under ``model_dir`` and write OUT_ROOT/dft/fig1.{png,pdf,csv} and fig1_summary.csv."""
     if not scale or not scale.strip():
         raise ValueError("--scale must state what ran (model, prompts, pools); it is printed on the figure")
@@ -209,7 +209,7 @@ def main(argv=None) -> None:
     p.add_argument("--system", default=None, help="condition on x-bar: this system message (default: none, x)")
     p.add_argument("--max-len", type=int, default=1024, help="prompt + answer tokens (longer answers are cut)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     a = p.parse_args(argv)
     paths = score_dist(a.model, a.pool, a.out_root, a.scale, limit=a.limit, max_len=a.max_len,
                        batch_size=a.batch_size, fallback_template=a.fallback_template, system=a.system,

@@ -215,7 +215,7 @@ def train(cfg: dict) -> dict:
     if cfg["max_steps"] is not None:
         total = min(total, int(cfg["max_steps"]))
 
-    model = load_model(cfg["model"])
+    model = load_model(cfg["model"], device="cpu")   # accelerate places (or shards) it
     if cfg["gradient_checkpointing"]:
         model.gradient_checkpointing_enable()
     model.train()
