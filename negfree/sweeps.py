@@ -67,11 +67,16 @@ def _grid(block: dict, where: str) -> list[list[tuple[str, str, Any]]]:
 def _check_block(name: str, block: Any, train_keys: set[str], kind: str = "sweeps") -> None:
     where = f"{kind}.{name}"
     head = ("method", "init") if kind == "pipelines" else ("method",)
+    optional = ("negatives",) if kind == "pipelines" else ()
     if not isinstance(block, dict):
         raise ValueError(f"{where}: must be a mapping with {' and '.join(head)} and sections {', '.join(SECTIONS)}")
-    unknown = sorted(set(block) - {*head, *SECTIONS})
+    unknown = sorted(set(block) - {*head, *optional, *SECTIONS})
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(head)}, {', '.join(SECTIONS)}")
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(head + optional)}, "
+                         f"{', '.join(SECTIONS)}")
+    if block.get("negatives", "init") not in ("init", "base"):
+        raise ValueError(f"{where}.negatives: {block['negatives']!r}; 'init' (sampled by the starting checkpoint) "
+                         f"or 'base' (the base model's pool, scored under the starting checkpoint)")
     for key in head:
         if key not in block:
             raise ValueError(f"{where}: missing '{key}'")
@@ -95,7 +100,7 @@ def _check_block(name: str, block: Any, train_keys: set[str], kind: str = "sweep
 
 
 def _spec(method_name: str, hparams: dict, train: dict, generate: dict, default_b: int, where: str,
-          init: str | None = None) -> dict:
+          init: str | None = None, negatives: str = "init") -> dict:
     try:
         method = get_method(method_name)
     except (KeyError, ValueError) as e:
@@ -111,6 +116,8 @@ def _spec(method_name: str, hparams: dict, train: dict, generate: dict, default_
     spec = {"method": method_name, "hparams": dict(hparams), "train": dict(train), "generate": dict(generate)}
     if init is not None:
         spec["init"] = init
+        if negatives == "base":
+            spec["negatives"] = "base"
     return spec
 
 
@@ -119,7 +126,7 @@ def _effective(spec: dict, train: dict) -> tuple:
     hp = get_method(spec["method"]).resolve(spec["hparams"])
     key = lambda d: tuple(sorted((k, repr(v)) for k, v in d.items()))  # noqa: E731
     return (spec["method"], key(hp), key({**train, **spec["train"]}), key(spec["generate"]),
-            spec.get("init"))
+            spec.get("init"), spec.get("negatives"))
 
 
 def expand_runs(methods: dict, sweeps: dict, generate: dict, train: dict | int,
@@ -129,7 +136,9 @@ def expand_runs(methods: dict, sweeps: dict, generate: dict, train: dict | int,
 
     ``pipelines`` are blocks like sweeps with an ``init`` (the ``methods:`` run whose final
     weights the run starts from, ``sft``, or ``<experiment>.<method>`` of another experiment);
-    their ids start ``method~M/init~X`` and they make no sweep table.
+    their ids start ``method~M/init~X`` and they make no sweep table. Their negatives are sampled
+    by that checkpoint, or with ``negatives: base`` taken from the base model's pool and scored
+    under the checkpoint (id ``method~M/init~X/negatives~base/...``).
 
     ``train`` is the experiment's train section (an int is read as its num_negatives). A sweep
     point that computes exactly what a ``methods:`` run computes (same method, resolved
@@ -161,10 +170,12 @@ def expand_runs(methods: dict, sweeps: dict, generate: dict, train: dict | int,
             parts = {s: {} for s in SECTIONS}
             for section, key, value in point:
                 parts[section][key] = value
-            rid = f"method~{block['method']}" + (f"/init~{init}" if init else "") + "".join(
+            neg = block.get("negatives", "init")
+            rid = f"method~{block['method']}" + (f"/init~{init}" if init else "") + (
+                "/negatives~base" if neg == "base" else "") + "".join(
                 f"/{k}~{_fmt(k, v, where)}" for _, k, v in point)
             spec = _spec(block["method"], parts["hparams"], parts["train"], {**generate, **parts["generate"]},
-                         default_b, f"{where} ({rid})", init)
+                         default_b, f"{where} ({rid})", init, neg)
             if rid in specs and specs[rid] != spec:
                 raise ValueError(f"{where}: run {rid} is defined twice with different settings")
             main = same.get(_effective(spec, train))

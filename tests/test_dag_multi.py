@@ -98,17 +98,31 @@ def test_pipeline_runs_generate_and_score_with_their_start_checkpoint(basedir):
     assert exp.scored("method~sft") != scored and "/model~smollm2-135m-instruct/" in exp.scored("method~sft")
 
 
+def test_pipeline_with_base_negatives_rescores_the_base_pool(basedir):
+    """dft.txt Table 4: the base model's pool (DFT's negatives), scored under the SFT checkpoint."""
+    demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    cfg = {**demo, "methods": {"sft": {}, "dft": {}},
+           "pipelines": {"po": {"init": "sft", "method": "dpo", "negatives": "base", "train": {"num_negatives": 1}}}}
+    exp = Dag(cfg, basedir).experiments["demo"]
+    run = "method~dpo/init~sft/negatives~base/num_negatives~1"
+    assert run in exp.run_specs
+    base_pool = exp.scored("method~dft")[: -len("/scored.jsonl")]
+    assert exp.scored(run) == f"{base_pool}/ref~demo.sft/scored.jsonl"
+    with pytest.raises(ConfigError, match=r"pipelines.po.negatives: 'sampled'"):
+        Dag({**cfg, "pipelines": {"po": {"init": "sft", "method": "dpo", "negatives": "sampled"}}}, basedir)
+
+
 def test_two_experiments_with_pipelines_and_analyses_run_end_to_end(tmp_path, tiny_dag_config):
-    """Experiment a: sft, dft, dpo started from a's sft, a gamma sweep whose default point is
+    """Experiment a: sft, dft, dpo started from a's sft on the base pool rescored under it, a gamma sweep whose default point is
     method~dft, the score distribution (dft Fig. 1), the shift figures (bnf Fig. 3-4) and a sweep
     figure. Experiment b: sft started from a's sft (another experiment's checkpoint)."""
     a = copy.deepcopy(tiny_dag_config)
     a["experiment"] = "a"
     a["methods"] = {"sft": {}, "dft": {}}
-    a["pipelines"] = {"sft_dpo": {"init": "sft", "method": "dpo"}}
+    a["pipelines"] = {"sft_dpo": {"init": "sft", "method": "dpo", "negatives": "base"}}
     a["sweeps"] = {"dft_gamma": {"method": "dft", "hparams": {"gamma": [0.85, 1.0]}}}
     a["analysis"] = {"score_dist": {"temperature": 5.0, "num": 1, "limit": 4},
-                     "shifts": {"runs": ["method~dpo/init~sft", "method~dft"], "limit": 3, "max_new_tokens": 4},
+                     "shifts": {"runs": ["method~dpo/init~sft/negatives~base", "method~dft"], "limit": 3, "max_new_tokens": 4},
                      "sweep_figures": {"gamma": {"sweeps": ["dft_gamma"], "x": "gamma", "title": "gamma sweep"}}}
     b = copy.deepcopy(tiny_dag_config)
     b["experiment"] = "b"
@@ -148,9 +162,10 @@ def test_two_experiments_with_pipelines_and_analyses_run_end_to_end(tmp_path, ti
     assert proc.returncode == 0, proc.stderr[-4000:] + logs
 
     runs = tmp_path / "results/runs"
-    po = json.loads((runs / "a/method~dpo/init~sft/config.json").read_text())
-    assert json.dumps(po).count("results/runs/a/method~sft/final") >= 1
-    assert "/negatives/model~a.sft/" in json.dumps(po)
+    po = json.dumps(json.loads((runs / "a/method~dpo/init~sft/negatives~base/config.json").read_text()))
+    assert "results/runs/a/method~sft/final" in po            # starts from a's SFT weights
+    assert "/negatives/model~tiny/" in po and "/ref~a.sft/scored.jsonl" in po   # base pool, SFT reference
+    # b's pipeline samples its negatives from a's SFT checkpoint
     pool = next((tmp_path / "work/data").rglob("model~a.sft/**/negatives.jsonl"))
     assert pool.stat().st_size > 0
     b_run = json.loads((runs / "b/method~sft/init~a.sft/config.json").read_text())

@@ -13,3 +13,23 @@ rule score_reference:
     shell:
         "negfree score --model {params.s.model_dir} --data {input.data} --out {output} {params.s.score} "
         "{params.s.template} > {log} 2>&1"
+
+
+# A pipeline with `negatives: base`: the base model's pool, scored under the checkpoint the run
+# starts from (its reference), beside the base-scored file.
+rule score_reference_checkpoint:
+    input:
+        model=lambda wildcards: NF.checkpoint(wildcards.ref)[1],
+        data=f"{NEG}/negatives.jsonl",
+    output:
+        f"{NEG}/ref~{{ref}}/scored.jsonl",
+    params:
+        s=neg_spec,
+        model=lambda wildcards: NF.checkpoint(wildcards.ref)[0],
+    wildcard_constraints:
+        ref=r"[A-Za-z0-9_\-]+\.[a-z][a-z0-9_]*",
+    log:
+        f"logs/{NEG}/ref~{{ref}}/score.log",
+    shell:
+        "negfree score --model {params.model} --data {input.data} --out {output} {params.s.score} "
+        "{params.s.template} > {log} 2>&1"
