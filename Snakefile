@@ -37,7 +37,7 @@ for _paper in ("dft", "minorsft", "asft", "ift", "bnf"):
             paper_targets(_paper),
 
 
-# One target per paper item, by name (dft_table2, bnf_table6, ...).
+# One target per paper item, by name (dft_table2, bnf_table6, ...): every experiment rendering it.
 for _item, _file in NF.items().items():
     rule:
         name: _item

@@ -411,12 +411,13 @@ class Dag:
                 "ift": ["figures/ift/fig3.png"]}.get(paper, [])
         return out
 
-    def items(self) -> dict[str, str]:
-        """Paper item rule name (``dft_table2``) -> its table file, over every experiment."""
-        out: dict[str, str] = {}
+    def items(self) -> dict[str, list[str]]:
+        """Paper item rule name (``dft_table2``) -> its table files, one per experiment that
+        renders it (bnf Table 4's model blocks live in three experiments)."""
+        out: dict[str, list[str]] = {}
         for exp in self.experiments.values():
             for item in exp.paper_tables:
-                out.setdefault(item_file(item), f"results/tables/{exp.name}/paper~{item_file(item)}.md")
+                out.setdefault(item_file(item), []).append(f"results/tables/{exp.name}/paper~{item_file(item)}.md")
         return out
 
 

@@ -30,7 +30,8 @@ def test_papers_config_loads_every_paper_and_shares_what_agrees():
         targets = dag.paper_targets(paper)
         assert targets and all(t.startswith(("results/", "figures/")) for t in targets)
     assert "results/tables/dft_uf/paper~dft_table2.md" in dag.paper_targets("dft")
-    assert dag.items()["dft_table2"] == "results/tables/dft_uf/paper~dft_table2.md"
+    assert dag.items()["dft_table2"] == ["results/tables/dft_uf/paper~dft_table2.md"]
+    assert len(dag.items()["bnf_table4"]) == 3          # the Llama-3, Mistral and Gemma blocks
     with pytest.raises(ConfigError, match="no loaded experiment belongs to paper dft"):
         Dag(yaml.safe_load((ROOT / "configs/demo.yaml").read_text()), ROOT).paper_targets("dft")
 
