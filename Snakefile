@@ -26,6 +26,7 @@ for _smk in sorted(Path(workflow.basedir, "workflows").glob("*.smk")):
 rule all:
     input:
         NF.targets(),
+        "results/tables/targets.md",
     default_target: True
 
 

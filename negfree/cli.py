@@ -305,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=lambda a, rest: __import__("negfree.report.score_dist", fromlist=["x"]).main(rest),
                    passthrough=True)
 
+    s = sub.add_parser("targets", help="every targets.md item: its built files or a placeholder naming what is "
+                                       "missing", add_help=False)
+    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.targets", fromlist=["x"]).main(rest),
+                   passthrough=True)
+
     s = sub.add_parser("sweep-figure", help="one metric across a sweep table's grid points (line or bars)",
                        add_help=False)
     s.set_defaults(fn=lambda a, rest: __import__("negfree.report.sweep_plots", fromlist=["x"]).main(rest),

@@ -91,3 +91,22 @@ rule sweep_table_protocols:
     shell:
         "negfree sweep-table --evals {input.evals} --runs {params.runs} {params.settings} --scale {params.scale:q} "
         "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+# Every item of the five papers (configs/targets.yaml): the files this DAG built for it, or a
+# placeholder page naming what is missing (a judge, a private corpus, a run type). Runs last.
+rule targets_index:
+    input:
+        built=lambda wildcards: NF.targets(),
+        targets=str(Path(workflow.basedir, "configs/targets.yaml")),
+    output:
+        md=report("results/tables/targets.md", caption="../report/targets.rst", category="Targets",
+                  labels={"table": "every paper item"}),
+        placeholders=directory("results/tables/placeholders"),
+    params:
+        exps=" ".join(EXPS),
+    log:
+        "logs/targets_index.log",
+    shell:
+        "negfree targets --targets {input.targets} --experiments {params.exps} --out-md {output.md} "
+        "--placeholders-dir {output.placeholders} > {log} 2>&1"
