@@ -84,7 +84,7 @@ def test_reproduced_with_the_values_in_the_measurement(claims, tmp_path):
     m = df.loc["bnf.fig3.logit_shift_above_dpo_ipo", "measurement"]
     assert "bnf 30 > dpo 20: yes" in m and "bnf 0.3 > ipo 0.1: yes" in m
     m = df.loc["bnf.fig3.lowest_gini", "measurement"]
-    assert "over every method in shifts_summary.csv (4)" in m and "argmin bnf (expected bnf, strictly): yes" in m
+    assert "over the 4 listed methods" in m and "argmin bnf (expected bnf, strictly): yes" in m
     m = df.loc["bnf.fig4.centralised_token_shifts", "measurement"]
     assert "bins anchored on dpo" in m and "bnf 0.9 > 0.8: yes" in m and "simpo 0.4 > 0.2: yes" in m
     assert "ipo 0.1 < 0.2: yes" in m
@@ -119,9 +119,9 @@ def test_a_missing_method_leaves_its_side_not_checkable(claims, tmp_path):
     # the sides that exist are still measured
     assert "bnf=30" in df.loc["bnf.fig3.logit_shift_above_dpo_ipo", "measurement"]
     assert "bnf 0.9 > 0.8: yes" in df.loc["bnf.fig4.centralised_token_shifts", "measurement"]
-    # argmin over the rows the file has, and the measurement says over which
+    # the Gini claim lists the paper's four methods: without ipo it is not judged on three
     r = df.loc["bnf.fig3.lowest_gini"]
-    assert r.verdict == REPRODUCED and "every method in s.csv (3)" in r.measurement
+    assert r.verdict == NOT_CHECKABLE and "ipo" in r.reason
     # a row labelled by run name (two runs of one method) is not taken for the method
     renamed = pd.read_csv(shifts_csv(tmp_path / "r.csv")).replace({"model": {"bnf": "method~bnf~lr~1e-6"}})
     renamed.to_csv(tmp_path / "r.csv", index=False)

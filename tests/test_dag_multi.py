@@ -180,6 +180,12 @@ def test_two_experiments_with_pipelines_and_analyses_run_end_to_end(tmp_path, ti
         assert (tmp_path / f"results/tables/{exp}/summary.md").exists()
     import pandas as pd
 
+    # dft Fig. 4 names the pipeline run sft->dpo (it used to list sft->dpo as missing)
+    fig4 = pd.read_csv(tmp_path / "figures/a/dft/fig4.csv")
+    rows = fig4[fig4["method"] == "sft->dpo"]
+    assert len(rows) and rows["run"].str.contains("init~sft").all() and not rows["note"].str.startswith("missing").any()
+    assert "sft->dpo (method~dpo/init~sft/negatives~base)" in (tmp_path / "results/tables/a/claims.md").read_text()
+
     evals = pd.read_csv(tmp_path / "results/tables/b/evals.csv")
     assert set(evals["run"]) == {"base~tiny", "method~sft", "method~sft/init~a.sft"}
     assert {"bleu4", "rougeL", "win_rate"} <= set(evals["metric"])

@@ -210,7 +210,7 @@ def _run_desc(r: Run) -> str:
 def _match(r: Run, sel: dict) -> bool:
     for k, v in sel.items():
         if k == "method":
-            if r.method != v:
+            if r.kind != v:     # 'sft->dpo' matches a pipeline run, 'dpo' only runs from the base model
                 return False
         elif k == "lr":
             lr = r.config.get("lr")
@@ -228,8 +228,8 @@ def _match(r: Run, sel: dict) -> bool:
 def select_runs(ctx: Context, sel: dict) -> tuple[list[Run], str]:
     """Runs matching one selector, or [] with the reason."""
     m = sel.get("method", "")
-    if isinstance(m, str) and "->" in m:
-        return [], f"no run of the two-stage pipeline {m} (the project trains single-stage runs here)"
+    if isinstance(m, str) and "->" in m and not any(r.kind == m for r in ctx.runs):
+        return [], f"no run of the two-stage pipeline {m} (a pipelines: run starting from {m.split('->')[0]})"
     if isinstance(m, str) and m.startswith("released:"):
         return [], f"needs the released checkpoint {m[len('released:'):]}"
     unknown = [k for k in sel if k not in ("method", "lr", "beta")]
@@ -238,7 +238,7 @@ def select_runs(ctx: Context, sel: dict) -> tuple[list[Run], str]:
     rs = [r for r in ctx.runs if _match(r, sel)]
     if rs:
         return rs, ""
-    same = [r for r in ctx.runs if r.method == m]
+    same = [r for r in ctx.runs if r.kind == m]
     found = f"; found only {', '.join(_run_desc(r) for r in same)}" if same else ""
     return [], f"no run of {_sel_str(sel)}{found}"
 
@@ -1078,7 +1078,7 @@ def ledger_markdown(df: pd.DataFrame, scale: str, runs: list[Run], runs_root, fl
                                                             ("s_theta pools (score/ claims)", score_dist)) if path)
     lines = ["# Claims ledger", "",
              f"Scale: {scale}. Runs read from `{runs_root}`: "
-             + (", ".join(f"{r.method} ({r.name})" for r in runs) or "none")
+             + (", ".join(f"{r.kind} ({r.name})" for r in runs) or "none")
              + f". Frozen Lake outputs: `{fl_dir}`.{files}", "",
              "| verdict | claims |", "|---|---|"]
     for v in VERDICTS:

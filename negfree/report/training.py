@@ -62,8 +62,19 @@ class Run:
         return f"GPU ({cuda})" if cuda else "CPU"
 
     @property
+    def pipeline(self) -> str | None:
+        """``sft->dpo`` for a run that started from a ``method~sft`` run's weights (a ``pipelines:``
+        run, ``init~sft`` or ``init~<experiment>.sft`` in its path), else None."""
+        return self.extra.get("pipeline")
+
+    @property
+    def kind(self) -> str:
+        """What the figures and claims call the run: the method, or ``init->method`` for a pipeline."""
+        return self.pipeline or self.method
+
+    @property
     def label(self) -> str:
-        return self.method if self.extra.get("unique", True) else f"{self.method} [{self.name}]"
+        return self.kind if self.extra.get("unique", True) else f"{self.kind} [{self.name}]"
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -96,8 +107,12 @@ def load_run(run_dir, root=None) -> Run:
                 for r in metrics if "seconds" in r or "peak_memory_mb" in r]
         source = "metrics.jsonl" if perf else ""
     name = str(run_dir.relative_to(root)) if root is not None else run_dir.name
-    return Run(run_dir, name, method, config, metrics, perf, timing, _read_json(run_dir / "provenance.json"),
-               source)
+    run = Run(run_dir, name, method, config, metrics, perf, timing, _read_json(run_dir / "provenance.json"),
+              source)
+    init = next((part[len("init~"):] for part in run_dir.parts if part.startswith("init~")), None)
+    if init:
+        run.extra["pipeline"] = f"{init.split('.')[-1]}->{method}"
+    return run
 
 
 def find_runs(run_dirs) -> list[Run]:
@@ -111,14 +126,15 @@ def find_runs(run_dirs) -> list[Run]:
         runs = [load_run(d) for d in sorted(Path(d) for d in run_dirs)]
     counts: dict[str, int] = {}
     for r in runs:
-        counts[r.method] = counts.get(r.method, 0) + 1
+        counts[r.kind] = counts.get(r.kind, 0) + 1
     for r in runs:
-        r.extra["unique"] = counts[r.method] == 1
+        r.extra["unique"] = counts[r.kind] == 1
     return runs
 
 
 def runs_of(runs: list[Run], method: str) -> list[Run]:
-    return [r for r in runs if r.method == method]
+    """Runs of a method trained from the base model, or of a pipeline (``sft->dpo``)."""
+    return [r for r in runs if r.kind == method]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -128,7 +144,7 @@ def _missing_rows(fig: str, runs: list[Run], series_needed=()) -> tuple[list[dic
     for m in FIG_METHODS[fig]:
         rs = runs_of(runs, m)
         if not rs:
-            why = "two-stage pipeline: no such run" if "->" in m else "no run of this method"
+            why = "two-stage pipeline: no pipelines: run" if "->" in m else "no run of this method"
             rows.append({"method": m, "run": "", "step": "", "series": "", "value": "", "note": f"missing: {why}"})
             missing.append(f"{m} ({why})")
             continue
@@ -146,7 +162,7 @@ def _series_rows(runs: list[Run], keys) -> list[dict]:
     for r in runs:
         for key in keys:
             for step, v in r.series(key):
-                rows.append({"method": r.method, "run": r.name, "step": step, "series": key, "value": v, "note": ""})
+                rows.append({"method": r.kind, "run": r.name, "step": step, "series": key, "value": v, "note": ""})
     return rows
 
 
@@ -210,7 +226,7 @@ def _cost_rows(runs: list[Run]) -> list[dict]:
         for k, v in _cost(r).items():
             if v is not None:
                 src = "timing.json" if k.startswith("timing_") else r.perf_source
-                rows.append({"method": r.method, "run": r.name, "step": "", "series": k, "value": v,
+                rows.append({"method": r.kind, "run": r.name, "step": "", "series": k, "value": v,
                              "note": f"{src}; {r.device}"})
     return rows
 
