@@ -149,7 +149,8 @@ def test_two_experiments_with_pipelines_and_analyses_run_end_to_end(tmp_path, ti
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     snakefile = tmp_path / "Snakefile"
     # a copy of the workflow: experiment files are read relative to its base directory
-    for item in ("Snakefile", "workflows", "report", "configs/schema", "configs/claims.yaml", "configs/accelerate"):
+    for item in ("Snakefile", "workflows", "report", "configs/schema", "configs/claims.yaml", "configs/targets.yaml",
+                 "configs/accelerate"):
         src, dst = ROOT / item, tmp_path / item
         if src.is_dir():
             subprocess.run(["cp", "-r", str(src), str(dst.parent) + "/"], check=True)
