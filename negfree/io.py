@@ -80,3 +80,21 @@ def read_json(path: str | Path):
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     return json.loads(path.read_text())
+
+
+def iter_jsonl(path: str | Path, not_found: str):
+    """(line number, "file:line", record) for every non-blank line of a JSONL file; a missing
+    file raises ``FileNotFoundError(not_found)``, a bad line one ValueError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(not_found)
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: invalid JSON ({err.msg})") from None
+            yield lineno, where, rec

@@ -322,25 +322,15 @@ def load_jsonl(path: str | Path) -> list[dict]:
     the id once known) and the column, because a silently dropped or half-read
     record would change every number downstream.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset file not found: {path}")
+    from ..io import iter_jsonl
+
     records, ids = [], {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: invalid JSON ({err.msg})") from None
-            _check_record(rec, where)
-            if rec["id"] in ids:
-                raise ValueError(f"{where}: duplicate id {rec['id']!r} "
-                                 f"(first on line {ids[rec['id']]})")
-            ids[rec["id"]] = lineno
-            records.append(rec)
+    for lineno, where, rec in iter_jsonl(path, f"dataset file not found: {path}"):
+        _check_record(rec, where)
+        if rec["id"] in ids:
+            raise ValueError(f"{where}: duplicate id {rec['id']!r} (first on line {ids[rec['id']]})")
+        ids[rec["id"]] = lineno
+        records.append(rec)
     if not records:
         raise ValueError(f"{path}: no records")
     return records

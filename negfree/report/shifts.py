@@ -77,7 +77,6 @@ dropped before the next is loaded.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -85,7 +84,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import atomic_write_text, write_jsonl
+from ..io import atomic_write_text, iter_jsonl, write_jsonl
 
 N_BINS = 10
 FIG3_COLUMNS = ["model", "id", "n_tokens", "ended_with_eos", "loglik", "abs_loglik", "abs_logit", "logit",
@@ -214,34 +213,24 @@ def parse_model_args(items: list[str]) -> list[tuple[str, Path]]:
 def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
     """Records with a ``prompt`` (a string, or a non-empty list of chat messages); ``id`` optional."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--data: file {path} does not exist")
     recs, ids = [], set()
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(rec, dict) or "prompt" not in rec:
-                raise ValueError(f"{where}: missing required column 'prompt'")
-            p = rec["prompt"]
-            ok = (isinstance(p, str) and p.strip()) or (
-                isinstance(p, list) and p and all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                                                  and isinstance(m.get("content"), str) for m in p))
-            if not ok:
-                raise ValueError(f"{where}: column 'prompt' must be a non-empty string or a list of "
-                                 f"{{role, content}} messages")
-            rid = str(rec.get("id", f"line-{lineno}"))
-            if rid in ids:
-                raise ValueError(f"{where}: duplicate id {rid!r}")
-            ids.add(rid)
-            recs.append({"id": rid, "prompt": p})
-            if limit and len(recs) >= limit:
-                break
+    for lineno, where, rec in iter_jsonl(path, f"--data: file {path} does not exist"):
+        if not isinstance(rec, dict) or "prompt" not in rec:
+            raise ValueError(f"{where}: missing required column 'prompt'")
+        p = rec["prompt"]
+        ok = (isinstance(p, str) and p.strip()) or (
+            isinstance(p, list) and p and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                              and isinstance(m.get("content"), str) for m in p))
+        if not ok:
+            raise ValueError(f"{where}: column 'prompt' must be a non-empty string or a list of "
+                             f"{{role, content}} messages")
+        rid = str(rec.get("id", f"line-{lineno}"))
+        if rid in ids:
+            raise ValueError(f"{where}: duplicate id {rid!r}")
+        ids.add(rid)
+        recs.append({"id": rid, "prompt": p})
+        if limit and len(recs) >= limit:
+            break
     if not recs:
         raise ValueError(f"--data: {path} has no records")
     return recs
