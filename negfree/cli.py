@@ -281,39 +281,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bench", choices=["train", "generate"])
     s.set_defaults(fn=cmd_bench, passthrough=True)
 
-    s = sub.add_parser("training-figures", help="dft Fig. 3/4, minorsft Fig. 1, asft Fig. 2 from run logs",
-                       add_help=False)
-    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.training", fromlist=["x"]).main_training_figures(rest),
-                   passthrough=True)
-
-    s = sub.add_parser("claims", help="the claims ledger (configs/claims.yaml) against the runs", add_help=False)
-    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.claims", fromlist=["x"]).main_claims(rest),
-                   passthrough=True)
-
-    s = sub.add_parser("shifts", help="bnf Fig. 3/4: log-likelihood and logit shifts of fine-tuned models vs the "
-                                      "reference", add_help=False)
-    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.shifts", fromlist=["x"]).main(rest),
-                   passthrough=True)
-
-    s = sub.add_parser("paper-table", help="one paper item (e.g. dft/table2) with our values beside the paper's",
-                       add_help=False)
-    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.paper_table", fromlist=["x"]).main_paper_table(rest),
-                   passthrough=True)
-
-    s = sub.add_parser("score-dist", help="dft Fig. 1: s(y',x) per pool of negatives under a checkpoint",
-                       add_help=False)
-    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.score_dist", fromlist=["x"]).main(rest),
-                   passthrough=True)
-
-    s = sub.add_parser("targets", help="every targets.md item: its built files or a placeholder naming what is "
-                                       "missing", add_help=False)
-    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.targets", fromlist=["x"]).main(rest),
-                   passthrough=True)
-
-    s = sub.add_parser("sweep-figure", help="one metric across a sweep table's grid points (line or bars)",
-                       add_help=False)
-    s.set_defaults(fn=lambda a, rest: __import__("negfree.report.sweep_plots", fromlist=["x"]).main(rest),
-                   passthrough=True)
+    # Subcommands whose module parses its own arguments: (name, help, module, its main function).
+    for name, help_, module, fn in (
+        ("training-figures", "dft Fig. 3/4, minorsft Fig. 1, asft Fig. 2 from run logs", "training",
+         "main_training_figures"),
+        ("claims", "the claims ledger (configs/claims.yaml) against the runs", "claims", "main_claims"),
+        ("shifts", "bnf Fig. 3/4: log-likelihood and logit shifts of fine-tuned models vs the reference", "shifts",
+         "main"),
+        ("paper-table", "one paper item (e.g. dft/table2) with our values beside the paper's", "paper_table",
+         "main_paper_table"),
+        ("score-dist", "dft Fig. 1: s(y',x) per pool of negatives under a checkpoint", "score_dist", "main"),
+        ("targets", "every targets.md item: its built files or a placeholder naming what is missing", "targets",
+         "main"),
+        ("sweep-figure", "one metric across a sweep table's grid points (line or bars)", "sweep_plots", "main"),
+    ):
+        s = sub.add_parser(name, help=help_, add_help=False)
+        s.set_defaults(fn=lambda a, rest, module=module, fn=fn:
+                       getattr(__import__(f"negfree.report.{module}", fromlist=["x"]), fn)(rest),
+                       passthrough=True)
 
     s = sub.add_parser("toy", help="toy problems: 'negfree toy frozen-lake --help'", add_help=False)
     s.add_argument("toy", choices=["frozen-lake"])

@@ -57,3 +57,15 @@ def tiny_dag_config(tiny_model_dir):
     cfg["evaluate"] = {"limit": 4, "chat_template": True}
     cfg["toy"] = {"frozen_lake": {"seeds": 1, "steps": 20, "methods": ["sft"]}}
     return cfg
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The tiny model is far faster on one thread when the 2 shared cores are busy
+    (modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,13 +13,7 @@ from negfree.generate import generate_negatives
 from negfree.report import score_dist as sd
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model is faster on one thread when the 2 shared cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
