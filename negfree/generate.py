@@ -139,9 +139,9 @@ class TransformersBackend:
     """The decode loop above on a transformers model (CPU or one GPU)."""
 
     def __init__(self, model_dir, *, device: str | None = None, dtype: str = "float32"):
-        from .models import load_model, load_tokenizer
+        from .models import load_model, load_tokenizer, resolve_device
 
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         self.tok = load_tokenizer(model_dir)
         self.model = load_model(model_dir, dtype=getattr(torch, dtype), device=self.device).eval()
         self.eos_ids = _eos_ids(self.tok, self.model)

@@ -108,13 +108,18 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
+def resolve_device(device: str | None) -> str:
+    """``None`` or ``auto``: the GPU a cluster job was given, else the CPU; anything else as given."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None):
     """The model of a directory, on ``device`` (default: the GPU a cluster job was given, else the CPU)."""
     from transformers import AutoModelForCausalLM
 
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-
+    device = resolve_device(device)
     if not Path(path).exists():
         raise FileNotFoundError(f"model directory {path} does not exist")
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)

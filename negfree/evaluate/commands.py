@@ -43,11 +43,9 @@ def _limit(value):
 
 def _device(value: str) -> str:
     """``auto``: the GPU a cluster job was given, else the CPU (the workflow passes no device)."""
-    if value != "auto":
-        return value
-    import torch
+    from ..models import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(value)
 
 
 def _batch(value: str):

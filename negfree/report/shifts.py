@@ -251,14 +251,14 @@ def compute_shifts(reference: str | Path, models: list[tuple[str, Path]], record
     """Per (model, prompt): the greedy response and its four per-token series (see the docstring)."""
     from ..data.tokenize import render_prompt
     from ..generate import _eos_ids, _messages, decode
-    from ..models import load_model, load_tokenizer
+    from ..models import load_model, load_tokenizer, resolve_device
 
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens {max_new_tokens!r} must be >= 1")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"--batch-size {batch_size!r} must be >= 1")
     reference = _model_dir(reference, "--reference")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     tdtype = getattr(torch, dtype)
     ref_tok = load_tokenizer(reference)
     ref_model = load_model(reference, dtype=tdtype, device=device).eval()
