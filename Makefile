@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo report test bench clean-demo
+.PHONY: setup demo report test bench clean-demo gpu-check
 
 setup: $(VENV)/.installed
 
@@ -39,3 +39,11 @@ test: setup
 
 clean-demo:
 	rm -rf work/demo results/runs/demo
+
+# The first command on any GPU machine (negfree/gpu_check.py). No setup, no venv: it runs from
+# the source tree with whatever python3 has (.venv's when it exists, PATH above), so it works on
+# a bare node: make gpu-check PYTHON=/path/to/python3. Without a GPU: one line, exit 0.
+# ARGS: e.g. --cpu (same stages on CPU), --no-big, --methods sft,dpo
+PYTHON ?= python3
+gpu-check:
+	@PYTHONPATH=.$(if $(PYTHONPATH),:$(PYTHONPATH)) $(PYTHON) -m negfree.gpu_check $(ARGS)
