@@ -227,6 +227,19 @@ def test_ift_limit_is_sequence_mean_sft():
     assert torch.allclose(tok.grad, -t(1, 1, 1, 0).view(1, -1) / 3)
 
 
+def test_ift_decay_zero_is_sequence_mean_sft_in_the_authors_propagation_too():
+    """The authors' get_cumsum_weight returns all-ones weights when gamma == 0, so
+    decay 0 is sequence-mean SFT: L = (1, 2, 3) gives (1 + 2 + 3) / 3 = 2.0 (not
+    sum L^2 / sum L = 14/6 = 2.333), gradient -1/3 on each token."""
+    tok, inp = ift_inputs([1.0, 2.0, 3.0])
+    out = get_method("ift")(inp, lam=0.0, decay=0.0, propagation="reference")
+    assert out.loss.item() == pytest.approx(2.0, rel=1e-12)
+    out.loss.backward()
+    assert torch.allclose(tok.grad, -t(1, 1, 1).view(1, -1) / 3)
+    w = ift_token_weights(t(1.0, 2.0, 3.0, 0.0).view(1, -1), t(1, 1, 1, 0).view(1, -1), 0.0, "reference")
+    assert w.tolist() == [[1.0, 1.0, 1.0, 0.0]]
+
+
 def test_ift_reference_propagation_hand_value():
     """Authors' code, decay 0.5, L = (1, 2, 3): R = (2.75, 3.5, 3)/3, w = 3 R / sum R,
     loss = sum w L / 3 = (2.75 + 7 + 9) / 9.25."""
@@ -286,7 +299,7 @@ PAIR_CASES = {
     "spin": ({"beta": 0.1}, (-logsig(0.15) - logsig(0.0)) / 2),
     "ipo": ({"tau": 0.5}, ((1.5 - 1.0) ** 2 + (0.0 - 1.0) ** 2) / 2),
     "dpo_p": ({"beta": 0.1, "lam": 50.0}, (-logsig(0.15) - logsig(0.0)) / 2),   # S > S0: no penalty
-    "rdpo": ({"beta": 0.1, "alpha": 0.5}, (-logsig(0.15 + 0.5) - logsig(0.0)) / 2),  # |y_w|-|y_l| = (-1, 0)
+    "rdpo": ({"beta": 0.1, "alpha": 0.5}, (-logsig(0.15 - 0.5) - logsig(0.0)) / 2),  # + alpha (|y_w|-|y_l|), = (-1, 0)
     "minor_dpo": ({"beta": 0.1}, (-logsig(0.1 * (0.5 - 0.0)) - logsig(0.1 * (0.5 - 0.5))) / 2),
     "simpo": ({"beta": 2.0, "gamma_beta_ratio": 0.5}, (-logsig(0 - 1) - logsig(1.0 - 1)) / 2),
     "simpo_sft": ({"beta": 2.0, "gamma_beta_ratio": 0.5, "sft_weight": 1.0},
@@ -308,6 +321,18 @@ def test_dpo_p_penalty_applies_when_positive_falls_below_reference():
     inp = pair(sw=-5.0)
     got = get_method("dpo_p")(inp, beta=0.1, lam=2.0).loss.item()
     assert got == pytest.approx((-logsig(0.1 * (0.5 - 1.0)) - logsig(0.1 * (-1.0 - 1.0))) / 2, rel=1e-10)
+
+
+def test_rdpo_length_term_enters_with_a_plus():
+    """R-DPO's reward is beta log(pi/pi_ref) + alpha |y|, so the loss is
+    -log sigma(beta Delta + alpha (|y_w| - |y_l|)). S(y_w) = -50, |y_w| = 100, S(y_l) = -40,
+    |y_l| = 50, references equal to the policy (Delta = 0), beta 0.1, alpha 0.01:
+    -log sigma(0.01 * 50) = -log sigma(0.5) = 0.474 (DPO: log 2 = 0.693; the old minus sign: 0.974)."""
+    inp = LossInputs(pos=Seq(t(-50.0), t(100.0), ref=t(-50.0)),
+                     neg=Seq(t(-40.0).view(1, 1), t(50.0).view(1, 1), ref=t(-40.0).view(1, 1)))
+    got = get_method("rdpo")(inp, beta=0.1, alpha=0.01).loss.item()
+    assert got == pytest.approx(-logsig(0.5), rel=1e-12) and round(got, 3) == 0.474
+    assert get_method("dpo")(inp, beta=0.1).loss.item() == pytest.approx(math.log(2), rel=1e-12)
 
 
 def test_orpo_hand_value():

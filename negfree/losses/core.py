@@ -59,6 +59,8 @@ class LossInputs:
     neg: Seq | None = None        # B negatives (or dispreferred answers) per prompt, [N, B]
     log_u: Tensor | None = None   # DFT estimator state for these N examples, [N]
     kl: Seq | None = None         # KTO: answers paired with a mismatched prompt, [N]
+    gather: Callable[[Tensor], Tensor] | None = None   # concatenates a tensor over processes (None: one
+                                                       # process); KTO's z0 is a mean over all of them
 
 
 @dataclass

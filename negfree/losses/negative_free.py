@@ -55,7 +55,7 @@ def dft_update_log_u(log_u: Tensor, d: Tensor, gamma: float, valid: Tensor | Non
         count = torch.full(d.shape[:-1], d.shape[-1], dtype=d.dtype, device=d.device)
     fresh = torch.logsumexp(d, dim=-1) - torch.log(count)
     keep = math.log1p(-gamma) if gamma < 1 else float("-inf")
-    return torch.logaddexp(keep + log_u.to(d.dtype), math.log(gamma) + fresh)
+    return torch.logaddexp(keep + log_u.to(device=d.device, dtype=d.dtype), math.log(gamma) + fresh)
 
 
 def _dft_loss(inp: LossInputs, s_pos: Tensor, s_neg: Tensor, d: Tensor, gamma: float, name: str) -> LossOutput:
@@ -160,11 +160,11 @@ def asft_align(logp_w: Tensor, logp_l: Tensor) -> Tensor:
 
 @register(
     "asft",
-    paper="asft.txt Eq. 13-14 (p = exp(Sbar), as the authors' code; sums as option)",
+    paper="asft.txt Eq. 13-14 (p = exp(Sbar) [ours]: Eq. 10 / App. B use the whole-sequence probability, available as length_normalize: false)",
     needs_reference=False, needs_negatives=True, pairwise=True, token_level=False,
     hyperparameters={
         "beta": HParam(0.1, "asft.txt Sec. 5 (beta 0.1)", **POS),
-        "length_normalize": HParam(True, "methods.md: p = exp(Sbar) [ours, as ORPO-style code]"),
+        "length_normalize": HParam(True, "methods.md: p = exp(Sbar) [ours, as ORPO does; asft.txt Eq. 10 uses the sequence probability]"),
     },
 )
 def asft(inp: LossInputs, beta: float, length_normalize: bool) -> LossOutput:
@@ -183,20 +183,21 @@ def asft(inp: LossInputs, beta: float, length_normalize: bool) -> LossOutput:
 def ift_token_weights(tok_loss: Tensor, mask: Tensor, decay: float, propagation: str) -> Tensor:
     """Per-token weights of IFT's Dynamic Relation Propagation (mean 1 over answer tokens).
 
-    ``reference`` (the authors' code, ift.txt App. B.3): R_t = sum_{k>=t} decay^(k-t) L_k/|y|,
-    w = R |y| / sum_t R_t. ``paper`` (ift.txt Eq. 22 with a decay): the double sum
-    sum_n sum_{i>=n} decay^(i-n) L_i gives token i the weight c_i = sum_{n<=i} decay^(i-n),
-    normalised to mean 1; decay = 0 gives c = 1, i.e. plain SFT.
+    ``reference`` (the authors' GitHub trainer, ``get_cumsum_weight``):
+    R_t = sum_{k>=t} decay^(k-t) L_k/|y|, w = R |y| / sum_t R_t. ``paper`` (ift.txt
+    Eq. 22 with a decay): the double sum sum_n sum_{i>=n} decay^(i-n) L_i gives token i
+    the weight c_i = sum_{n<=i} decay^(i-n), normalised to mean 1 [ours: the paper
+    does not normalise]. decay = 0 gives w = 1 in both, i.e. sequence-mean SFT: the
+    authors' ``get_cumsum_weight`` returns all-ones weights when gamma == 0.
     """
     m = mask.to(tok_loss.dtype)
+    if decay == 0:
+        return m
     length = m.sum(-1, keepdim=True).clamp_min(1)
     T = tok_loss.shape[-1]
     t = torch.arange(T, device=tok_loss.device, dtype=tok_loss.dtype)
     gap = t.view(1, T) - t.view(T, 1)                  # gap[t, k] = k - t
-    if decay == 0:
-        kernel = (gap == 0).to(tok_loss.dtype)
-    else:
-        kernel = torch.where(gap >= 0, decay ** gap.clamp_min(0), torch.zeros_like(gap))
+    kernel = torch.where(gap >= 0, decay ** gap.clamp_min(0), torch.zeros_like(gap))
     if propagation == "reference":
         r = (tok_loss * m / length) @ kernel.T         # R_t = sum_k kernel[t, k] L_k / |y|
     else:                                              # c_i = sum_{n<=i} decay^(i-n), answer positions only

@@ -91,10 +91,15 @@ def dpo_p(inp: LossInputs, beta: float, lam: float) -> LossOutput:
           hyperparameters={"beta": BETA_DPO,
                            "alpha": HParam(0.01, "R-DPO (Park et al. 2024) grid; value ours", **NONNEG)})
 def rdpo(inp: LossInputs, beta: float, alpha: float) -> LossOutput:
-    """R-DPO: -log sigma(beta * Delta - alpha * (|y_w| - |y_l|))."""
+    """R-DPO: -log sigma(beta * Delta + alpha * (|y_w| - |y_l|)).
+
+    R-DPO maximises E[r - alpha |y|] - beta KL, so its implicit reward is
+    beta log(pi/pi_ref) + alpha |y| + c: the length term enters with a plus, and
+    with alpha > 0 a longer winner needs a larger log-ratio margin.
+    """
     delta, rw, rl = _delta(inp, "rdpo")
     dlen = inp.pos.length.unsqueeze(-1) - inp.neg.length
-    loss = pair_mean(-F.logsigmoid(beta * delta - alpha * dlen), inp.neg)
+    loss = pair_mean(-F.logsigmoid(beta * delta + alpha * dlen), inp.neg)
     return LossOutput(loss, _reward_metrics(inp, beta * rw, beta * rl))
 
 
@@ -181,12 +186,17 @@ def orpo(inp: LossInputs, lam: float) -> LossOutput:
 def kto(inp: LossInputs, beta: float, lambda_d: float, lambda_u: float) -> LossOutput:
     """KTO: lambda_D (1 - sigma(beta (rho(y_w) - z0))) and lambda_U (1 - sigma(beta (z0 - rho(y_l)))).
 
-    z0 = max(0, mean rho over answers paired with a mismatched prompt), detached.
-    The mean runs over all N desirable and N*B undesirable examples (as KTO does).
+    z0 = max(0, mean rho over answers paired with a mismatched prompt), detached. With several
+    processes the mean runs over every process's mismatched answers of this micro-batch before the
+    clamp (``inp.gather``), as TRL's KTOTrainer gathers them: one estimate, whatever the split.
+    The loss mean runs over all N desirable and N*B undesirable examples (as KTO does).
     """
     pos, neg = _pair(inp, "kto")
     kl = require(inp.kl, "kto", "log-probs of answers under mismatched prompts (KL estimate)")
-    z0 = kl.rho("kto").detach().mean().clamp(min=0.0)
+    rho_kl = kl.rho("kto").detach()
+    if inp.gather is not None:
+        rho_kl = inp.gather(rho_kl)
+    z0 = rho_kl.mean().clamp(min=0.0)
     rw, rl = pos.rho("kto"), neg.rho("kto")
     desirable = lambda_d * (1.0 - torch.sigmoid(beta * (rw - z0)))
     undesirable = lambda_u * (1.0 - torch.sigmoid(beta * (z0 - rl)))
