@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from pathlib import Path
 
 
 def _parse_value(text: str):
@@ -91,22 +91,33 @@ def cmd_score(args) -> None:
     m = score_records(args.model, _records(args.data, args.limit), args.out, max_len=args.max_len,
                       batch_size=args.batch_size, mismatched=not args.no_mismatched,
                       fallback_template=args.fallback_template, max_prompt_len=args.max_prompt_len,
-                      overlong_prompts=args.overlong_prompts)
+                      overlong_prompts=args.overlong_prompts, source=args.data)
     print(json.dumps(m, indent=2))
 
 
 def cmd_train(args) -> None:
     import yaml
 
+    from .io import read_text
     from .train.checkpoint import Preempted
     from .train.loop import train
 
     cfg = {}
     if args.config:
-        doc = yaml.safe_load(Path(args.config).read_text()) or {}
+        try:
+            doc = yaml.safe_load(read_text(args.config, "config file")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{args.config}:{mark.line + 1}" if mark else args.config
+            raise ValueError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("train", {}), dict):
+            raise ValueError(f"{args.config}: expected a mapping with a 'train' mapping")
         cfg.update(doc.get("train", {}))
     if args.train_json:
-        cfg.update(json.loads(args.train_json))
+        try:
+            cfg.update(json.loads(args.train_json))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--train-json is not valid JSON ({e})") from None
     cfg.update(_pairs(args.set, "--set"))
     cfg.update({"method": args.method, "model": args.model, "data": args.data, "out_dir": args.out_dir})
     cfg["hparams"] = {**cfg.get("hparams", {}), **_pairs(args.hp, "--hp")}
@@ -172,6 +183,9 @@ def cmd_toy(args, rest: list[str]) -> None:
 # ------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="negfree", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error (also: NEGFREE_DEBUG=1); by default bad input "
+                        "ends with one line naming the culprit")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("methods", help="print the loss registry")
@@ -276,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", required=True)
     s.set_defaults(fn=cmd_figure)
 
+    s = sub.add_parser("plan", help="per-job tokens, GPU and host memory, GPU-hours of a DAG (negfree/plan.py)")
+    s.add_argument("--configfile", default=None, help="default: configs/papers.yaml (as the Snakefile)")
+    s.add_argument("--directory", default=None, help="the repository root (default: .)")
+    s.add_argument("--gpu", choices=["a100-80gb", "h100-80gb"], default=None,
+                   help="default: each experiment's launch.gpu_type")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=lambda a: __import__("negfree.plan", fromlist=["main"]).main(a))
+
     s = sub.add_parser("bench", help="benchmarks: 'negfree bench train --help', 'negfree bench generate --help'",
                        add_help=False)
     s.add_argument("bench", choices=["train", "generate"])
@@ -312,11 +334,43 @@ def main(argv: list[str] | None = None) -> None:
     args, rest = parser.parse_known_args(argv)
     if not getattr(args, "passthrough", False) and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    run_reporting_errors(args.command, lambda: args.fn(args, rest) if getattr(args, "passthrough", False)
+                         else args.fn(args), debug=args.debug)
+
+
+# ------------------------------------------------------------------------------- errors
+def _input_errors() -> tuple:
+    """What bad input raises (a missing or unreadable file, undecodable bytes, bad JSON or YAML,
+    a truncated safetensors file, a value out of range, a failed judge). Imported only when an
+    error is being handled, so `negfree methods` stays instant."""
+    import yaml
+    from safetensors import SafetensorError
+
+    from .evaluate.alpaca import AlpacaEvalError
+
+    return (ValueError, OSError, FloatingPointError, SafetensorError, yaml.YAMLError, AlpacaEvalError)
+
+
+def describe_error(err: BaseException) -> str:
+    """One line: an OSError as "<reason> (<file>)", anything else as its message, newlines folded."""
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        text = f"{err.strerror} ({err.filename})"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+def run_reporting_errors(command: str, fn, debug: bool = False):
+    """Run ``fn()``; bad input ends the process with one line ``negfree <command>: <what> (<where>)``
+    and a non-zero status. The traceback adds nothing there; ``--debug`` or ``NEGFREE_DEBUG=1``
+    shows it. Any other exception is a bug and keeps its traceback."""
+    debug = debug or os.environ.get("NEGFREE_DEBUG", "") not in ("", "0")
     try:
-        args.fn(args, rest) if getattr(args, "passthrough", False) else args.fn(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        # one clear line naming the culprit; the traceback adds nothing for bad input
-        raise SystemExit(f"negfree {args.command}: {e}") from None
+        return fn()
+    except Exception as e:
+        if debug or not isinstance(e, _input_errors()):
+            raise
+        raise SystemExit(f"negfree {command}: {describe_error(e)}") from None
 
 
 if __name__ == "__main__":

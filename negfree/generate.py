@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from .data.tokenize import render_prompt
-from .io import _clean, atomic_write_bytes, write_json, write_jsonl
+from .io import _clean, atomic_write_bytes, check_writable, write_json, write_jsonl
 
 GOOD_SYSTEM = ("The assistant should answer truthfully and be faithful to factual knowledge as well as "
                "given contexts, never making up any new facts that aren't true or cannot be grounded "
@@ -277,8 +277,12 @@ def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str
     Returns the manifest, also written to ``<out_path>.manifest.json``. ``batch_size`` counts
     prompts per forward batch (each brings ``num`` rows, 1 at temperature 0).
     """
+    from .models import check_model_dir
+
     _check_args(records, num, temperature, top_p, top_k, max_new_tokens, batch_size, shard, num_shards, backend)
     how = strategy(strategy_name)
+    check_model_dir(model_dir)
+    check_writable(out_path)
     out_path = Path(out_path)
     mine = records[shard::num_shards]
     if not mine:

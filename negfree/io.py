@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -52,6 +53,30 @@ def write_dir_atomically(out_dir: str | Path, fill) -> Path:
     return out_dir
 
 
+@contextmanager
+def removed_on_error(path: str | Path):
+    """If the block fails, remove ``path`` (when it did not exist before) and the parent
+    directories the block created for it, as long as they are empty: nothing else is touched,
+    so a sibling job writing into the same new directory keeps its files."""
+    path = Path(path).absolute()
+    created = []
+    p = path
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            for d in created[1:]:
+                try:
+                    d.rmdir()
+                except OSError:   # not empty (or gone): leave it
+                    break
+        raise
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -79,7 +104,10 @@ def read_json(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
 
 
 def iter_jsonl(path: str | Path, not_found: str):
@@ -88,13 +116,52 @@ def iter_jsonl(path: str | Path, not_found: str):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(not_found)
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:   # decoded line by line, so a bad byte is reported with its line
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{where}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                                 f"{err.start + 1}); re-save the file as UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{where}: invalid JSON ({err.msg})") from None
             yield lineno, where, rec
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file, or one error naming it (missing, unreadable, or not UTF-8 and where)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x}); "
+                         f"re-save the file as UTF-8") from None
+
+
+def check_writable(path: str | Path, what: str = "output") -> None:
+    """Fail before any work if ``path`` (a file or directory to be made) cannot be written.
+
+    Probes the nearest existing ancestor with a temporary file, removed at once, because
+    permission bits say nothing about a read-only mount, and root passes every access() check
+    but that one. Leaves nothing behind."""
+    path = Path(path).absolute()
+    probe_dir = path if path.is_dir() else path.parent
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise NotADirectoryError(f"{what} {path}: {probe_dir} is a file, not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".negfree-write-probe.", dir=probe_dir)
+    except OSError as err:
+        raise OSError(err.errno, f"{what} {path} is not writable: {err.strerror}", str(probe_dir)) from None
+    os.close(fd)
+    os.unlink(tmp)

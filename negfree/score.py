@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .data.tokenize import encode, render_prompt
-from .io import write_json, write_jsonl
+from .io import check_writable, write_json, write_jsonl
 from .logprobs import answer_logit_slice, model_token_logprobs, shift_for_causal_lm
 
 
@@ -65,18 +65,36 @@ def answers_of(records: list[dict], i: int, mismatched: bool) -> list[tuple[str,
     return items
 
 
+def check_answers(records: list[dict], source: str | Path | None = None) -> None:
+    """Every answer to score is a non-empty string (a side dropped by pairing-ratio masking is
+    None or [], not empty): an empty answer has no tokens of its own to score."""
+    for r in records:
+        where = f"{source}: record {r.get('id')}" if source else f"record {r.get('id')}"
+        if r.get("positive") is not None and (not isinstance(r["positive"], str) or not r["positive"].strip()):
+            raise ValueError(f"{where}: empty positive answer")
+        for j, answer in enumerate(r.get("negatives") or []):
+            if not isinstance(answer, str) or not answer.strip():
+                raise ValueError(f"{where}: negative {j} is empty; an empty sample is no answer to push "
+                                 f"down (regenerate the pool or drop the record)")
+
+
 def score_records(model_dir: str | Path, records: list[dict], out_path: str | Path, *, max_len: int = 512,
                   max_prompt_len: int | None = None, batch_size: int = 16, system: str | None = None,
                   mismatched: bool = True, fallback_template: bool = False,
-                  overlong_prompts: str = "error") -> dict:
+                  overlong_prompts: str = "error", source: str | Path | None = None) -> dict:
     """Add ``ref`` = {positive: [...], negatives: [[...]], mismatched: [...]} to every record.
 
     A prompt over the limit stops scoring naming the record (``overlong_prompts='error'``), or
     (``'skip'``) leaves that record unscored (``ref: null``), counted in the manifest: the
-    trainer's ``overlong_prompts: skip`` drops the same records before training."""
+    trainer's ``overlong_prompts: skip`` drops the same records before training. The records,
+    the model and the output location are checked before any scoring (``source``: the file
+    the records came from, for the messages)."""
     if overlong_prompts not in ("error", "skip"):
         raise ValueError(f"score: overlong_prompts={overlong_prompts!r} is not one of error, skip")
     from .models import load_model, load_tokenizer
+
+    check_answers(records, source)
+    check_writable(out_path)
 
     tok = load_tokenizer(model_dir)
     model = load_model(model_dir).eval()

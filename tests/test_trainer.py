@@ -215,8 +215,9 @@ def test_empty_answer_missing_column_and_nan_reference_name_the_culprit(tmp_path
     def nan_ref(recs):
         for r in recs:
             r["ref"]["negatives"] = [[float("nan")] * len(x) for x in r["ref"]["negatives"]]
-    with pytest.raises(FloatingPointError, match=r"step 1: method 'dft' gave loss nan"):
+    with pytest.raises(ValueError, match=r"record \S+ \(negative 0\): reference log-prob 0 is NaN"):
         train(cfg_for(tiny_model_dir, _broken(data, tmp_path, nan_ref), tmp_path / "n", "dft"))
+    assert not (tmp_path / "n").exists()   # refused before any step (tests/test_bad_input.py has the rest)
 
 
 def test_overlong_prompts_stop_the_run_or_are_dropped_before_training(tmp_path, tiny_model_dir, data):

@@ -30,10 +30,11 @@ import math
 import os
 import platform
 import re
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_writable, read_text, removed_on_error
 from . import greedy
 
 GPT4_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
@@ -55,7 +56,10 @@ class AlpacaEvalError(RuntimeError):
 # ------------------------------------------------------------------------ inputs
 def read_instructions(path: str | Path) -> list[dict]:
     path = Path(path)
-    rows = json.loads(path.read_text())
+    try:
+        rows = json.loads(read_text(path, "input file"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
     if not isinstance(rows, list) or not rows:
         raise ValueError(f"{path}: expected a non-empty JSON list of {{'instruction': ...}}")
     for i, r in enumerate(rows):
@@ -165,16 +169,48 @@ def judge(model_outputs: list[dict], reference_outputs: list[dict], annotator: s
     else:
         config = GPT4_ANNOTATOR
     metric_kwargs = {"save_weights_dir": None} if lc else {}
-    leaderboard, annotations = ae.evaluate(
-        model_outputs=pd.DataFrame(model_outputs), reference_outputs=pd.DataFrame(reference_outputs),
-        annotators_config=str(config), output_path=None, precomputed_leaderboard=None,
-        is_return_instead_of_print=True, is_cache_leaderboard=False,
-        fn_metric="get_length_controlled_winrate" if lc else "get_winrate",
-        metric_kwargs=metric_kwargs, sort_by="length_controlled_winrate" if lc else "win_rate",
-        caching_path=None, **kwargs)
+    try:
+        with _no_logged_tracebacks():
+            leaderboard, annotations = ae.evaluate(
+                model_outputs=pd.DataFrame(model_outputs), reference_outputs=pd.DataFrame(reference_outputs),
+                annotators_config=str(config), output_path=None, precomputed_leaderboard=None,
+                is_return_instead_of_print=True, is_cache_leaderboard=False,
+                fn_metric="get_length_controlled_winrate" if lc else "get_winrate",
+                metric_kwargs=metric_kwargs, sort_by="length_controlled_winrate" if lc else "win_rate",
+                caching_path=None, **kwargs)
+    except AlpacaEvalError:
+        raise
+    except Exception as err:   # unreachable API, refused key, quota, a judge that crashed
+        detail = " ".join(str(err).split()) or "no message"
+        hint = (f"; check the network and OPENAI_API_KEY, or run offline with --annotator {LOCAL_ANNOTATOR}"
+                if annotator == GPT4_ANNOTATOR else "")
+        raise AlpacaEvalError(f"the judge ({annotator}) failed: {type(err).__name__}: {detail}; nothing "
+                              f"was written{hint}") from err
     name = model_outputs[0]["generator"]
     row = leaderboard.loc[name].to_dict()
     return row, annotations.to_dict(orient="records") if hasattr(annotations, "to_dict") else list(annotations)
+
+
+@contextmanager
+def _no_logged_tracebacks():
+    """alpaca_eval logs the traceback of an API error (on the root logger) before re-raising it.
+    The error is then reported in one line, so the logged copy keeps its message only
+    (NEGFREE_DEBUG=1 keeps the traceback)."""
+    import logging
+
+    def drop_traceback(record):
+        record.exc_info, record.exc_text = None, None
+        return True
+
+    if os.environ.get("NEGFREE_DEBUG", "") not in ("", "0"):
+        yield
+        return
+    root = logging.getLogger()
+    root.addFilter(drop_traceback)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop_traceback)
 
 
 def _clean(value):
@@ -192,6 +228,8 @@ def evaluate_alpaca(model_dir: str | Path, instructions: str | Path, reference_o
                     max_new_tokens: int = 2048, batch_size: int = 8, device: str = "cpu",
                     name: str | None = None) -> dict:
     """Generate, judge, and write ``out_json`` (+ ``<stem>.outputs.json``, ``<stem>.annotations.json``)."""
+    from ..models import check_model_dir
+
     check_annotator(annotator, judge_model)
     out_json = Path(out_json)
     instr = read_instructions(instructions)
@@ -205,6 +243,10 @@ def evaluate_alpaca(model_dir: str | Path, instructions: str | Path, reference_o
         raise ValueError(f"{reference_outputs}: no reference output for instruction {missing[0][:60]!r}")
     lc, lc_reason = lc_eligibility(instr, ref, limit)
     chosen = instr[:limit] if limit else instr
+    check_model_dir(model_dir)
+    if annotator == LOCAL_ANNOTATOR:
+        check_model_dir(judge_model)
+    check_writable(out_json)
 
     generator = name or Path(model_dir).name
     model, tok = greedy.load(model_dir, device)
@@ -215,10 +257,11 @@ def evaluate_alpaca(model_dir: str | Path, instructions: str | Path, reference_o
     reference = [{**by_instruction[r["instruction"]],
                   "generator": by_instruction[r["instruction"]].get("generator", "reference")}
                  for r in chosen]
+    work = out_json.with_suffix(".work")
+    with removed_on_error(work):   # the local judge's config; the outputs are written once judged
+        row, annotations = judge(model_outputs, reference, annotator, work, lc=lc, judge_model=judge_model,
+                                 device=device)
     atomic_write_text(out_json.with_suffix(".outputs.json"), json.dumps(model_outputs, indent=1) + "\n")
-
-    row, annotations = judge(model_outputs, reference, annotator, out_json.with_suffix(".work"),
-                             lc=lc, judge_model=judge_model, device=device)
     win_key = "length_controlled_winrate" if lc else "win_rate"
     lengths = [len(o["output"]) for o in model_outputs]
     record = {

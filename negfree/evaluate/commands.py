@@ -175,10 +175,9 @@ def _main(name: str, argv: list[str] | None) -> None:
     p = argparse.ArgumentParser(prog=f"negfree {name}", description=help_)
     add(p)
     args = p.parse_args(argv)
-    try:
-        fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        raise SystemExit(f"negfree {name}: {e}") from None
+    from ..cli import run_reporting_errors
+
+    run_reporting_errors(name, lambda: fn(args))
 
 
 def main_evaluate(argv: list[str] | None = None) -> None:

@@ -27,9 +27,13 @@ def load(model_dir: str | Path, device: str = "cpu"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device)
-    model.eval()
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    from ..models import check_model_dir, load_named
+
+    check_model_dir(model_dir)
+    model = load_named(model_dir, "model",
+                       lambda: AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32))
+    model = model.to(device).eval()
+    tok = load_named(model_dir, "tokenizer", lambda: AutoTokenizer.from_pretrained(str(model_dir)))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

@@ -30,7 +30,8 @@ from pathlib import Path
 import yaml
 
 from ..data.embedded import load_jsonl
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_writable, removed_on_error
+from ..models import check_model_dir, load_named
 
 GROUP = "negfree_offline"
 TASKS = ("negfree_mc", "negfree_gen")
@@ -98,8 +99,8 @@ def write_tasks(test_jsonl: str | Path, tasks_dir: str | Path) -> list[str]:
     anywhere.
     """
     test_jsonl, tasks_dir = Path(test_jsonl), Path(tasks_dir).resolve()
+    docs = [_doc(rec, test_jsonl) for rec in load_jsonl(test_jsonl)]   # checked before anything is written
     tasks_dir.mkdir(parents=True, exist_ok=True)
-    docs = [_doc(rec, test_jsonl) for rec in load_jsonl(test_jsonl)]
     data_path = tasks_dir / DATA_FILE
     atomic_write_text(data_path, "".join(json.dumps(d) + "\n" for d in docs))
     for name, cfg in _task_configs(data_path).items():
@@ -133,15 +134,23 @@ def evaluate_local(model_dir: str | Path, test_jsonl: str | Path, out_json: str 
     ``<out_json stem>.samples.jsonl`` with one row per scored document.
     Returns the result dict that was written.
     """
+    out_json = Path(out_json)
+    check_model_dir(model_dir)
+    check_writable(out_json)
+    tasks_dir = out_json.with_name(out_json.stem + ".tasks")
+    with removed_on_error(tasks_dir):   # a failed evaluation leaves nothing that was not there before
+        return _evaluate_local(model_dir, test_jsonl, out_json, tasks_dir, tasks, limit, batch_size, device,
+                               apply_chat_template)
+
+
+def _evaluate_local(model_dir, test_jsonl, out_json: Path, tasks_dir: Path, tasks, limit, batch_size, device,
+                    apply_chat_template) -> dict:
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    tasks_dir = out_json.with_name(out_json.stem + ".tasks")
     manager = _task_manager(tasks_dir, write_tasks(test_jsonl, tasks_dir))
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
@@ -150,9 +159,10 @@ def evaluate_local(model_dir: str | Path, test_jsonl: str | Path, out_json: str 
 
     model_dir = str(model_dir)
     # The pretrained-object path of HFLM ignores `device`: place the model here.
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
-    model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = load_named(model_dir, "model",
+                       lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))
+    model = model.to(device).eval()
+    tokenizer = load_named(model_dir, "tokenizer", lambda: AutoTokenizer.from_pretrained(model_dir))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
     results = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit,
                               batch_size=batch_size, device=device, log_samples=True,

@@ -325,15 +325,21 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..io import check_writable
+    from ..models import check_model_dir, load_named
+
     protocol = get_protocol(protocol)
     out_json = Path(out_json)
     manager = task_manager(protocol)
     check_known(protocol, manager)
+    check_model_dir(model_dir)
+    check_writable(out_json)
 
     model_dir = str(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
-    model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = load_named(model_dir, "model",
+                       lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))
+    model = model.to(device).eval()
+    tokenizer = load_named(model_dir, "tokenizer", lambda: AutoTokenizer.from_pretrained(model_dir))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
 
     results_by_call, calls, rows = {}, [], []

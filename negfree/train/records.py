@@ -1,7 +1,12 @@
 """What a scored record must hold for a method, and which negatives each epoch uses."""
 from __future__ import annotations
 
+import json
+import math
 import random
+
+from ..data.tokenize import render_prompt
+from ..score import check_answers, mismatched_of
 
 
 def check_records(records: list[dict], method, num_negatives: int, source, negatives: bool | None = None) -> None:
@@ -21,6 +26,7 @@ def check_records(records: list[dict], method, num_negatives: int, source, negat
             pool = r.get("negatives") or []
             if len(pool) < num_negatives:
                 raise ValueError(f"{where}: B={num_negatives} negatives requested but the pool has {len(pool)}")
+            check_answers([r], source)   # no empty negative (the same rule as scoring)
         if method.needs_reference or method.needs_mismatched:
             ref = r.get("ref")
             if not ref or (ref.get("positive") is None and dropped != "positive"):
@@ -32,6 +38,45 @@ def check_records(records: list[dict], method, num_negatives: int, source, negat
             if method.needs_mismatched and ref.get("mismatched") is None:
                 raise ValueError(f"{where}: method '{method.name}' needs mismatched-pair reference log-probs "
                                  f"(score with mismatched: true)")
+
+
+def check_references(tok, records: list[dict], method, cfg: dict, source) -> None:
+    """Stop before any training if a reference value the run will read is missing, not a finite
+    number, or does not line up with the answer's tokens as this run encodes them (the answer was
+    edited after scoring, or scored with another tokenizer or max_len). Without this, a bad value
+    surfaces only when its batch comes up, after the run directory is written, and a NaN in a
+    record no step visits never surfaces at all."""
+    for i, r in enumerate(records):
+        ref = r.get("ref") or {}
+        answers = [] if r.get("positive") is None else [("positive", r["positive"], ref.get("positive"))]
+        if cfg["num_negatives"] > 0:
+            refs = ref.get("negatives") or []
+            answers += [(f"negative {j}", a, refs[j] if j < len(refs) else None)
+                        for j, a in enumerate(r.get("negatives") or [])]
+        if method.needs_mismatched:
+            answers.append(("mismatched", mismatched_of(records, i)["positive"], ref.get("mismatched")))
+        prompt = render_prompt(tok, r["prompt"], fallback_template=cfg["fallback_template"])
+        # one tokenizer call per record: the prompt, then every answer (61K prompts x a pool each)
+        ids = tok([prompt] + [a for _, a, _ in answers], add_special_tokens=False)["input_ids"]
+        room = cfg["max_len"] - len(ids[0])
+        for (what, answer, values), answer_ids in zip(answers, ids[1:]):
+            where = f"{source}: record {r['id']} ({what})"
+            if not isinstance(values, list):
+                raise ValueError(f"{where}: no reference log-probs; run 'negfree score' on this data")
+            try:
+                finite = all(map(math.isfinite, values))
+            except TypeError:   # null (how JSON writers store NaN) or a string
+                finite = False
+            if not finite:
+                k = next(k for k, v in enumerate(values)
+                         if not isinstance(v, (int, float)) or not math.isfinite(v))
+                raise ValueError(f"{where}: reference log-prob {k} is {json.dumps(values[k])}, not a finite "
+                                 f"number; re-run 'negfree score'")
+            n_answer = len(range(len(answer_ids) + 1)[:room])   # as encode(): answer + end token, cut to fit
+            if len(values) != n_answer:
+                raise ValueError(f"{where}: {len(values)} reference log-probs for {n_answer} "
+                                 f"answer tokens: the answer changed after scoring, or was scored with another "
+                                 f"tokenizer or max_len (train max_len {cfg['max_len']}); re-run 'negfree score'")
 
 
 def negative_indices(record: dict, index: int, epoch: int, b: int, seed: int) -> list[int]:
