@@ -99,10 +99,33 @@ def prepare_model(source: str, out_dir: str | Path) -> Path:
     return copy_model(source, out_dir)
 
 
+def check_model_dir(path: str | Path) -> Path:
+    """A model directory must exist and hold a config.json; checked before transformers sees the
+    path, which would otherwise take it for a hub id and fail with a long unrelated traceback."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model directory {path} has no config.json (not a saved model)")
+    return path
+
+
+def load_named(path, what: str, fn):
+    """``fn()``, with any failure to read the files turned into one error naming the directory."""
+    from safetensors import SafetensorError
+
+    try:
+        return fn()
+    except (OSError, ValueError, SafetensorError) as err:
+        detail = " ".join(str(err).split())
+        raise ValueError(f"cannot load the {what} in {path}: {detail}") from err
+
+
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path))
+    check_model_dir(path)
+    tok = load_named(path, "tokenizer", lambda: AutoTokenizer.from_pretrained(str(path)))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -120,7 +143,11 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(device)
-    if not Path(path).exists():
-        raise FileNotFoundError(f"model directory {path} does not exist")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    return model.to(device)
+    check_model_dir(path)
+    model = load_named(path, "model", lambda: AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype))
+    if device.startswith("cuda"):
+        # TF32 for the fp32 matmuls left outside autocast (bf16 runs keep fp32 only where autocast does)
+        torch.set_float32_matmul_precision("high")
+    # from_pretrained loads on the CPU. Under FSDP with cpu_ram_efficient_loading, processes other
+    # than the first hold an empty (meta) model that accelerate fills from the first: leave it there.
+    return model if device == "cpu" else model.to(device)

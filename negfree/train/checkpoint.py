@@ -85,6 +85,7 @@ class Checkpoints:
         self.root = Path(run_dir) / "checkpoints"
         self.acc = accelerator
         self.keep = max(1, int(keep))
+        self.resumed_from: Path | None = None   # the checkpoint load() restored
 
     def latest(self) -> Path | None:
         pointer = self.root / "latest"
@@ -100,11 +101,16 @@ class Checkpoints:
         if self.acc.is_main_process and tmp.exists():
             shutil.rmtree(tmp)
         self.acc.wait_for_everyone()
+        # every process writes its own shard (FSDP's sharded state dict): the directory must exist for all
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.acc.wait_for_everyone()
         self.acc.save_state(str(tmp), safe_serialization=True)
+        self.acc.wait_for_everyone()   # each process's RNG state is its last file: all written before the rename
         if self.acc.is_main_process:
             if log_u is not None:
                 torch.save(log_u, tmp / "log_u.pt")
-            (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "config_hash": config_hash}))
+            (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "config_hash": config_hash,
+                                                                "processes": self.acc.num_processes}))
             fault("kill-in-save", step)
             final = self.root / name
             if final.exists():
@@ -115,17 +121,52 @@ class Checkpoints:
         self.acc.wait_for_everyone()
         return self.root / name
 
+    def candidates(self) -> list[Path]:
+        """Complete checkpoints: the one ``latest`` names first, then the others newest first."""
+        done = sorted((p for p in self.root.glob("step-*") if (p / "trainer_state.json").exists()), reverse=True)
+        first = self.latest()
+        return ([first] if first else []) + [p for p in done if p != first]
+
     def load(self, config_hash: str) -> tuple[int, torch.Tensor | None] | None:
-        path = self.latest()
-        if path is None:
-            return None
-        state = json.loads((path / "trainer_state.json").read_text())
-        if state["config_hash"] != config_hash:
-            raise ValueError(f"{path}: this checkpoint was made with a different training config; "
-                             f"remove {self.root} or use another out_dir")
-        self.acc.load_state(str(path))
-        log_u = torch.load(path / "log_u.pt") if (path / "log_u.pt").exists() else None
-        return int(state["step"]), log_u
+        """Restore the newest readable checkpoint. One that cannot be read (a truncated weights
+        file, a garbled state) is named and the previous one is tried; with none left, the run
+        stops naming the unreadable one rather than silently starting over."""
+        from safetensors import SafetensorError
+
+        bad = []
+        for path in self.candidates():
+            try:
+                state = json.loads((path / "trainer_state.json").read_text())
+                step, saved_hash = int(state["step"]), state["config_hash"]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                bad.append((path, f"trainer_state.json: {err}"))
+                continue
+            if saved_hash != config_hash:
+                raise ValueError(f"{path}: this checkpoint was made with a different training config; "
+                                 f"remove {self.root} or use another out_dir")
+            saved = state.get("processes", 1)
+            if saved != self.acc.num_processes:
+                # sharded optimizer states and per-process RNG streams do not map onto another process count
+                raise ValueError(f"{path}: this checkpoint was written by {saved} process(es), this run has "
+                                 f"{self.acc.num_processes}; resume with {saved} GPUs (the experiment's "
+                                 f"launch section) or remove {self.root} to start over")
+            try:
+                self.acc.load_state(str(path))
+                log_u = torch.load(path / "log_u.pt") if (path / "log_u.pt").exists() else None
+            except (OSError, ValueError, RuntimeError, EOFError, KeyError, SafetensorError) as err:
+                # load_state restores model, optimizer, scheduler and RNG in turn: an earlier
+                # good checkpoint then overwrites whatever this half-read one restored
+                bad.append((path, f"{type(err).__name__}: {' '.join(str(err).split())}"))
+                continue
+            for b, why in bad:
+                self.acc.print(f"[train] checkpoint {b} is unreadable ({why}); resuming from {path} instead")
+            self.resumed_from = path
+            return step, log_u
+        if bad:
+            b, why = bad[0]
+            raise ValueError(f"checkpoint {b} is unreadable ({why}) and there is no earlier readable one; "
+                             f"remove {self.root} to start the run over")
+        return None
 
     def _prune(self, keep_name: str) -> None:
         done = sorted(p for p in self.root.glob("step-*") if p.is_dir())

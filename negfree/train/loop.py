@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -31,14 +32,14 @@ from pathlib import Path
 import torch
 
 from ..data.tokenize import encode, render_prompt
-from ..io import write_json
+from ..io import check_writable, write_json
 from ..losses import LossInputs, get_method
 from ..logprobs import plain_output_head
 from ..losses.core import masked_mean
 from ..score import mismatched_of
 from .batch import collate, loss_inputs
 from .checkpoint import Checkpoints, Preempted, StopFlag, fault
-from .records import check_records, negative_indices
+from .records import check_records, check_references, negative_indices
 from .runlog import MetricsLog, provenance
 
 DEFAULTS = {
@@ -167,6 +168,20 @@ def sequence_metrics(inp: LossInputs) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in m.items()}
 
 
+def forward_micro(model, raw_model, batch, method, hp: dict, log_u, mi: list[int], cfg: dict,
+                  chunked_head: bool, dev, autocast, gather=None):
+    """One micro-batch's forward and loss. DFT's state ``log_u`` (float64, on the CPU, one
+    value per record) goes to ``dev`` for the loss; the caller brings the update back.
+    ``autocast``: the accelerator's context, so the chunked output head (applied outside
+    ``model.forward``) and IFT's greedy pass compute in the same precision as the model.
+    ``gather``: concatenates a tensor over processes (KTO's z0 is a mean over all of them)."""
+    lu = log_u[mi].to(dev) if log_u is not None else None
+    with autocast():
+        inp = loss_inputs(model, raw_model, batch, method, hp, lu, cfg["logit_chunk"], chunked_head)
+    inp.gather = gather
+    return inp, method.fn(inp, **hp)
+
+
 def _accelerator(cfg: dict, n_micro: int):
     from accelerate import Accelerator
 
@@ -175,7 +190,22 @@ def _accelerator(cfg: dict, n_micro: int):
     if mp == "auto":
         mp = "bf16" if cuda else "no"
     kw = {"log_with": cfg["report_to"], "project_dir": cfg["out_dir"]} if cfg["report_to"] else {}
+    if not cuda and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        _fsdp_on_cpu()
     return Accelerator(cpu=not cuda, mixed_precision=mp, gradient_accumulation_steps=n_micro, **kw)
+
+
+def _fsdp_on_cpu() -> None:
+    """accelerate 1.15 turns FSDP on only for accelerator process groups (its MULTI_CPU type never
+    reaches the FSDP branch), but torch's fully_shard runs over gloo on the CPU. Promote the CPU
+    process group so the sharded path (the one the cluster runs) is exercised by the CPU tests;
+    the device stays the CPU."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    state = PartialState(cpu=True)
+    if state.distributed_type == DistributedType.MULTI_CPU:
+        state.distributed_type = DistributedType.MULTI_GPU
 
 
 def train(cfg: dict) -> dict:
@@ -187,6 +217,7 @@ def train(cfg: dict) -> dict:
     cfg = resolve_config(cfg)
     method = get_method(cfg["method"])
     out_dir = Path(cfg["out_dir"])
+    check_writable(out_dir, "out_dir")   # everything is checked before the run directory gets its first file
     records = load_jsonl(cfg["data"])
     if cfg["pairing_ratio"] is not None:
         records = mask_scored_pairs(records, cfg["pairing_ratio"], cfg["seed"])
@@ -194,6 +225,8 @@ def train(cfg: dict) -> dict:
     records, dropped = drop_overlong(tok, records, cfg)
     check_records(records, method, cfg["num_negatives"], cfg["data"], negatives=cfg["num_negatives"] > 0)
     use_ref = method.needs_reference or all(r.get("ref") for r in records)
+    if use_ref:
+        check_references(tok, records, method, cfg, cfg["data"])
 
     random.seed(cfg["seed"])
     torch.manual_seed(cfg["seed"])
@@ -223,6 +256,7 @@ def train(cfg: dict) -> dict:
     # The scheduler is not passed through prepare(): accelerate would step it once per process.
     scheduler = make_scheduler(optimizer, cfg, total)
     model, optimizer = accelerator.prepare(model, optimizer)
+    host_mb = _host_peak_mb_per_rank(accelerator, world)
     accelerator.register_for_checkpointing(scheduler)
     raw_model = accelerator.unwrap_model(model)
     from accelerate.utils import DistributedType
@@ -241,7 +275,7 @@ def train(cfg: dict) -> dict:
             start, saved_u = restored
             if log_u is not None:
                 log_u = saved_u
-            accelerator.print(f"[train] resumed from {ckpt.latest()} at step {start}")
+            accelerator.print(f"[train] resumed from {ckpt.resumed_from} at step {start}")
     main = accelerator.is_main_process
     log = MetricsLog(out_dir / "metrics.jsonl", keep_steps=start, enabled=main)
     perf = MetricsLog(out_dir / "perf.jsonl", keep_steps=start, enabled=main)
@@ -250,6 +284,9 @@ def train(cfg: dict) -> dict:
         write_json(out_dir / "provenance.json", provenance())
         write_json(out_dir / "run_info.json", {"records": n, "dropped_overlong_prompts": dropped,
                                                "processes": world, "micro_batches_per_step": n_micro,
+                                               "distributed": str(accelerator.distributed_type),
+                                               "parameter_dtype": str(next(raw_model.parameters()).dtype),
+                                               "host_peak_mb_per_rank_after_load": host_mb,
                                                "total_steps": total, "resumed_from_step": start,
                                                "chunked_head": chunked_head,
                                                "config_hash": chash})
@@ -257,6 +294,7 @@ def train(cfg: dict) -> dict:
         accelerator.init_trackers(method.name, config={k: v for k, v in cfg.items() if k != "hparams"})
 
     hp, dev = cfg["hparams"], accelerator.device
+    gather = (lambda t: accelerator.gather(t.contiguous())) if world > 1 else None
     t0 = time.time()
     with StopFlag() as stop:
         for step in range(start, total):
@@ -281,9 +319,8 @@ def train(cfg: dict) -> dict:
             sums, n_tokens, grad_norm = {}, 0, float("nan")
             for mi, batch in micro:
                 with accelerator.accumulate(model):
-                    lu = log_u[mi] if log_u is not None else None
-                    inp = loss_inputs(model, raw_model, batch, method, hp, lu, cfg["logit_chunk"], chunked_head)
-                    out = method.fn(inp, **hp)
+                    inp, out = forward_micro(model, raw_model, batch, method, hp, log_u, mi, cfg, chunked_head,
+                                             dev, accelerator.autocast, gather)
                     if not torch.isfinite(out.loss):
                         raise FloatingPointError(f"step {step + 1}: method '{method.name}' gave loss "
                                                  f"{out.loss.item()} (record ids {[records[i]['id'] for i in mi]})")
@@ -291,7 +328,7 @@ def train(cfg: dict) -> dict:
                     # accelerate divides by gradient_accumulation_steps; DDP averages over processes
                     accelerator.backward(out.loss * share * world * n_micro)
                     if out.log_u is not None:
-                        log_u[mi] = out.log_u.to(log_u.dtype).cpu()
+                        log_u[mi] = out.log_u.detach().to(device="cpu", dtype=log_u.dtype)
                     n_tokens += int(batch.attn.sum())
                     w = len(mi) / bs
                     row = {**sequence_metrics(inp), **{k: float(v.detach()) for k, v in out.metrics.items()}}
@@ -353,6 +390,17 @@ def train(cfg: dict) -> dict:
     if main:
         write_json(out_dir / "timing.json", timing)
     return timing
+
+
+def _host_peak_mb_per_rank(accelerator, world: int) -> list[float]:
+    """Peak resident host memory of every process once the model is loaded and placed (or sharded):
+    under FSDP with cpu_ram_efficient_loading only the first process reads the full checkpoint."""
+    import resource
+
+    mine = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024], dtype=torch.float64,
+                        device=accelerator.device)
+    every = accelerator.gather(mine).cpu() if world > 1 else mine.cpu()
+    return [round(float(x), 1) for x in every]
 
 
 def _any(accelerator, flag: bool, world: int) -> bool:
