@@ -135,6 +135,8 @@ class Experiment:
         """The trainer's prompt-length policy, so scoring and training keep the same records."""
         t = self.config["train"]
         flags = f"--max-len {self.config['score']['max_len']} --overlong-prompts {t.get('overlong_prompts', 'error')}"
+        if self.config["score"].get("batch_size"):
+            flags += f" --batch-size {self.config['score']['batch_size']}"
         if t.get("max_prompt_len"):
             flags += f" --max-prompt-len {t['max_prompt_len']}"
         return flags
@@ -307,7 +309,59 @@ class Dag:
         self._resolve_inits()
         self.models = self._models()
         self.data = self._data()
+        self.neg_owner: dict[str, str] = {}     # negatives root -> the first experiment using it (sizes its jobs)
         self.negs = self._negs()
+        self._check_launch()
+        self._estimates: dict = {}
+        self._check_plan()
+
+    # -- launch resources (issue 14) -------------------------------------------------------
+    def _check_launch(self) -> None:
+        """Every run's batch must split evenly over its training processes and micro-batches."""
+        from .plan import launch_of
+        from .train.loop import DEFAULTS
+
+        for exp in self.experiments.values():
+            la = launch_of(exp)
+            procs = max(la["gpus"]["train"], 1)
+            if procs > 1 and not (self.basedir / la["accelerate_config"]).is_file():
+                raise ConfigError(f"{exp.origin}: launch.accelerate_config {la['accelerate_config']!r} not found "
+                                  f"(experiment {exp.name} trains on {procs} GPUs)")
+            for run, spec in exp.run_specs.items():
+                t = {**DEFAULTS, **exp.config["train"], **spec["train"]}
+                if t["batch_size"] % (procs * t["micro_batch_size"]):
+                    raise ConfigError(
+                        f"{exp.origin}: experiment {exp.name}, run {run}: train.batch_size={t['batch_size']} is not "
+                        f"a multiple of launch.gpus.train x train.micro_batch_size = {procs} x "
+                        f"{t['micro_batch_size']}; change one of them")
+
+    def _check_plan(self) -> None:
+        """Size every GPU job (negfree/plan.py); refuse one whose estimated peak exceeds its GPU."""
+        from .plan import GPUS, PlanError, jobs_of
+
+        try:
+            jobs = jobs_of(self)
+        except PlanError as e:
+            raise ConfigError(str(e)) from None
+        for j in jobs:
+            cap = GPUS[j.gpu_type].mem_gb
+            if j.gpus and j.est_peak_gpu_mem_gb > cap:
+                exp = self.experiments[j.experiment]
+                parts = ", ".join(f"{k} {v:.1f}" for k, v in j.memory.items())
+                raise ConfigError(
+                    f"{exp.origin}: experiment {j.experiment}, {j.rule} job {j.job}: estimated peak "
+                    f"{j.est_peak_gpu_mem_gb:.1f} GB per GPU > {cap:.0f} GB of {j.gpu_type} ({parts} GB; "
+                    f"negfree plan): lower train.micro_batch_size (or score.batch_size), or raise launch.gpus")
+
+    def estimate(self, rule: str, wildcards) -> Any:
+        """The plan of one job (negfree.plan.Job), from its rule and wildcards; cached."""
+        from .plan import job_for
+
+        wc = dict(wildcards.items())
+        key = (rule, tuple(sorted(wc.items())))
+        if key not in self._estimates:
+            self._estimates[key] = job_for(self, rule, wc)
+        return self._estimates[key]
 
     # -- cross-experiment lookups --------------------------------------------------------
     def _resolve_inits(self) -> None:
@@ -371,6 +425,7 @@ class Dag:
                                 exp.config["data"].get("train_prompts") or 0),
                                exp.template_flag(), exp.score_flags())
                 root = exp.neg_root(init)
+                self.neg_owner.setdefault(root, exp.name)
                 if root in out and out[root][0] != spec:
                     raise ConfigError(f"{exp.origin}: negatives under {root} would be generated or scored "
                                       f"differently than for {out[root][1]} (template, batch size or score "

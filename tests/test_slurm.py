@@ -79,8 +79,11 @@ def test_tiny_dag_through_slurm(tmp_path, tiny_dag_config, slurm):
            "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfgfile),
            # a 2-CPU test node: small jobs, no GPU (replaces the profile's per-rule map), fast polling
            "--default-resources", "mem_mb=1500", "runtime=20", "cpus_per_task=1",
-           "--set-resources", *[f"{r}:gpu=0" for r in ("generate_negatives", "score_reference", "train",
-                                                       "evaluate_run", "evaluate_base")],
+           # (GPU rules size themselves per job from the experiment's launch: section; here: CPU, 1 core)
+           "--set-resources", *[f"{r}:{k}" for r in ("generate_negatives", "score_reference", "train",
+                                                     "evaluate_run", "evaluate_base", "score_dist_pool",
+                                                     "score_distribution", "shift_figures")
+                                for k in ("gpu=0", "cpus_per_task=1")],
            "--slurm-init-seconds-before-status-checks", "2",
            # more jobs than CPUs: Slurm queues the ready ones and starts each as a CPU frees
            "--jobs", "8", "--retries", "0", "--latency-wait", "10"]

@@ -91,6 +91,12 @@ rule score_dist_pool:
         sd=score_dist_of,
         gen=lambda wildcards: exp_of(wildcards).gen,
         template=lambda wildcards: exp_of(wildcards).template_flag(),
+    resources:
+        gpu=gpus_of("score_dist_pool"),
+        nodes=1,
+        mem_mb=mem_mb_of("score_dist_pool"),
+        runtime=runtime_of("score_dist_pool"),
+        cpus_per_task=cpus_of("score_dist_pool"),
     log:
         "logs/{exp}/score_dist_pool.log",
     shell:
@@ -115,6 +121,12 @@ rule score_distribution:
         max_len=lambda wildcards: exp_of(wildcards).config["score"]["max_len"],
         template=lambda wildcards: exp_of(wildcards).template_flag(),
         scale=scale_of,
+    resources:
+        gpu=gpus_of("score_distribution"),
+        nodes=1,
+        mem_mb=mem_mb_of("score_distribution"),
+        runtime=runtime_of("score_distribution"),
+        cpus_per_task=cpus_of("score_distribution"),
     log:
         "logs/{exp}/score_distribution.log",
     shell:
@@ -158,6 +170,12 @@ rule shift_figures:
         a=lambda wildcards: exp_of(wildcards).shifts(),
         template=lambda wildcards: exp_of(wildcards).template_flag(),
         scale=scale_of,
+    resources:
+        gpu=gpus_of("shift_figures"),
+        nodes=1,
+        mem_mb=mem_mb_of("shift_figures"),
+        runtime=runtime_of("shift_figures"),
+        cpus_per_task=cpus_of("shift_figures"),
     log:
         "logs/{exp}/shift_figures.log",
     shell:

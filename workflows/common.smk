@@ -108,6 +108,34 @@ def accelerate_config(wildcards):
     return exp_of(wildcards).config.get("launch", {}).get("accelerate_config", "configs/accelerate/ddp.yaml")
 
 
+# -- Slurm resources per job ---------------------------------------------------------------
+# GPUs from the experiment's launch: section, runtime and memory from its plan (negfree/plan.py:
+# estimate x SAFETY; memory also x attempt, so a job killed for memory gets more). Every job runs
+# on one node (sbatch --nodes=1). `negfree plan` prints the same numbers.
+def gpus_of(rule):
+    def gpu(wildcards):
+        return NF.estimate(rule, wildcards).gpus
+    return gpu
+
+
+def mem_mb_of(rule):
+    def mem_mb(wildcards, attempt):
+        return NF.estimate(rule, wildcards).mem_mb() * attempt
+    return mem_mb
+
+
+def runtime_of(rule):
+    def runtime(wildcards):
+        return NF.estimate(rule, wildcards).runtime_min()
+    return runtime
+
+
+def cpus_of(rule):
+    def cpus_per_task(wildcards):
+        return max(4, 4 * NF.estimate(rule, wildcards).gpus)
+    return cpus_per_task
+
+
 # -- evaluation and tables -----------------------------------------------------------------
 def eval_json(exp, run):
     return f"{exp.run_dir(run)}/eval/negfree_offline.json"

@@ -9,6 +9,12 @@ rule evaluate_run:
     params:
         model=final_model_of,
         flags=eval_flags,
+    resources:
+        gpu=gpus_of("evaluate_run"),
+        nodes=1,
+        mem_mb=mem_mb_of("evaluate_run"),
+        runtime=runtime_of("evaluate_run"),
+        cpus_per_task=cpus_of("evaluate_run"),
     log:
         "logs/{exp}/evaluate/{run}.log",
     shell:
@@ -23,6 +29,12 @@ rule evaluate_base:
         "results/runs/{exp}/base~{model}/eval/negfree_offline.json",
     params:
         flags=eval_flags,
+    resources:
+        gpu=gpus_of("evaluate_base"),
+        nodes=1,
+        mem_mb=mem_mb_of("evaluate_base"),
+        runtime=runtime_of("evaluate_base"),
+        cpus_per_task=cpus_of("evaluate_base"),
     log:
         "logs/{exp}/evaluate/base~{model}.log",
     shell:
@@ -37,6 +49,12 @@ rule evaluate_protocol:
         "results/runs/{exp}/{run}/eval/{protocol}.json",
     params:
         model=final_model_of,
+    resources:
+        gpu=gpus_of("evaluate_protocol"),
+        nodes=1,
+        mem_mb=mem_mb_of("evaluate_protocol"),
+        runtime=runtime_of("evaluate_protocol"),
+        cpus_per_task=cpus_of("evaluate_protocol"),
     log:
         "logs/{exp}/evaluate/{run}/{protocol}.log",
     shell:
@@ -48,6 +66,12 @@ rule evaluate_protocol_base:
         model="work/models/{model}/config.json",
     output:
         "results/runs/{exp}/base~{model}/eval/{protocol}.json",
+    resources:
+        gpu=gpus_of("evaluate_protocol_base"),
+        nodes=1,
+        mem_mb=mem_mb_of("evaluate_protocol_base"),
+        runtime=runtime_of("evaluate_protocol_base"),
+        cpus_per_task=cpus_of("evaluate_protocol_base"),
     log:
         "logs/{exp}/evaluate/base~{model}/{protocol}.log",
     shell:
@@ -83,6 +107,12 @@ rule evaluate_generation:
     wildcard_constraints:
         who=rf"base~[^/]+|method~(?:{_METHOD_RE})(?:/[A-Za-z_][A-Za-z0-9_]*~[^/]+)*",
         gen_protocol="alpaca_eval2|textsim",
+    resources:
+        gpu=gpus_of("evaluate_generation"),
+        nodes=1,
+        mem_mb=mem_mb_of("evaluate_generation"),
+        runtime=runtime_of("evaluate_generation"),
+        cpus_per_task=cpus_of("evaluate_generation"),
     log:
         "logs/{exp}/evaluate/{who}/{gen_protocol}.log",
     shell:

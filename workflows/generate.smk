@@ -9,6 +9,12 @@ rule generate_negatives:
         f"{NEG}/negatives.jsonl",
     params:
         s=neg_spec,
+    resources:
+        gpu=gpus_of("generate_negatives"),
+        nodes=1,
+        mem_mb=mem_mb_of("generate_negatives"),
+        runtime=runtime_of("generate_negatives"),
+        cpus_per_task=cpus_of("generate_negatives"),
     log:
         f"logs/{NEG}/generate.log",
     shell:

@@ -8,6 +8,12 @@ rule score_reference:
         f"{NEG}/scored.jsonl",
     params:
         s=neg_spec,
+    resources:
+        gpu=gpus_of("score_reference"),
+        nodes=1,
+        mem_mb=mem_mb_of("score_reference"),
+        runtime=runtime_of("score_reference"),
+        cpus_per_task=cpus_of("score_reference"),
     log:
         f"logs/{NEG}/score.log",
     shell:
@@ -28,6 +34,12 @@ rule score_reference_checkpoint:
         model=lambda wildcards: NF.checkpoint(wildcards.ref)[0],
     wildcard_constraints:
         ref=r"[A-Za-z0-9_\-]+\.[a-z][a-z0-9_]*",
+    resources:
+        gpu=gpus_of("score_reference_checkpoint"),
+        nodes=1,
+        mem_mb=mem_mb_of("score_reference_checkpoint"),
+        runtime=runtime_of("score_reference_checkpoint"),
+        cpus_per_task=cpus_of("score_reference_checkpoint"),
     log:
         f"logs/{NEG}/ref~{{ref}}/score.log",
     shell:

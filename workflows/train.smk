@@ -13,13 +13,19 @@ rule train:
         model=start_model_dir,
         accelerate=accelerate_config,
     resources:
-        gpu=0,   # the slurm profile sets gpu per rule; > 1 launches one process per GPU
+        gpu=gpus_of("train"),   # launch.gpus.train of the experiment; > 1 launches one process per GPU
+        nodes=1,
+        mem_mb=mem_mb_of("train"),
+        runtime=runtime_of("train"),
+        cpus_per_task=cpus_of("train"),
     log:
         "logs/{exp}/train/{run}.log",
     shell:
-        # A rerun after preemption (exit 143) or a failure resumes from the run's checkpoint.
+        # A rerun after preemption (exit 143) or a failure resumes from the run's checkpoint. `exec`:
+        # Slurm's SIGTERM (preemption, the profile's early --signal) reaches the trainer, not a
+        # shell that would die of it and end the job step before the checkpoint is written.
         "if [ {resources.gpu} -gt 1 ]; then "
         "LAUNCH='accelerate launch --config_file {params.accelerate} --num_processes {resources.gpu} "
         "--main_process_port 0'; else LAUNCH=python; fi; "
-        "$LAUNCH -m negfree.cli train --method {params.method} --model {params.model} --data {input.data} "
+        "exec $LAUNCH -m negfree.cli train --method {params.method} --model {params.model} --data {input.data} "
         "--out-dir {params.out} {params.args} > {log} 2>&1"

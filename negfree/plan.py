@@ -1,0 +1,527 @@
+"""Sizing of every GPU job of a DAG before anything is submitted: `negfree plan`.
+
+    negfree plan                                  # configs/papers.yaml, A100-80GB
+    negfree plan --configfile configs/paper/bnf.yaml --gpu h100-80gb --json
+
+Per job (train, generate, score, evaluate, and the analyses that load a model): estimated
+tokens, per-GPU peak memory, host memory per rank and GPU-hours; per paper, the sums. The
+workflow asks the same estimates for each job's Slurm ``runtime`` and ``mem_mb`` (times
+``SAFETY``), and ``negfree.dag`` refuses a DAG whose estimated per-GPU peak exceeds the GPU's
+memory. Everything is arithmetic over two small tables (``MODELS``, ``DATASETS``), the
+experiment's config and its ``launch:`` section; nothing is downloaded or loaded.
+
+The model, with its sources (summarised in README.md, "Running on a cluster"):
+
+* **Training, per GPU** (bf16 compute, fp32 master weights, fp32 AdamW; FSDP2 shards the
+  fp32 state over the N training GPUs, DDP or one process keeps it whole):
+  master weights 4 B + gradients 4 B + AdamW m and v 8 B = 16 B/param, divided by N under
+  FSDP2 (Rajbhandari et al. 2020, ZeRO Sec. 3: "16 bytes per parameter" of mixed-precision
+  Adam). FSDP2 gathers bf16 parameters one decoder layer at a time (two in flight: the
+  current layer and the prefetched next), plus the layer's fp32 gradient before its
+  reduce-scatter, plus the root module (embeddings and output head, unsharded for the whole
+  step). DDP keeps a bf16 copy of the weights for autocast (2 B/param).
+  Activations: with gradient checkpointing, each layer's bf16 input (2 h B/token) for all L
+  layers, plus one layer's recomputed activations, ``10 h + 8 I`` B/token (q, k, v, output,
+  two norms in bf16, and the SwiGLU gate/up/act/product of width I; flash attention keeps no
+  T x T scores; after Korthikanti et al. 2022, "Reducing Activation Recomputation", Sec. 4.1,
+  re-derived for SwiGLU); without checkpointing, all L layers of them. Tokens per micro-batch
+  are counted at ``max_len`` (padding to the longest record: the worst case).
+  Logits: the chunked output head (``negfree/logprobs.py``) keeps one chunk of ``logit_chunk``
+  positions x vocabulary in fp32 (logits, log-softmax, gradient: 12 B); where the trainer
+  takes the full-logits path (FSDP, or an architecture outside ``PLAIN_HEAD_MODELS``) every
+  token of the micro-batch has a vocabulary row: bf16 logits 2 B + fp32 copy 4 B + fp32
+  log-softmax kept for backward 4 B + bf16 gradient 2 B = 12 B per element.
+  Fixed: 2 GB (CUDA context, NCCL buffers), then +10% for allocator fragmentation.
+* **Inference, per GPU** (scoring, generation, evaluation): bf16 weights (2 B/param), one
+  layer's activations for the batch, the KV cache of a generation batch, and the logits
+  (chunked head for scoring where allowed; full fp32 rows otherwise).
+* **Host memory per rank**: 3 GB for a CUDA process (1.5 GB without a GPU), plus the fp32
+  model read from disk (4 B/param, transformers' default) on the rank that loads it (the
+  first; the others receive their shards), plus the training data held as Python objects
+  (about 34 B per stored float or token id, platform.md). The job's ``mem_mb`` is the sum
+  over its ranks.
+* **Throughput.** FLOPs per token of a forward pass: 2 x params + 2 x L x h x s (the causal
+  attention of a sequence of mean length s; Kaplan et al. 2020, Table 1). Training: 3
+  forwards' worth (forward + backward), one more with gradient checkpointing. Time = FLOPs /
+  (MFU x peak bf16 dense TFLOPS): A100 SXM 80GB 312 TFLOPS, H100 SXM 80GB 989 TFLOPS (NVIDIA
+  A100 and H100 datasheets, dense, without sparsity). MFU assumed: 0.35 training (FSDP with
+  checkpointing; PyTorch FSDP paper, Zhao et al. 2023, reports 0.3-0.55 on A100), 0.40 for
+  forward-only scoring and log-likelihood evaluation. Decoding is bandwidth-bound: each
+  decode step reads the bf16 weights once for the whole batch, at 50% of the HBM bandwidth
+  (A100 80GB SXM 2.039 TB/s, H100 SXM 3.35 TB/s, same datasheets), never faster than the
+  compute bound above.
+* **Tokens** use each dataset's mean prompt and answer lengths (``DATASETS``, our estimates
+  from samples of the hub sets, rounded up), sampled negatives at ``max_new_tokens``, all
+  capped at ``max_len``.
+
+These are estimates to size Slurm requests and to catch a config that cannot fit, not
+measurements: ``SAFETY`` (1.5) multiplies runtime and host memory, and a job killed for memory
+is retried with twice as much (``attempt``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+SAFETY = 1.5            # runtime and mem_mb asked of Slurm = estimate x SAFETY (x attempt for mem_mb)
+BUDGET_GB = 70.0        # the per-GPU goal for paper jobs on 80 GB GPUs (headroom for the estimate's error)
+FIXED_GPU_GB = 2.0      # CUDA context + NCCL buffers
+FRAGMENTATION = 1.10    # caching-allocator fragmentation on top of the tensors
+HOST_BASE_GB = {True: 3.0, False: 1.5}   # one process with / without CUDA
+MFU_TRAIN, MFU_FORWARD, BW_EFFICIENCY = 0.35, 0.40, 0.5
+STARTUP_H = 0.15        # load + save per job (hours), added before the safety factor
+
+
+@dataclass(frozen=True)
+class Gpu:
+    mem_gb: float
+    bf16_tflops: float   # dense, from the vendor datasheet
+    hbm_tbps: float
+    source: str
+
+
+GPUS = {
+    "a100-80gb": Gpu(80, 312, 2.039, "NVIDIA A100 Tensor Core GPU datasheet (SXM 80GB): BF16 312 TFLOPS, 2,039 GB/s"),
+    "h100-80gb": Gpu(80, 989, 3.35, "NVIDIA H100 Tensor Core GPU datasheet (SXM): BF16 989 TFLOPS dense, 3.35 TB/s"),
+}
+
+
+@dataclass(frozen=True)
+class Arch:
+    params: int
+    hidden: int
+    layers: int
+    intermediate: int
+    vocab: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    tied: bool
+    model_type: str
+    source: str = ""
+
+
+# Hub ids the configs name: the model's config.json on huggingface.co (hidden_size,
+# num_hidden_layers, intermediate_size, vocab_size, num_attention_heads, num_key_value_heads,
+# head_dim, tie_word_embeddings) and the parameter count its safetensors index reports.
+MODELS = {
+    "mistralai/Mistral-7B-v0.1": Arch(7_241_732_096, 4096, 32, 14336, 32000, 32, 8, 128, False, "mistral",
+                                      "huggingface.co/mistralai/Mistral-7B-v0.1 config.json"),
+    "mistralai/Mistral-7B-Instruct-v0.2": Arch(7_241_732_096, 4096, 32, 14336, 32000, 32, 8, 128, False, "mistral",
+                                               "huggingface.co/mistralai/Mistral-7B-Instruct-v0.2 config.json"),
+    "meta-llama/Meta-Llama-3-8B-Instruct": Arch(8_030_261_248, 4096, 32, 14336, 128256, 32, 8, 128, False, "llama",
+                                                "huggingface.co/meta-llama/Meta-Llama-3-8B-Instruct config.json"),
+    "Qwen/Qwen2-7B-Instruct": Arch(7_615_616_512, 3584, 28, 18944, 152064, 28, 4, 128, False, "qwen2",
+                                   "huggingface.co/Qwen/Qwen2-7B-Instruct config.json"),
+    "Qwen/Qwen2.5-0.5B": Arch(494_032_768, 896, 24, 4864, 151936, 14, 2, 64, True, "qwen2",
+                              "huggingface.co/Qwen/Qwen2.5-0.5B config.json"),
+    "google/gemma-2-9b-it": Arch(9_241_705_984, 3584, 42, 14336, 256000, 16, 8, 256, True, "gemma2",
+                                 "huggingface.co/google/gemma-2-9b-it config.json"),
+    # model.source: embedded (platform.md: 134.5M parameters once dequantised)
+    "HuggingFaceTB/SmolLM2-135M-Instruct": Arch(134_515_008, 576, 30, 1536, 49152, 9, 3, 64, True, "llama",
+                                                "huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct config.json"),
+}
+
+# Hub datasets of configs/data/*.yaml: training rows (the dataset card's split size) and mean
+# token lengths of prompt, chosen and rejected answer (our estimates, rounded up).
+DATASETS = {
+    "HuggingFaceH4/ultrafeedback_binarized": dict(rows=61_135, test=2_000, prompt=190, chosen=360, rejected=300,
+                                                  source="dataset card: train_prefs 61,135, test_prefs 2,000"),
+    "meta-math/MetaMathQA": dict(rows=395_000, test=0, prompt=120, chosen=250, rejected=250,
+                                 source="dataset card / dft.txt Sec. 7: 395K"),
+    "HuggingFaceH4/ultrachat_200k": dict(rows=207_865, test=23_110, prompt=160, chosen=1100, rejected=1100,
+                                         source="dataset card: train_sft 207,865, test_sft 23,110"),
+    "princeton-nlp/llama3-ultrafeedback-armorm": dict(rows=60_000, test=2_000, prompt=190, chosen=480, rejected=480,
+                                                      source="dataset card: about 59.9k train rows (rounded up)"),
+    "princeton-nlp/mistral-instruct-ultrafeedback": dict(rows=60_000, test=2_000, prompt=190, chosen=480,
+                                                         rejected=480,
+                                                         source="dataset card: about 59.7k train rows (rounded up)"),
+    "princeton-nlp/gemma2-ultrafeedback-armorm": dict(rows=60_000, test=2_000, prompt=190, chosen=520, rejected=520,
+                                                      source="dataset card: about 59.6k train rows (rounded up)"),
+    "Anthropic/hh-rlhf": dict(rows=160_800, test=8_552, prompt=200, chosen=90, rejected=90,
+                              source="dataset card: train 160,800, test 8,552"),
+    "embedded": dict(rows=None, test=None, prompt=40, chosen=24, rejected=24,
+                     source="negfree/data/embedded.py: short questions and answers"),
+}
+
+# lm-eval work per protocol (negfree/evaluate/protocols.py): log-likelihood tokens (every
+# request forwards its whole few-shot context) and generation tasks as (prompts, prompt
+# tokens, new tokens). Request counts are the test-set sizes of the lm-eval tasks (ARC-C 1,172
+# x 4 choices, HellaSwag 10,042 x 4, TruthfulQA 817 x ~8, MMLU 14,042 x 4, Winogrande 1,267 x 2,
+# GSM8K 1,319, IFEval 541, MATH 5,000, MATH-L5 1,324, MMLU-Redux 5,700); context lengths are our
+# estimates of the few-shot prompts.
+PROTOCOL_WORK = {
+    "openllm_dft": (78e6, [(1319, 900, 256), (541, 60, 1280)]),
+    "openllm_ift": (45e6, [(1319, 900, 256)]),
+    "math_zeroshot": (0, [(1319, 150, 512), (5000, 150, 512)]),
+    "bnf_reasoning": (0, [(1319, 150, 256), (1324, 150, 512), (5700, 300, 256)]),
+}
+EVAL_BATCH, EVAL_CONTEXT = 8, 2048   # lm-eval requests per forward, longest context assumed
+
+
+class PlanError(ValueError):
+    """A model or data set the plan has no size for, named."""
+
+
+@dataclass
+class Job:
+    job: str                  # the job's main output (Snakemake's target)
+    experiment: str
+    paper: str | None
+    rule: str
+    gpus: int
+    gpu_type: str
+    tokens: int
+    est_peak_gpu_mem_gb: float
+    est_host_mem_gb: float    # per rank (the largest rank)
+    est_job_host_mem_gb: float
+    est_gpu_hours: float
+    memory: dict = field(default_factory=dict)   # the peak's parts, GB
+
+    def runtime_min(self) -> int:
+        hours = self.est_gpu_hours / max(self.gpus, 1) + STARTUP_H
+        return max(30, math.ceil(hours * 60 * SAFETY))   # > the profile's 10-min early signal
+
+    def mem_mb(self) -> int:
+        return max(2000, math.ceil(self.est_job_host_mem_gb * 1024 * SAFETY))
+
+
+# -- what a config names -------------------------------------------------------------------
+def arch_of(exp, basedir: Path) -> Arch:
+    source = exp.config["model"]["source"]
+    if source == "embedded":
+        return MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    if source.startswith("hub:"):
+        hub_id = source[4:].split("@")[0]
+        if hub_id not in MODELS:
+            raise PlanError(f"{exp.origin}: model.source {source!r} has no size in negfree/plan.py MODELS; add its "
+                            f"config.json values there (known: {', '.join(MODELS)})")
+        return MODELS[hub_id]
+    cfg_file = (basedir / source / "config.json")
+    if not cfg_file.is_file():
+        raise PlanError(f"{exp.origin}: model.source {source!r}: no config.json to size it from")
+    return arch_from_config(json.loads(cfg_file.read_text()), str(cfg_file))
+
+
+def arch_from_config(c: dict, source: str = "") -> Arch:
+    """A Llama-shaped decoder's size from its config.json."""
+    h, n_layers, inter, vocab = c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"], c["vocab_size"]
+    heads = c["num_attention_heads"]
+    kv = c.get("num_key_value_heads") or heads
+    hd = c.get("head_dim") or h // heads
+    tied = bool(c.get("tie_word_embeddings", False))
+    layer = h * heads * hd * 2 + 2 * h * kv * hd + 3 * h * inter + 2 * h
+    params = vocab * h * (1 if tied else 2) + n_layers * layer + h
+    return Arch(params, h, n_layers, inter, vocab, heads, kv, hd, tied, c.get("model_type", ""), source)
+
+
+def data_of(exp, basedir: Path) -> dict:
+    """Training prompts, test prompts and mean lengths of the experiment's data."""
+    d = exp.config["data"]
+    source = d.get("source", "embedded")
+    if source == "embedded":
+        stats = dict(DATASETS["embedded"], rows=d["n_train"] or 256, test=d["n_test"] or 64)
+    else:
+        hub_id = yaml.safe_load((basedir / source).read_text())["hub_id"]
+        if hub_id not in DATASETS:
+            raise PlanError(f"{exp.origin}: data {source} ({hub_id}) has no size in negfree/plan.py DATASETS")
+        stats = dict(DATASETS[hub_id])
+        stats["rows"] = min(stats["rows"], d["n_train"] or stats["rows"])
+        stats["test"] = min(stats["test"], d["n_test"] or stats["test"]) if stats["test"] else (d["n_test"] or 0)
+    if d.get("train_prompts"):
+        stats["rows"] = min(stats["rows"], d["train_prompts"])
+    return stats
+
+
+def launch_of(exp) -> dict:
+    """The experiment's launch section with its defaults (configs/schema: launch)."""
+    la = exp.config.get("launch") or {}
+    gpus = {"train": 1, "generate": 1, "score": 1, "evaluate": 1, **(la.get("gpus") or {})}
+    return {"gpus": gpus, "nodes": la.get("nodes", 1), "gpu_type": la.get("gpu_type", "a100-80gb"),
+            "accelerate_config": la.get("accelerate_config", "configs/accelerate/ddp.yaml")}
+
+
+def sharded(exp, basedir: Path) -> bool:
+    """Whether the train rule's accelerate config shards the model (FSDP)."""
+    path = basedir / launch_of(exp)["accelerate_config"]
+    return path.is_file() and (yaml.safe_load(path.read_text()) or {}).get("distributed_type") == "FSDP"
+
+
+# -- the estimates -------------------------------------------------------------------------
+def _gb(x: float) -> float:
+    return x / 1e9
+
+
+def _forward_flops(a: Arch, tokens: float, mean_len: float) -> float:
+    return tokens * (2 * a.params + 2 * a.layers * a.hidden * mean_len)
+
+
+def _hours(flops: float, mfu: float, gpu: Gpu) -> float:
+    return flops / (mfu * gpu.bf16_tflops * 1e12) / 3600
+
+
+def _decode_hours(a: Arch, new_tokens: float, batch: int, gpu: Gpu) -> float:
+    """Bandwidth-bound decoding: one read of the bf16 weights per step serves the batch."""
+    per_s = batch * BW_EFFICIENCY * gpu.hbm_tbps * 1e12 / (2 * a.params)
+    per_s = min(per_s, MFU_FORWARD * gpu.bf16_tflops * 1e12 / (2 * a.params))
+    return new_tokens / per_s / 3600
+
+
+def _layer_act(a: Arch) -> int:
+    """Bytes per token of one decoder layer's bf16 activations (module docstring)."""
+    return 10 * a.hidden + 8 * a.intermediate
+
+
+def _chunked(a: Arch, cfg_train: dict, fsdp: bool) -> bool:
+    from .logprobs import PLAIN_HEAD_MODELS   # the trainer's rule (negfree/train/loop.py)
+
+    return bool(cfg_train.get("chunked_head", True)) and a.model_type in PLAIN_HEAD_MODELS and not fsdp
+
+
+def _finish(parts: dict, on_gpu: bool) -> float:
+    """Per-GPU peak: the parts, the fixed CUDA/NCCL share, fragmentation. 0 for a CPU job."""
+    return round((sum(parts.values()) + FIXED_GPU_GB) * FRAGMENTATION, 1) if on_gpu else 0.0
+
+
+def train_job(exp, run: str, basedir: Path, gpu_type: str | None = None) -> Job:
+    from .losses import get_method
+    from .train.loop import DEFAULTS
+
+    la = launch_of(exp)
+    gpu = GPUS[gpu_type or la["gpu_type"]]
+    a, d = arch_of(exp, basedir), data_of(exp, basedir)
+    spec = exp.run_specs[run]
+    t = {**DEFAULTS, **exp.config["train"], **spec["train"]}
+    method = get_method(spec["method"])
+    n_gpu = la["gpus"]["train"]
+    fsdp = sharded(exp, basedir) and n_gpu > 1
+    world = max(n_gpu, 1)
+    B, L = t["num_negatives"], t["max_len"]
+    neg_len = d["rejected"] if spec["generate"]["strategy"] == "pair" else spec["generate"]["max_new_tokens"]
+    pos = min(L, d["prompt"] + d["chosen"])
+    neg = min(L, d["prompt"] + neg_len)
+    grad_seq = pos + (B * neg if method.needs_negatives else 0)
+    fwd_seq = (B * neg if t.get("track_negatives") and not method.needs_negatives else 0) + \
+        (pos if method.two_pass else 0)
+    steps = t["max_steps"] or math.ceil(d["rows"] * t["epochs"] / t["batch_size"])
+    prompts = steps * t["batch_size"]
+    passes = 4 if t["gradient_checkpointing"] else 3
+    flops = passes * _forward_flops(a, prompts * grad_seq, pos) + _forward_flops(a, prompts * fwd_seq, pos)
+    # memory of one micro-batch at max_len
+    seqs = 1 + (B if method.needs_negatives else 0)
+    mb_tokens = t["micro_batch_size"] * seqs * L
+    layer_p = (a.params - a.vocab * a.hidden * (1 if a.tied else 2)) / a.layers
+    root_p = a.vocab * a.hidden * (1 if a.tied else 2)
+    parts = {"weights+grads+adam (fp32)": 16 * a.params / (world if fsdp else 1)}
+    if fsdp:
+        parts["gathered bf16 layers + root, fp32 layer grads"] = 2 * 2 * layer_p + 4 * layer_p + 2 * root_p
+    elif n_gpu > 0:
+        parts["bf16 weight copy (autocast)"] = 2 * a.params
+    if t["gradient_checkpointing"]:
+        parts["activations"] = mb_tokens * (2 * a.hidden * a.layers + _layer_act(a))
+    else:
+        parts["activations"] = mb_tokens * _layer_act(a) * a.layers
+    rows = min(t["logit_chunk"], mb_tokens) if _chunked(a, t, fsdp) else mb_tokens
+    parts["logits"] = 12 * rows * a.vocab
+    parts = {k: round(_gb(v), 2) for k, v in parts.items()}
+    on_gpu = n_gpu > 0
+    # host: the loading rank holds the fp32 model; every rank all records: text (~4 B/token), one
+    # reference sum per answer, per-token reference values only for token-level methods (BNF)
+    num = spec["generate"]["num"]
+    data_gb = _gb(d["rows"] * (4 * (pos + num * neg) + 34 * (1 + num)
+                               + (34 * (d["chosen"] + B * neg_len) if method.token_level else 0)))
+    first = HOST_BASE_GB[on_gpu] + _gb(4 * a.params) + data_gb
+    others = HOST_BASE_GB[on_gpu] + data_gb + (0 if fsdp else _gb(4 * a.params))
+    return Job(f"{exp.run_dir(run)}/timing.json", exp.name, exp.paper(), "train", n_gpu, gpu_type or la["gpu_type"],
+               int(prompts * (grad_seq + fwd_seq)), _finish(parts, on_gpu), round(first, 1),
+               round(first + (world - 1) * others, 1), round(_hours(flops, MFU_TRAIN, gpu), 2), parts)
+
+
+def _inference(a: Arch, n_gpu: int, batch_tokens: float, logit_bytes: float,
+               kv_tokens: float = 0) -> tuple[float, float, dict]:
+    """(per-GPU peak, host GB, parts) of a forward-only job: bf16 weights, one layer's
+    activations, the KV cache (bf16 k and v per layer), the logits."""
+    parts = {"weights (bf16)": 2 * a.params, "activations": batch_tokens * _layer_act(a),
+             "kv cache": kv_tokens * 2 * a.layers * a.kv_heads * a.head_dim * 2, "logits": logit_bytes}
+    parts = {k: round(_gb(v), 2) for k, v in parts.items() if v}
+    host = HOST_BASE_GB[n_gpu > 0] + _gb(4 * a.params)
+    return _finish(parts, n_gpu > 0), round(host, 1), parts
+
+
+def generate_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None = None, rule="generate_negatives",
+                 prompts: int | None = None) -> Job:
+    la = launch_of(exp)
+    gt = gpu_type or la["gpu_type"]
+    gpu, a, d = GPUS[gt], arch_of(exp, basedir), data_of(exp, basedir)
+    if gen["strategy"] == "pair":     # the dataset's own rejected answer: a copy, no model
+        return Job(out, exp.name, exp.paper(), rule, 0, gt, 0, 0.0, 2.0, 2.0, 0.0, {})
+    n = prompts or d["rows"]
+    new = n * gen["num"] * gen["max_new_tokens"]
+    batch = gen["batch_size"]
+    hours = _hours(_forward_flops(a, n * d["prompt"], d["prompt"]), MFU_FORWARD, gpu) + \
+        _decode_hours(a, new, batch, gpu)
+    peak, host, parts = _inference(a, la["gpus"]["generate"], batch * d["prompt"], 12 * batch * a.vocab,
+                                   batch * (d["prompt"] + gen["max_new_tokens"]))
+    return Job(out, exp.name, exp.paper(), rule, la["gpus"]["generate"], gt, int(new + n * d["prompt"]),
+               peak, host, host, round(hours, 2), parts)
+
+
+def score_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None = None, rule="score_reference",
+              prompts: int | None = None) -> Job:
+    la = launch_of(exp)
+    gt = gpu_type or la["gpu_type"]
+    gpu, a, d = GPUS[gt], arch_of(exp, basedir), data_of(exp, basedir)
+    L = exp.config["score"]["max_len"]
+    neg_len = d["rejected"] if gen["strategy"] == "pair" else gen["max_new_tokens"]
+    n = prompts or d["rows"]
+    tokens = n * (min(L, d["prompt"] + d["chosen"]) + gen["num"] * min(L, d["prompt"] + neg_len))
+    batch_tokens = exp.config["score"].get("batch_size", 16) * L      # negfree score --batch-size
+    # fp32 logits and log-softmax of one chunk of 1024 answer positions; without the chunked head
+    # the model first returns every position's logits in bf16 (two copies: soft-capping)
+    logit_bytes = 8 * min(1024, batch_tokens) * a.vocab
+    if not _chunked(a, exp.config["train"], False):
+        logit_bytes += 4 * batch_tokens * a.vocab
+    peak, host, parts = _inference(a, la["gpus"]["score"], batch_tokens, logit_bytes)
+    return Job(out, exp.name, exp.paper(), rule, la["gpus"]["score"], gt, int(tokens), peak, host, host,
+               round(_hours(_forward_flops(a, tokens, L / 2), MFU_FORWARD, gpu), 2), parts)
+
+
+def evaluate_job(exp, who: str, protocol: str, out: str, basedir: Path, gpu_type: str | None = None,
+                 rule="evaluate_protocol") -> Job:
+    la = launch_of(exp)
+    gt = gpu_type or la["gpu_type"]
+    gpu, a, d = GPUS[gt], arch_of(exp, basedir), data_of(exp, basedir)
+    ev = exp.config.get("evaluate") or {}
+    if protocol in PROTOCOL_WORK:
+        loglik, gens = PROTOCOL_WORK[protocol]
+    elif protocol == "offline":
+        loglik, gens = d["test"] * 4 * (d["prompt"] + d["chosen"]), [(d["test"], d["prompt"], 32)]
+    else:   # textsim on the test split, alpaca_eval2 on its 805 instructions
+        a_cfg = ev.get("textsim" if protocol == "textsim" else "alpaca_eval") or {}
+        n = a_cfg.get("limit") or (d["test"] if protocol == "textsim" else 805)
+        loglik, gens = 0, [(n, d["prompt"], a_cfg.get("max_new_tokens") or (512 if protocol == "textsim" else 2048))]
+    if ev.get("limit"):
+        loglik, gens = min(loglik, ev["limit"] * 4 * EVAL_CONTEXT), [(min(n, ev["limit"]), p, m) for n, p, m in gens]
+    hours = _hours(_forward_flops(a, loglik, EVAL_CONTEXT / 2), MFU_FORWARD, gpu)
+    new = 0
+    for n, p, m in gens:
+        hours += _hours(_forward_flops(a, n * p, p), MFU_FORWARD, gpu) + _decode_hours(a, n * m, EVAL_BATCH, gpu)
+        new += n * (p + m)
+    bt = EVAL_BATCH * EVAL_CONTEXT
+    # lm-eval's log-likelihood requests: bf16 logits and their log-softmax for every position
+    peak, host, parts = _inference(a, la["gpus"]["evaluate"], bt, 4 * bt * a.vocab, bt)
+    return Job(out, exp.name, exp.paper(), rule, la["gpus"]["evaluate"], gt, int(loglik + new), peak, host, host,
+               round(hours, 2), parts)
+
+
+# -- every job of a DAG ---------------------------------------------------------------------
+def jobs_of(dag, gpu_type: str | None = None) -> list[Job]:
+    """One estimate per GPU job of the DAG (shared jobs once, under the first experiment)."""
+    out: dict[str, Job] = {}
+    base = dag.basedir
+
+    def add(job: Job) -> None:
+        out.setdefault(job.job, job)
+
+    for exp in dag.experiments.values():
+        for run, spec in exp.run_specs.items():
+            add(train_job(exp, run, base, gpu_type))
+            scored = exp.scored(run)
+            neg_dir = scored.rsplit("/", 2 if "/ref~" in scored else 1)[0]
+            add(generate_job(exp, spec["generate"], f"{neg_dir}/negatives.jsonl", base, gpu_type))
+            add(score_job(exp, spec["generate"], scored, base, gpu_type,
+                          "score_reference_checkpoint" if "/ref~" in scored else "score_reference"))
+        for who in [exp.base_run(), *exp.run_specs]:
+            for p in exp.protocols:
+                rule = {"offline": "evaluate_run", "textsim": "evaluate_generation",
+                        "alpaca_eval2": "evaluate_generation"}.get(p, "evaluate_protocol")
+                if who.startswith("base~") and rule != "evaluate_generation":
+                    rule = "evaluate_base" if p == "offline" else "evaluate_protocol_base"
+                name = "negfree_offline" if p == "offline" else p
+                add(evaluate_job(exp, who, p, f"{exp.run_dir(who)}/eval/{name}.json", base, gpu_type, rule))
+        for job in analysis_jobs(exp, base, gpu_type).values():
+            add(job)
+    return list(out.values())
+
+
+def analysis_jobs(exp, base: Path, gpu_type: str | None = None) -> dict[str, Job]:
+    """dft Fig. 1 (a pool sampled at high temperature, both pools scored under the checkpoint)
+    and bnf Fig. 3-4 (greedy answers of each checkpoint, scored under it and the base)."""
+    out = {}
+    sd = exp.score_dist()
+    if sd:
+        gen = {**exp.gen, "temperature": sd["temperature"], "num": sd["num"]}
+        out["score_dist_pool"] = generate_job(exp, gen, f"work/analysis/{exp.name}/score_dist/negatives.jsonl", base,
+                                              gpu_type, "score_dist_pool", prompts=sd["limit"])
+        out["score_distribution"] = score_job(exp, gen, f"figures/{exp.name}/dft/fig1.png", base, gpu_type,
+                                              "score_distribution", prompts=sd["limit"])
+    sh = exp.shifts()
+    if sh:
+        gen = {**exp.gen, "strategy": "chat", "num": len(sh["runs"]) + 1, "max_new_tokens": sh["max_new_tokens"],
+               "batch_size": EVAL_BATCH}
+        out["shift_figures"] = generate_job(exp, gen, f"figures/{exp.name}/bnf/fig3.png", base, gpu_type,
+                                            "shift_figures", prompts=sh["limit"])
+    return out
+
+
+def job_for(dag, rule: str, wc: dict) -> Job:
+    """The estimate of one Snakemake job, from its rule and wildcards (workflows/common.smk)."""
+    base = dag.basedir
+    if "neg_root" in wc:        # generate_negatives, score_reference, score_reference_checkpoint
+        exp = dag.experiments[dag.neg_owner[wc["neg_root"]]]
+        gen = {**exp.gen, "strategy": wc["strategy"], "temperature": float(wc["temperature"]), "num": int(wc["num"])}
+        neg = f"{wc['neg_root']}/strategy~{wc['strategy']}/temperature~{wc['temperature']}/num~{wc['num']}"
+        if rule == "generate_negatives":
+            return generate_job(exp, gen, f"{neg}/negatives.jsonl", base)
+        out = f"{neg}/ref~{wc['ref']}/scored.jsonl" if "ref" in wc else f"{neg}/scored.jsonl"
+        return score_job(exp, gen, out, base, rule=rule)
+    exp = dag.experiments[wc["exp"]]
+    if rule == "train":
+        return train_job(exp, wc["run"], base)
+    if rule.startswith("evaluate"):
+        who = wc.get("run") or wc.get("who") or f"base~{wc['model']}"
+        protocol = wc.get("protocol") or wc.get("gen_protocol") or "offline"
+        name = "negfree_offline" if protocol == "offline" else protocol
+        return evaluate_job(exp, who, protocol, f"{exp.run_dir(who)}/eval/{name}.json", base, rule=rule)
+    return analysis_jobs(exp, base)[rule]
+
+
+def by_paper(jobs: list[Job]) -> dict[str, dict]:
+    papers: dict[str, dict] = {}
+    for j in jobs:
+        p = papers.setdefault(j.paper or j.experiment, {"jobs": 0, "gpu_hours": 0.0, "max_gpu_mem_gb": 0.0,
+                                                        "train_gpu_hours": 0.0})
+        p["jobs"] += 1
+        p["gpu_hours"] = round(p["gpu_hours"] + j.est_gpu_hours, 1)
+        p["train_gpu_hours"] = round(p["train_gpu_hours"] + (j.est_gpu_hours if j.rule == "train" else 0), 1)
+        p["max_gpu_mem_gb"] = max(p["max_gpu_mem_gb"], j.est_peak_gpu_mem_gb)
+    return papers
+
+
+def main(args) -> int:
+    from .dag import Dag
+
+    root = Path(args.directory or ".").resolve()
+    cfg = yaml.safe_load((root / (args.configfile or "configs/papers.yaml")).read_text())
+    jobs = jobs_of(Dag(cfg, root), args.gpu)
+    if args.json:
+        print(json.dumps([{**asdict(j), "runtime_min": j.runtime_min(), "mem_mb": j.mem_mb()} for j in jobs],
+                         indent=1))
+        return 0
+    gpu = args.gpu or "each experiment's launch.gpu_type"
+    print(f"{len(jobs)} GPU jobs, on {gpu}; estimates (negfree/plan.py), Slurm asks x{SAFETY}")
+    print(f"{'rule':<26} {'experiment':<18} {'gpus':>4} {'Mtok':>8} {'GPU GB':>7} {'host GB':>8} {'GPU-h':>8}  job")
+    for j in sorted(jobs, key=lambda j: (j.paper or "", j.experiment, j.rule, j.job)):
+        print(f"{j.rule:<26} {j.experiment:<18} {j.gpus:>4} {j.tokens / 1e6:>8.1f} {j.est_peak_gpu_mem_gb:>7.1f} "
+              f"{j.est_host_mem_gb:>8.1f} {j.est_gpu_hours:>8.2f}  {j.job}")
+    print(f"\n{'paper':<12} {'jobs':>5} {'GPU-hours':>10} {'of which train':>15} {'max GB/GPU':>11}")
+    for paper, p in by_paper(jobs).items():
+        print(f"{paper:<12} {p['jobs']:>5} {p['gpu_hours']:>10.1f} {p['train_gpu_hours']:>15.1f} "
+              f"{p['max_gpu_mem_gb']:>11.1f}")
+    total = sum(j.est_gpu_hours for j in jobs)
+    print(f"{'total':<12} {len(jobs):>5} {total:>10.1f}")
+    return 0
