@@ -11,9 +11,11 @@ tensor for the whole batch.
 ``lm_head(hidden)`` (``PLAIN_HEAD_MODELS``): the model returns its last hidden
 states, and the output projection is applied inside each chunk, at answer
 positions only. No [rows x length x vocab] tensor exists at all, and prompt and
-padding positions never pay for the vocabulary projection. Other architectures
-(final-logit soft-capping, logit scaling) and sharded training (FSDP, ZeRO-3, whose
-parameters exist only inside the wrapped forward) take the full-logits path.
+padding positions never pay for the vocabulary projection. Gemma-2's final-logit
+soft-capping, cap * tanh(logits / cap), is applied in each chunk after the projection
+(the model's own capping is off while its head is swapped out). Other architectures
+(logit scaling) and sharded training (FSDP, whose parameters exist only inside the
+wrapped forward) take the full-logits path.
 """
 from __future__ import annotations
 
@@ -24,16 +26,18 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 # model_type values whose causal-LM forward computes logits = lm_head(last hidden state)
-# and nothing else (checked in transformers' modeling files; no soft-capping, no scaling).
+# and nothing else (checked in transformers' modeling files; no soft-capping, no scaling)...
 PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
                                "olmo", "olmo2", "phi3"})
+# ...and those whose forward then soft-caps them with config.final_logit_softcapping (Gemma2ForCausalLM)
+SOFTCAP_HEAD_MODELS = frozenset({"gemma2"})
 
 
 def plain_output_head(model) -> tuple[str, nn.Linear] | None:
     """(attribute name, output Linear) when ``model``'s logits are exactly that Linear of its
     last hidden state, else None."""
     cfg = getattr(model, "config", None)
-    if getattr(cfg, "model_type", None) not in PLAIN_HEAD_MODELS:
+    if getattr(cfg, "model_type", None) not in PLAIN_HEAD_MODELS | SOFTCAP_HEAD_MODELS:
         return None
     head = model.get_output_embeddings()
     if not isinstance(head, nn.Linear):
@@ -42,23 +46,41 @@ def plain_output_head(model) -> tuple[str, nn.Linear] | None:
     return None if name is None else (name, head)
 
 
+def output_softcap(model) -> float | None:
+    """The final-logit soft-capping constant of a SOFTCAP_HEAD_MODELS model (None: no capping)."""
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "model_type", None) not in SOFTCAP_HEAD_MODELS:
+        return None
+    return getattr(cfg, "final_logit_softcapping", None)
+
+
 @contextmanager
 def hidden_states_as_logits(model, name: str):
-    """While inside, ``model(...).logits`` holds the last hidden states [R, T, H]."""
+    """While inside, ``model(...).logits`` holds the last hidden states [R, T, H] (the model's own
+    soft-capping, which would otherwise squash them, is off)."""
     head = getattr(model, name)
+    cap = output_softcap(model)
     setattr(model, name, nn.Identity())
+    if cap is not None:
+        model.config.final_logit_softcapping = None
     try:
         yield head
     finally:
         setattr(model, name, head)
+        if cap is not None:
+            model.config.final_logit_softcapping = cap
 
 
-def _project(hidden: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-    return hidden if weight is None else nn.functional.linear(hidden, weight, bias)
+def _project(hidden: Tensor, weight: Tensor | None, bias: Tensor | None, softcap: float | None = None) -> Tensor:
+    if weight is None:
+        return hidden
+    logits = nn.functional.linear(hidden, weight, bias)
+    return logits if softcap is None else softcap * torch.tanh(logits / softcap)
 
 
-def _chunk_stats(logits: Tensor, weight: Tensor | None, bias: Tensor | None, targets: Tensor, with_plogp: bool):
-    logits = _project(logits, weight, bias)
+def _chunk_stats(logits: Tensor, weight: Tensor | None, bias: Tensor | None, targets: Tensor, with_plogp: bool,
+                 softcap: float | None = None):
+    logits = _project(logits, weight, bias, softcap)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()   # one chunk at a time; float64 stays float64 (tests)
     lse = torch.logsumexp(logits, dim=-1)
@@ -71,12 +93,13 @@ def _chunk_stats(logits: Tensor, weight: Tensor | None, bias: Tensor | None, tar
 
 
 def token_logprobs(logits: Tensor, labels: Tensor, mask: Tensor, *, with_plogp: bool = False,
-                   chunk: int = 1024, head: nn.Linear | None = None) -> tuple[Tensor, Tensor | None]:
+                   chunk: int = 1024, head: nn.Linear | None = None,
+                   softcap: float | None = None) -> tuple[Tensor, Tensor | None]:
     """Per-token log pi(y_t | prefix) at answer positions (0 elsewhere), shape [R, T].
 
     With ``with_plogp`` also returns sum_v sg[p_v] log p_v per position, the only
     vocabulary-wide quantity BNF needs. With ``head``, ``logits`` are hidden states
-    and ``head`` is applied chunk by chunk.
+    and ``head`` is applied chunk by chunk (then ``softcap``, when given).
     """
     if logits.shape[:2] != labels.shape or labels.shape != mask.shape:
         raise ValueError(f"shape mismatch: logits {tuple(logits.shape)}, labels {tuple(labels.shape)}, "
@@ -90,7 +113,8 @@ def token_logprobs(logits: Tensor, labels: Tensor, mask: Tensor, *, with_plogp: 
     need_grad = torch.is_grad_enabled() and (logits.requires_grad or (weight is not None and weight.requires_grad))
     for start in range(0, idx.numel(), chunk):
         sel = idx[start:start + chunk]
-        args = (flat_logits.index_select(0, sel), weight, bias, flat_labels.index_select(0, sel), with_plogp)
+        args = (flat_logits.index_select(0, sel), weight, bias, flat_labels.index_select(0, sel), with_plogp,
+                softcap)
         if need_grad:
             tok, plogp = checkpoint(_chunk_stats, *args, use_reentrant=False)
         else:
@@ -122,7 +146,8 @@ def model_token_logprobs(model, raw_model, labels: Tensor, mask: Tensor, *, with
     DDP-wrapped), ``raw_model`` its module; ``chunked_head`` asks for the hidden-state
     path, taken when ``plain_output_head(raw_model)`` allows it."""
     out, head = _forward(model, raw_model, chunked_head, inputs)
-    return token_logprobs(out, labels, mask, with_plogp=with_plogp, chunk=chunk, head=head)
+    return token_logprobs(out, labels, mask, with_plogp=with_plogp, chunk=chunk, head=head,
+                          softcap=output_softcap(raw_model) if head is not None else None)
 
 
 @torch.no_grad()
@@ -135,9 +160,10 @@ def model_greedy_tokens(model, positions: Tensor, *, chunk: int = 1024, chunked_
     idx = positions.reshape(-1).bool().nonzero(as_tuple=True)[0]
     guess = torch.full((flat.shape[0],), -1, dtype=torch.long, device=out.device)
     w, b = (head.weight, head.bias) if head is not None else (None, None)
+    cap = output_softcap(model) if head is not None else None   # monotone, so the argmax is the same
     for start in range(0, idx.numel(), chunk):
         sel = idx[start:start + chunk]
-        guess[sel] = _project(flat.index_select(0, sel), w, b).argmax(-1)
+        guess[sel] = _project(flat.index_select(0, sel), w, b, cap).argmax(-1)
     return guess.view(positions.shape)
 
 

@@ -28,7 +28,8 @@ The model, with its sources (summarised in README.md, "Running on a cluster"):
   are counted at ``max_len`` (padding to the longest record: the worst case).
   Logits: the chunked output head (``negfree/logprobs.py``) keeps one chunk of ``logit_chunk``
   positions x vocabulary in fp32 (logits, log-softmax, gradient: 12 B); where the trainer
-  takes the full-logits path (FSDP, or an architecture outside ``PLAIN_HEAD_MODELS``) every
+  takes the full-logits path (FSDP, or an architecture outside ``PLAIN_HEAD_MODELS`` and
+  ``SOFTCAP_HEAD_MODELS``) every
   token of the micro-batch has a vocabulary row: bf16 logits 2 B + fp32 copy 4 B + fp32
   log-softmax kept for backward 4 B + bf16 gradient 2 B = 12 B per element.
   Fixed: 2 GB (CUDA context, NCCL buffers), then +10% for allocator fragmentation.
@@ -277,9 +278,10 @@ def _layer_act(a: Arch) -> int:
 
 
 def _chunked(a: Arch, cfg_train: dict, fsdp: bool) -> bool:
-    from .logprobs import PLAIN_HEAD_MODELS   # the trainer's rule (negfree/train/loop.py)
+    from .logprobs import PLAIN_HEAD_MODELS, SOFTCAP_HEAD_MODELS   # the trainer's rule (negfree/train/loop.py)
 
-    return bool(cfg_train.get("chunked_head", True)) and a.model_type in PLAIN_HEAD_MODELS and not fsdp
+    return (bool(cfg_train.get("chunked_head", True)) and a.model_type in PLAIN_HEAD_MODELS | SOFTCAP_HEAD_MODELS
+            and not fsdp)
 
 
 def _finish(parts: dict, on_gpu: bool) -> float:

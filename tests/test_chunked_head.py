@@ -3,7 +3,7 @@ full-logits path computes, values and gradients of every parameter, without a
 [rows x length x vocab] tensor; architectures it does not know take the full path."""
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import Gemma2Config, Gemma2ForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from negfree.logprobs import (hidden_states_as_logits, model_greedy_tokens, model_token_logprobs,
                               plain_output_head, shift_for_causal_lm, token_logprobs)
@@ -11,6 +11,11 @@ from negfree.logprobs import (hidden_states_as_logits, model_greedy_tokens, mode
 
 def _llama(tied: bool):
     torch.manual_seed(0)
+    if tied == "gemma2":   # final-logit soft-capping (30 in Gemma-2; 0.5 here so tanh bends the logits)
+        cfg = Gemma2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+                           final_logit_softcapping=0.5, attn_implementation="eager")
+        return Gemma2ForCausalLM(cfg).double()
     cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tied)
     return LlamaForCausalLM(cfg).double()
@@ -29,7 +34,7 @@ def _batch():
     return ids, attn, answer, labels, mask.double()
 
 
-@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("tied", [False, True, "gemma2"])
 @pytest.mark.parametrize("with_plogp", [False, True])
 def test_chunked_head_equals_full_logits_values_and_gradients(tied, with_plogp):
     model = _llama(tied)
@@ -55,6 +60,8 @@ def test_chunked_head_equals_full_logits_values_and_gradients(tied, with_plogp):
     for n in g_c:
         assert torch.allclose(g_c[n], g_f[n], atol=1e-10), n
     assert model.get_output_embeddings().__class__.__name__ == "Linear"   # head restored
+    if tied == "gemma2":
+        assert plain_output_head(model) is not None and model.config.final_logit_softcapping == 0.5
 
 
 def test_no_vocabulary_sized_tensor_for_the_batch():

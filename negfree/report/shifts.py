@@ -168,7 +168,7 @@ def chosen_token_stats(model, seqs: list[list[int]], starts: list[int], pad_id: 
     logp = torch.zeros(flat_labels.shape, dtype=torch.float64, device=dev)
     for s in range(0, idx.numel(), chunk):
         sel = idx[s:s + chunk]
-        z = _project(flat.index_select(0, sel), w, b)
+        z = _project(flat.index_select(0, sel), w, b, output_softcap(model) if head is not None else None)
         if z.dtype in (torch.float16, torch.bfloat16):
             z = z.float()
         chosen = z.gather(-1, flat_labels.index_select(0, sel).unsqueeze(-1)).squeeze(-1)
