@@ -25,7 +25,8 @@ def add_evaluate_arguments(s: argparse.ArgumentParser) -> None:
     what.add_argument("--protocol", help="a paper protocol: openllm_dft, openllm_ift, math_zeroshot, bnf_reasoning")
     s.add_argument("--limit", type=float, default=None,
                    help="documents per task (an integer), or a fraction below 1")
-    s.add_argument("--batch-size", default="8", help="an integer, or 'auto' (GPU)")
+    s.add_argument("--batch-size", default="default",
+                   help="an integer, or 'auto' (lm-eval finds the largest that fits); default: auto on a GPU, 8 on the CPU")
     s.add_argument("--device", default="auto", help="auto (default): cuda when a GPU is visible, else cpu")
     s.add_argument("--seed", type=int, default=None, help="protocols only (default 1234)")
     s.add_argument("--chat-template", action="store_true",
@@ -48,7 +49,9 @@ def _device(value: str) -> str:
     return resolve_device(value)
 
 
-def _batch(value: str):
+def _batch(value: str, device: str = "cpu"):
+    if value == "default":
+        return "auto" if str(device).startswith("cuda") else 8
     return value if value.startswith("auto") else int(value)
 
 
@@ -67,7 +70,7 @@ def cmd_evaluate(args) -> None:
         if args.chat_template:
             raise ValueError("--chat-template is fixed per call by the protocol; drop it")
         res = evaluate_protocol(args.model, args.protocol, args.out, limit=_limit(args.limit),
-                                batch_size=_batch(args.batch_size), device=_device(args.device),
+                                batch_size=_batch(args.batch_size, _device(args.device)), device=_device(args.device),
                                 seed=DEFAULT_SEED if args.seed is None else args.seed)
         print(json.dumps({"tasks": {t: r["value"] for t, r in res["tasks"].items()},
                           "aggregate": res["aggregate"]["value"],
@@ -79,7 +82,7 @@ def cmd_evaluate(args) -> None:
     from .local import evaluate_local
 
     res = evaluate_local(args.model, args.test, args.out, limit=_limit(args.limit),
-                         batch_size=_batch(args.batch_size), device=_device(args.device),
+                         batch_size=_batch(args.batch_size, _device(args.device)), device=_device(args.device),
                          apply_chat_template=args.chat_template)
     print(json.dumps(res["tasks"], indent=2))
 

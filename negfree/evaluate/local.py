@@ -31,7 +31,7 @@ import yaml
 
 from ..data.embedded import load_jsonl
 from ..io import atomic_write_text, check_writable, removed_on_error
-from ..models import check_model_dir, load_named
+from ..models import check_model_dir, inference_dtype, load_named
 
 GROUP = "negfree_offline"
 TASKS = ("negfree_mc", "negfree_gen")
@@ -145,7 +145,6 @@ def evaluate_local(model_dir: str | Path, test_jsonl: str | Path, out_json: str 
 
 def _evaluate_local(model_dir, test_jsonl, out_json: Path, tasks_dir: Path, tasks, limit, batch_size, device,
                     apply_chat_template) -> dict:
-    import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -160,7 +159,7 @@ def _evaluate_local(model_dir, test_jsonl, out_json: Path, tasks_dir: Path, task
     model_dir = str(model_dir)
     # The pretrained-object path of HFLM ignores `device`: place the model here.
     model = load_named(model_dir, "model",
-                       lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))
+                       lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device)))
     model = model.to(device).eval()
     tokenizer = load_named(model_dir, "tokenizer", lambda: AutoTokenizer.from_pretrained(model_dir))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)

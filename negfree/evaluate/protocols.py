@@ -320,13 +320,12 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
     with its error and the others still run. Raises ValueError at once, before
     loading the model, for an unknown protocol or task name.
     """
-    import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..io import check_writable
-    from ..models import check_model_dir, load_named
+    from ..models import check_model_dir, inference_dtype, load_named
 
     protocol = get_protocol(protocol)
     out_json = Path(out_json)
@@ -337,7 +336,7 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
 
     model_dir = str(model_dir)
     model = load_named(model_dir, "model",
-                       lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))
+                       lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device)))
     model = model.to(device).eval()
     tokenizer = load_named(model_dir, "tokenizer", lambda: AutoTokenizer.from_pretrained(model_dir))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
