@@ -315,7 +315,7 @@ def _check_record(rec, where: str) -> None:
                              f"and a non-empty 'content'")
 
 
-def load_jsonl(path: str | Path) -> list[dict]:
+def load_jsonl(path: str | Path, transform=None) -> list[dict]:
     """Read a JSONL dataset and validate every record.
 
     Fails on the first problem with one message naming the file, the line (and
@@ -327,6 +327,8 @@ def load_jsonl(path: str | Path) -> list[dict]:
     records, ids = [], {}
     for lineno, where, rec in iter_jsonl(path, f"dataset file not found: {path}"):
         _check_record(rec, where)
+        if transform is not None:   # e.g. the trainer's compact references, applied line by line
+            rec = transform(rec)
         if rec["id"] in ids:
             raise ValueError(f"{where}: duplicate id {rec['id']!r} (first on line {ids[rec['id']]})")
         ids[rec["id"]] = lineno

@@ -16,6 +16,7 @@ from ..data.tokenize import encode, render_prompt
 from ..logprobs import answer_logit_slice, model_greedy_tokens, model_token_logprobs, shift_for_causal_lm
 from ..losses import LossInputs, Seq
 from ..score import pad_batch
+from .records import RefSum, ref_length
 
 
 @dataclass
@@ -46,8 +47,8 @@ def collate(tok, records: list[dict], neg_idx: list[list[int]], cfg: dict, kl_re
     def add(prompt, answer, ref, where):
         e = encode(tok, prompt, answer, max_len=cfg["max_len"], max_prompt_len=cfg["max_prompt_len"], where=where)
         n_answer = len(e.ids) - e.answer_start
-        if ref is not None and len(ref) != n_answer:
-            raise ValueError(f"{where}: {len(ref)} reference log-probs for {n_answer} answer tokens; the data "
+        if ref is not None and ref_length(ref) != n_answer:
+            raise ValueError(f"{where}: {ref_length(ref)} reference log-probs for {n_answer} answer tokens; the data "
                              f"was scored with another tokenizer or max_len (train max_len {cfg['max_len']})")
         seqs.append(e)
         refs.append(ref)
@@ -68,8 +69,10 @@ def collate(tok, records: list[dict], neg_idx: list[list[int]], cfg: dict, kl_re
     ids, attn, ans = pad_batch([e.ids for e in seqs], [e.answer_start for e in seqs], tok.pad_token_id)
     ref_tok = torch.zeros(ids.shape, dtype=torch.float32)
     for i, (e, ref) in enumerate(zip(seqs, refs)):
-        if ref is not None:
-            ref_tok[i, answer_logit_slice(e.answer_start, len(e.ids))] = torch.tensor(ref)
+        if isinstance(ref, RefSum):   # a sequence-level loss reads only the row's sum
+            ref_tok[i, answer_logit_slice(e.answer_start, len(e.ids)).start] = ref.total
+        elif ref is not None:
+            ref_tok[i, answer_logit_slice(e.answer_start, len(e.ids))] = torch.as_tensor(ref, dtype=torch.float32)
     pos_tokens = sum(len(e.ids) - e.answer_start for e in seqs[:len(records)])
     pv = None if all(pos_valid) else torch.tensor(pos_valid)
     nv = None if all(neg_valid) or not B else torch.tensor(neg_valid).unsqueeze(-1).expand(-1, B).contiguous()

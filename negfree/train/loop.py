@@ -39,7 +39,7 @@ from ..losses.core import masked_mean
 from ..score import mismatched_of
 from .batch import collate, loss_inputs
 from .checkpoint import Checkpoints, Preempted, StopFlag, fault
-from .records import check_records, check_references, negative_indices
+from .records import check_records, check_references, compact_references, negative_indices
 from .runlog import MetricsLog, provenance
 
 DEFAULTS = {
@@ -218,7 +218,8 @@ def train(cfg: dict) -> dict:
     method = get_method(cfg["method"])
     out_dir = Path(cfg["out_dir"])
     check_writable(out_dir, "out_dir")   # everything is checked before the run directory gets its first file
-    records = load_jsonl(cfg["data"])
+    per_token = method.token_level and method.needs_reference   # BNF reads reference log-probs per token
+    records = load_jsonl(cfg["data"], transform=lambda r: compact_references(r, per_token))
     if cfg["pairing_ratio"] is not None:
         records = mask_scored_pairs(records, cfg["pairing_ratio"], cfg["seed"])
     tok = load_tokenizer(cfg["model"])
