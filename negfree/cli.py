@@ -77,6 +77,11 @@ def cmd_generate(args) -> None:
     if args.strategy == "pair":
         print(json.dumps(pair_negatives(_records(args.data, args.limit), args.out, num=args.num), indent=2))
         return
+    if args.from_shards:   # the gather job: the shards' pools -> one pool in record order
+        from .generate import gather_generated
+
+        print(json.dumps(gather_generated(_records(args.data, args.limit), args.from_shards, args.out), indent=2))
+        return
     m = generate_negatives(args.model, _records(args.data, args.limit), args.out, num=args.num,
                            strategy_name=args.strategy, temperature=args.temperature, top_p=args.top_p,
                            top_k=args.top_k, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -86,12 +91,19 @@ def cmd_generate(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from .score import score_records
+    from .io import write_json
+    from .score import gather_scores, score_records
 
-    m = score_records(args.model, _records(args.data, args.limit), args.out, max_len=args.max_len,
-                      batch_size=args.batch_size, mismatched=not args.no_mismatched,
-                      fallback_template=args.fallback_template, max_prompt_len=args.max_prompt_len,
-                      overlong_prompts=args.overlong_prompts, source=args.data)
+    records = _records(args.data, args.limit)
+    if args.from_shards:   # the gather job: the shards' parts -> the scored file, in record order
+        m = gather_scores(records, args.from_shards, args.out)
+        write_json(args.out + ".manifest.json", m)
+    else:
+        m = score_records(args.model, records, args.out, max_len=args.max_len, batch_size=args.batch_size,
+                          max_batch_tokens=args.max_batch_tokens, mismatched=not args.no_mismatched,
+                          fallback_template=args.fallback_template, max_prompt_len=args.max_prompt_len,
+                          overlong_prompts=args.overlong_prompts, source=args.data, shard=args.shard,
+                          num_shards=args.num_shards, precision=args.precision, device=args.device)
     print(json.dumps(m, indent=2))
 
 
@@ -130,11 +142,9 @@ def cmd_train(args) -> None:
 
 
 def cmd_bench(args, rest) -> None:
-    if args.bench == "train":
-        from .bench_train import main as bench
-    else:
-        from .bench_generate import main as bench
-    bench(rest)
+    import importlib
+
+    importlib.import_module(f".bench_{args.bench}", __package__).main(rest)
 
 
 def cmd_table(args) -> None:
@@ -183,6 +193,7 @@ def cmd_toy(args, rest: list[str]) -> None:
 # ------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="negfree", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"negfree {_version()}")
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of an error (also: NEGFREE_DEBUG=1); by default bad input "
                         "ends with one line naming the culprit")
@@ -225,9 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fallback-template", action="store_true")
     s.add_argument("--shard", type=int, default=0, help="this job's shard (records shard::num_shards)")
     s.add_argument("--num-shards", type=int, default=1)
+    s.add_argument("--from-shards", nargs="+", default=None, metavar="PART",
+                   help="gather: write --out from the outputs of shards 0..k-1 (no model is loaded)")
     s.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
     s.add_argument("--device", default=None)
-    s.add_argument("--dtype", default=None)
+    s.add_argument("--dtype", default=None, help="auto (default): bf16 on CUDA, fp32 on the CPU; or bf16, fp32")
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("score", help="store reference per-token log-probs with the data")
@@ -235,7 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--max-len", type=int, default=512)
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=int, default=16, help="sequences per forward at most")
+    s.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="padded positions per forward at most (default: batch-size x max-len); batches are "
+                        "sorted by length")
+    s.add_argument("--shard", type=int, default=0, help="this job's shard of the batches (--out: its part)")
+    s.add_argument("--num-shards", type=int, default=1)
+    s.add_argument("--from-shards", nargs="+", default=None, metavar="PART",
+                   help="gather: write --out from every shard's part (no model is loaded)")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast on CUDA (as training), fp32 elsewhere")
+    s.add_argument("--device", default=None)
     s.add_argument("--limit", type=int, default=None)
     s.add_argument("--no-mismatched", action="store_true", help="skip KTO's mismatched pairs")
     s.add_argument("--fallback-template", action="store_true")
@@ -298,9 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=lambda a: __import__("negfree.plan", fromlist=["main"]).main(a))
 
-    s = sub.add_parser("bench", help="benchmarks: 'negfree bench train --help', 'negfree bench generate --help'",
+    s = sub.add_parser("bench", help="benchmarks: 'negfree bench {train,generate,score,data} --help'",
                        add_help=False)
-    s.add_argument("bench", choices=["train", "generate"])
+    s.add_argument("bench", nargs="?", choices=["train", "generate", "score", "data"])
     s.set_defaults(fn=cmd_bench, passthrough=True)
 
     # Subcommands whose module parses its own arguments: (name, help, module, its main function).
@@ -323,9 +346,55 @@ def build_parser() -> argparse.ArgumentParser:
                        passthrough=True)
 
     s = sub.add_parser("toy", help="toy problems: 'negfree toy frozen-lake --help'", add_help=False)
-    s.add_argument("toy", choices=["frozen-lake"])
+    s.add_argument("toy", nargs="?", choices=["frozen-lake"])
     s.set_defaults(fn=cmd_toy, passthrough=True)
+    _fill_help(sub)
     return p
+
+
+# Help for the flags declared above without their own: by (command, flag), then by flag alone.
+FLAG_HELP = {
+    ("train", "--method"): "a registered method (negfree methods lists them)",
+    ("train", "--model"): "the starting checkpoint directory (base model, or a pipeline's checkpoint)",
+    ("train", "--out-dir"): "the run directory: final/, metrics.jsonl, checkpoints/ (resumed when present)",
+    ("score", "--data"): "JSONL records with their negatives (negfree generate's output)",
+    ("score", "--max-len"): "prompt + answer tokens at most, as the training run will encode them",
+    ("generate", "--data"): "JSONL records whose prompts are sampled",
+    ("generate", "--fallback-template"): "render prompts with the Zephyr-style template when the model has none",
+    ("score", "--fallback-template"): "render prompts with the Zephyr-style template when the model has none",
+    ("generate", "--backend"): "transformers, or vllm (a CUDA machine with the vllm package)",
+    ("textsim", "--prompt-field"): "the column holding the prompt",
+    ("textsim", "--reference-field"): "the column holding the reference answer",
+    ("table", "--evals"): "evals.csv of the experiment (negfree eval-csv)",
+    ("sweep-table", "--scale"): "one line on what ran at what scale, printed under the table",
+    ("provenance", "--command"): "the command that made the outputs, as typed",
+    ("figure", "--png"): "the figure to write (a .pdf beside it too)",
+    ("figure", "--csv"): "the figure's data",
+    ("plan", "--json"): "print the per-job list as JSON instead of the tables",
+    ("make-data", "--seed"): "seed of the embedded generator or of the subsample",
+    "--out": "the file (or directory) to write",
+    "--out-csv": "the table as CSV",
+    "--out-md": "the table as markdown",
+    "--model": "a model directory (config.json, safetensors weights, tokenizer)",
+    "--data": "a JSONL dataset",
+    "--seed": "random seed",
+    "--temperature": "sampling temperature (0: greedy)",
+    "--top-p": "nucleus sampling: keep the smallest set of tokens with this much probability",
+    "--top-k": "sample among the k most likely tokens (0: all)",
+    "--max-new-tokens": "tokens generated per answer at most",
+    "--batch-size": "prompts or sequences per forward",
+    "--num-shards": "how many jobs share the records (with --shard)",
+    "--device": "cuda, cpu, ... (default: the GPU when one is visible, else the CPU)",
+    "--limit": "first N records only (a quick look)",
+}
+
+
+def _fill_help(sub) -> None:
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            if action.option_strings and not action.help and not isinstance(action, argparse._HelpAction):
+                flag = action.option_strings[-1]
+                action.help = FLAG_HELP.get((name, flag)) or FLAG_HELP.get(flag)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -334,8 +403,30 @@ def main(argv: list[str] | None = None) -> None:
     args, rest = parser.parse_known_args(argv)
     if not getattr(args, "passthrough", False) and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    group = {"bench": "bench", "toy": "toy"}.get(args.command)
+    if group and getattr(args, group) is None:   # `negfree bench --help`: say what is in the group
+        choices = next(a.choices for a in _subparser(parser, args.command)._actions if a.dest == group)
+        text = f"usage: negfree {args.command} {{{','.join(choices)}}} [--help | options]"
+        if {"-h", "--help"} & set(rest):
+            print(text)
+            return
+        raise SystemExit(f"{text}\nnegfree {args.command}: name one of {', '.join(choices)}")
     run_reporting_errors(args.command, lambda: args.fn(args, rest) if getattr(args, "passthrough", False)
                          else args.fn(args), debug=args.debug)
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("negfree")
+    except PackageNotFoundError:   # run from a source tree (make gpu-check)
+        return "unknown (not installed)"
 
 
 # ------------------------------------------------------------------------------- errors
