@@ -297,7 +297,12 @@ def train(cfg: dict) -> dict:
     hp, dev = cfg["hparams"], accelerator.device
     gather = (lambda t: accelerator.gather(t.contiguous())) if world > 1 else None
     t0 = time.time()
-    with StopFlag() as stop:
+    from tqdm import tqdm
+
+    # progress with ETA on stderr (the first process only); metrics.jsonl stays the record
+    bar = tqdm(total=total, initial=start, desc=f"train {method.name}", unit="step", disable=not main,
+               dynamic_ncols=True, mininterval=5.0)
+    with StopFlag() as stop, bar:
         for step in range(start, total):
             epoch, s = divmod(step, steps_per_epoch)
             ts = time.time()
@@ -353,6 +358,8 @@ def train(cfg: dict) -> dict:
                        **{k: sums[k] for k in sorted(sums)}})
             perf.write({"step": step + 1, "seconds": round(dt, 4), "tokens_per_s": round(n_tokens / dt, 2),
                         "peak_memory_mb": MetricsLog.peak_memory_mb()})
+            bar.set_postfix(loss=f"{sums['loss']:.4g}", refresh=False)
+            bar.update(1)
             if cfg["report_to"]:
                 accelerator.log({"loss": sums["loss"], "lr": lr, "grad_norm": grad_norm}, step=step + 1)
             preempted = _any(accelerator, stop.set, world)
