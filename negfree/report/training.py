@@ -186,14 +186,23 @@ def _footer(fig, scale: str, missing: list[str], extra: str = "") -> None:
     fig.text(0.01, 0.01, "\n".join(lines), fontsize=6.5, ha="left", va="bottom", wrap=True)
 
 
+STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 1)), "P")]
+
+
 def _line_panel(ax, runs: list[Run], key: str, ylabel: str, title: str) -> None:
-    drawn = False
+    """One line per run, each with its own dash pattern and marker; a series identical to one
+    already drawn (e.g. a method whose extra term has no gradient at this scale) says so in the
+    legend and is drawn hollow on top, so it cannot hide."""
+    drawn = []
     for r in runs:
         s = r.series(key)
         if s:
-            ax.plot([x for x, _ in s], [y for _, y in s], marker="o", ms=3, lw=1.4,
-                    label=f"{r.label} (lr {r.config.get('lr', '?')})")
-            drawn = True
+            same = next((lab for prev, lab in drawn if prev == s), None)
+            dash, marker = STYLES[len(drawn) % len(STYLES)]
+            label = f"{r.label} (lr {r.config.get('lr', '?')})" + (f" = {same}" if same else "")
+            ax.plot([x for x, _ in s], [y for _, y in s], ls=dash, marker=marker, ms=4 if same else 3,
+                    lw=1.4, label=label, mfc="none" if same else None, zorder=3 + len(drawn))
+            drawn.append((s, r.label))
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
@@ -238,8 +247,10 @@ def _cost_panels(axes, runs: list[Run]) -> None:
         vals = [_cost(r)[key] for r in runs]
         xs = [i for i, v in enumerate(vals) if v is not None]
         ax.bar(xs, [vals[i] for i in xs], color="tab:blue")
-        for i in xs:
-            ax.text(i, vals[i], f"{vals[i]:.3g}", ha="center", va="bottom", fontsize=7)
+        for i in xs:   # vertical, so neighbouring labels of close values never overlap
+            ax.text(i, vals[i], f" {vals[i]:.4g}", ha="center", va="bottom", fontsize=7, rotation=90)
+        if xs:
+            ax.set_ylim(0, max(vals[i] for i in xs) * 1.3)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
