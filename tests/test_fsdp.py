@@ -139,7 +139,7 @@ def test_fsdp_checkpoint_resume_is_bit_identical_and_refuses_another_process_cou
 def test_only_the_first_process_reads_the_full_checkpoint(tmp_path, tiny_model_dir, data):
     """A ~40M-parameter model (160 MB in fp32): with cpu_ram_efficient_loading the second process
     builds it on the meta device and receives its shard, so its peak host memory stays well
-    below the first's."""
+    below the first's. With activation checkpointing on, as in the paper files."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     cfg = AutoConfig.from_pretrained(str(tiny_model_dir))
@@ -152,7 +152,7 @@ def test_only_the_first_process_reads_the_full_checkpoint(tmp_path, tiny_model_d
     model.save_pretrained(big)
     AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(big)
     del model
-    p = launch("sft", big, data, tmp_path / "run", max_steps=1, lr=1e-5)
+    p = launch("sft", big, data, tmp_path / "run", max_steps=1, lr=1e-5, gradient_checkpointing=True)   # as the paper files
     assert p.returncode == 0, p.stderr[-3000:]
     rss = json.loads((tmp_path / "run/run_info.json").read_text())["host_peak_mb_per_rank_after_load"]
     assert len(rss) == 2
