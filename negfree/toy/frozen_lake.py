@@ -6,9 +6,11 @@
 Per seed: value iteration gives Q*; softmax(Q*/T) is the optimal table; an
 "optimal" and a "base" network are fitted from one initialisation; every method
 fine-tunes a copy of the base with its registry loss; each result is compared
-with the optimal table (policy MSE), the optimal net (parameter MSE, the metric
-of the paper's figure) and by rollouts (success, cells visited). Design and
-every choice of ours: docs/frozen_lake.md.
+with the optimal net (parameter MSE, the metric of the paper's figure and the
+primary verdict), the optimal table (policy MSE) and by rollouts (success,
+cells visited), at the last step and at the best checkpoint (ift.txt App. B.1).
+Design and every choice of ours: docs/frozen_lake.md. The robustness study over
+maps, steps, bases and negatives: negfree/toy/robustness.py.
 """
 from __future__ import annotations
 
@@ -30,11 +32,19 @@ from .finetune import (FT_LR, N_NEGATIVES, NEGATIVE_SOURCES, build_data, finetun
                        resolved_hparams)
 from .lake import (DEFAULT_MAP, Lake, Trajectories, build_lake, discounted_return, greedy_path, load_map,
                    rollout, soft_optimal_table, two_paths, value_iteration, visit_rates)
-from .policies import PolicyNet, base_target, flat_params, reference_policies
+from .policies import BASES, PolicyNet, base_target, param_mse_blocks, reference_policies
 
 PAPER_FIG3 = ("sft", "ift", "dpo", "orpo")   # the methods in ift.txt Fig. 3
-METRICS = ("mse_policy", "mse_params", "success_rate", "mean_return", "greedy_success", "greedy_optimal",
-           "p_optimal_path", "cells_visited", "visit_mse", "mse_policy_best", "best_step")
+PARAM_BLOCKS = ("mse_params", "mse_params_shared", "mse_params_path", "mse_params_offpath")
+METRICS = ("mse_params", "mse_policy", "success_rate", "mean_return", "greedy_success", "greedy_optimal",
+           "p_optimal_path", "cells_visited", "visit_mse", "mse_params_shared", "mse_params_path",
+           "mse_params_offpath", "mse_params_best", "best_step_params", "mse_policy_best", "best_step_policy")
+# ift.txt Sec. 5.3 / Fig. 3: "IFT performs much better than SFT and ORPO, but slightly worse than DPO"
+# as (a, b, kind): a is closer to the optimum than b. Lower MSE is better.
+PAPER_CLAIMS = (("dpo", "ift", "better"), ("ift", "orpo", "much_better"), ("ift", "sft", "much_better"))
+CLAIM_CRITERIA = {
+    "better": "lower mean over seeds",
+    "much_better": "lower in every seed and mean(a) <= 0.9 * mean(b) [ours: the paper gives no threshold]"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class ToyConfig:
     """Every knob of a run; saved as config.json beside the results. [ours] unless a source is named."""
 
     map: str = DEFAULT_MAP      # built-in map name or path to a text map
+    base: str = "long_way"      # base policy: long_way (noisy, prefers the long path) or uniform
     gamma: float = 0.95         # value-iteration discount: makes the short path strictly better
     temperature: float = 0.01   # optimal table = softmax(Q*/T); Q gaps between moves are ~0.04
     base_w_opt: float = 0.25    # base demonstrator: weight of the optimal table vs the long-way table
@@ -51,7 +62,7 @@ class ToyConfig:
     n_negatives: int = N_NEGATIVES  # B sampled negatives per step
     negatives: str = "auto"     # auto: the pair for ift.txt's DPO/ORPO, base samples for the rest
     episodes: int = 200         # sampled evaluation episodes per policy
-    eval_every: int = 10        # learning-curve resolution (steps)
+    eval_every: int = 10        # learning-curve resolution = checkpoint spacing of the best-checkpoint protocol
     horizon: int = 0            # max steps per episode; 0 = twice the number of cells
 
 
@@ -72,7 +83,8 @@ def make_world(cfg: ToyConfig) -> World:
     q_star, _ = value_iteration(lake, cfg.gamma)
     pi_opt = soft_optimal_table(q_star, cfg.temperature)
     optimal, suboptimal = two_paths(lake, q_star)
-    pi_base = base_target(lake, pi_opt, optimal, cfg.gamma, cfg.temperature, cfg.base_w_opt, cfg.base_noise)
+    pi_base = base_target(lake, pi_opt, optimal, cfg.gamma, cfg.temperature, cfg.base_w_opt, cfg.base_noise,
+                          cfg.base)
     horizon = cfg.horizon or 2 * lake.n_states
     return World(lake, pi_opt, pi_base, optimal, suboptimal, horizon)
 
@@ -99,8 +111,18 @@ def policy_mse(world: World, table: torch.Tensor) -> float:
     return float(((table[live] - world.pi_opt[live]) ** 2).mean())
 
 
+def path_states(world: World) -> list[int]:
+    return Trajectories.from_actions(world.lake, world.optimal).states[0].tolist()
+
+
+def param_metrics(world: World, net: PolicyNet | None, opt_net: PolicyNet | None) -> dict:
+    if net is None:
+        return {k: float("nan") for k in PARAM_BLOCKS}
+    return param_mse_blocks(net, opt_net, path_states(world))
+
+
 def evaluate(world: World, cfg: ToyConfig, table: torch.Tensor, seed: int, opt_visits: np.ndarray | None,
-             params: torch.Tensor | None, opt_params: torch.Tensor | None) -> tuple[dict, np.ndarray]:
+             net: PolicyNet | None, opt_net: PolicyNet | None) -> tuple[dict, np.ndarray]:
     """Metrics of one policy table. The rollout generator depends on the seed only, so all
     policies of a seed meet the same random numbers."""
     lake = world.lake
@@ -112,8 +134,8 @@ def evaluate(world: World, cfg: ToyConfig, table: torch.Tensor, seed: int, opt_v
     _, greedy_actions = greedy_path(lake, table, world.horizon)
     states = Trajectories.from_actions(lake, world.optimal).states[0]
     row = {
+        **param_metrics(world, net, opt_net),
         "mse_policy": policy_mse(world, table),
-        "mse_params": float(((params - opt_params) ** 2).mean()) if params is not None else float("nan"),
         "success_rate": float(sampled.reached.float().mean()),
         "mean_return": float(discounted_return(sampled, cfg.gamma).mean()),
         "greedy_success": float(greedy.reached[0]),
@@ -129,7 +151,6 @@ def run_seed(world: World, cfg: ToyConfig, seed: int, methods: list[str], hparam
     """One seed: reference nets, the data, every method. Returns (result rows, visit rows, curve rows)."""
     lake = world.lake
     opt_net, base_net = reference_policies(lake, world.pi_opt, world.pi_base, seed)
-    opt_params = flat_params(opt_net)
     data = build_data(lake, base_net, Trajectories.from_actions(lake, world.optimal),
                       Trajectories.from_actions(lake, world.suboptimal), cfg.steps, cfg.n_negatives,
                       world.horizon, torch.Generator().manual_seed(seed))
@@ -137,7 +158,7 @@ def run_seed(world: World, cfg: ToyConfig, seed: int, methods: list[str], hparam
     rows, visit_rows, curve_rows = [], [], []
 
     def record(name: str, role: str, net: PolicyNet, source: str | None):
-        row, visits = evaluate(world, cfg, net.table(), seed, opt_visits, flat_params(net), opt_params)
+        row, visits = evaluate(world, cfg, net.table(), seed, opt_visits, net, opt_net)
         rows.append({"method": name, "seed": seed, "role": role, "negatives": source or "none", **row})
         for r in range(lake.nrow):
             for c in range(lake.ncol):
@@ -147,28 +168,42 @@ def run_seed(world: World, cfg: ToyConfig, seed: int, methods: list[str], hparam
     record("optimal_net", "reference", opt_net, None)
     record("base", "reference", base_net, None)
     for row in rows:
-        row.update(mse_policy_best=row["mse_policy"], best_step=0)
+        row.update(mse_params_best=row["mse_params"], best_step_params=0,
+                   mse_policy_best=row["mse_policy"], best_step_policy=0)
+
+    def point(name, step, net):
+        return {"method": name, "seed": seed, "step": step, "mse_policy": policy_mse(world, net.table()),
+                **param_metrics(world, net, opt_net)}
+
     for name in methods:
         method = get_method(name)
         source = negative_source(method, cfg.negatives)
-        curve_rows.append({"method": name, "seed": seed, "step": 0,
-                           "mse_policy": policy_mse(world, base_net.table()),
-                           "mse_params": float(((flat_params(base_net) - opt_params) ** 2).mean())})
+        curve_rows.append(point(name, 0, base_net))
 
         def on_step(step, net, name=name):
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                curve_rows.append({"method": name, "seed": seed, "step": step,
-                                   "mse_policy": policy_mse(world, net.table()),
-                                   "mse_params": float(((flat_params(net) - opt_params) ** 2).mean())})
+                curve_rows.append(point(name, step, net))
 
         net = finetune(method, base_net, lake, data, cfg.steps, cfg.negatives, cfg.n_negatives, cfg.lr,
                        hparams.get(name), callback=on_step)
         record(name, "fine-tuned", net, source)
-        # oracle early stopping, reported beside the final numbers: the lowest policy MSE on the curve
-        mine = [c for c in curve_rows if c["method"] == name and c["seed"] == seed]
-        best = min(mine, key=lambda c: c["mse_policy"])
-        rows[-1].update(mse_policy_best=best["mse_policy"], best_step=best["step"])
+        rows[-1].update(best_checkpoint([c for c in curve_rows if c["method"] == name and c["seed"] == seed]))
     return rows, visit_rows, curve_rows
+
+
+def best_checkpoint(curve: list[dict]) -> dict:
+    """ift.txt App. B.1: "select the results from the checkpoint with the best average score".
+
+    Checkpoints are the curve's points after step 0 (every ``eval_every`` steps and the
+    last); the score of each metric is the metric itself, so this is oracle early stopping
+    on the optimum the toy knows, reported beside the last step, never instead of it.
+    """
+    points = [c for c in curve if c["step"] > 0]
+    out = {}
+    for metric in ("mse_params", "mse_policy"):
+        best = min(points, key=lambda c: c[metric])
+        out[f"{metric}_best"], out[f"best_step_{metric.split('_')[1]}"] = best[metric], best["step"]
+    return out
 
 
 # --------------------------------------------------------------------------- outputs
@@ -184,12 +219,16 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def table_markdown(table: pd.DataFrame, cfg: ToyConfig, n_seeds: int) -> str:
-    cols = (("mse_policy", "MSE policy", 4), ("mse_params", "MSE params", 4), ("success_rate", "success", 3),
+    cols = (("mse_params", "MSE params (paper)", 4), ("mse_params_shared", "MSE shared params", 4),
+            ("mse_policy", "MSE policy", 4), ("success_rate", "success", 3),
             ("greedy_optimal", "greedy optimal", 2), ("cells_visited", "cells visited", 1),
-            ("visit_mse", "visit MSE", 4), ("mse_policy_best", "MSE policy at best step", 4),
-            ("best_step", "best step", 0))
+            ("visit_mse", "visit MSE", 4), ("mse_params_best", "MSE params, best ckpt", 4),
+            ("best_step_params", "its step", 0), ("mse_policy_best", "MSE policy, best ckpt", 4),
+            ("best_step_policy", "its step", 0))
     head = "| method | negatives | " + " | ".join(c[1] for c in cols) + " |"
-    lines = [f"Frozen Lake, map `{cfg.map}`, {cfg.steps} steps, {n_seeds} seeds: mean ± std over seeds.", "",
+    lines = [f"Frozen Lake, map `{cfg.map}`, base `{cfg.base}`, {cfg.steps} steps, {n_seeds} seeds: "
+             f"mean ± std over seeds. Best ckpt: the lowest value among checkpoints every {cfg.eval_every} "
+             f"steps (ift.txt App. B.1).", "",
              head, "|" + "---|" * (len(cols) + 2)]
     for _, r in table.iterrows():
         cells = []
@@ -201,41 +240,50 @@ def table_markdown(table: pd.DataFrame, cfg: ToyConfig, n_seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def judge_claims(per_seed: pd.DataFrame) -> list[dict]:
+    """PAPER_CLAIMS on one metric; ``per_seed``: index seed, a column per method (lower is better).
+
+    All methods of a seed share its base and optimal nets, so claims are judged on
+    per-seed (paired) values; the criteria are CLAIM_CRITERIA.
+    """
+    claims = []
+    for a, b, kind in PAPER_CLAIMS:
+        ma, mb = float(per_seed[a].mean()), float(per_seed[b].mean())
+        diff = per_seed[a] - per_seed[b]
+        held = ma < mb if kind == "better" else bool((diff < 0).all()) and ma <= 0.9 * mb
+        claims.append({"claim": f"{a} {kind.replace('_', ' ')} than {b}", "held": bool(held),
+                       a: {"mean": ma, "std": float(per_seed[a].std())},
+                       b: {"mean": mb, "std": float(per_seed[b].std())},
+                       "ratio": ma / mb if mb else None,
+                       "seeds_where_lower": int((diff < 0).sum()), "n_seeds": int(len(diff))})
+    return claims
+
+
 def paper_ordering(results: pd.DataFrame) -> dict:
     """ift.txt Fig. 3 / Sec. 5.3: DPO better than IFT; IFT much better than ORPO and SFT (lower MSE is better).
 
-    All methods of a seed share its base and optimal nets, so claims are judged on
-    per-seed (paired) differences. 'better' = lower mean; 'much better' [ours: the
-    paper gives no threshold] = lower in every seed and by at least 10% of the mean.
+    The verdict (``paper_ordering_holds``) is on the paper's metric, parameter MSE at the
+    last step; the best checkpoint (App. B.1), shared-parameter MSE and policy MSE are
+    judged beside it.
     """
     tuned = results[results.role == "fine-tuned"]
     missing = [m for m in PAPER_FIG3 if m not in set(tuned.method)]
     if missing:
         return {"evaluated": False, "reason": f"methods not run: {missing}"}
-    report = {"evaluated": True, "criteria": {
-        "better": "lower mean over seeds",
-        "much_better": "lower in every seed and mean(a) <= 0.9 * mean(b) [ours: the paper gives no threshold]"}}
-    for metric in ("mse_policy", "mse_params", "mse_policy_best"):
+    report = {"evaluated": True, "criteria": dict(CLAIM_CRITERIA)}
+    for metric in ("mse_params", "mse_params_best", "mse_params_shared", "mse_policy", "mse_policy_best"):
         per_seed = tuned.pivot(index="seed", columns="method", values=metric)
-        claims = []
-        for a, b, kind in (("dpo", "ift", "better"), ("ift", "orpo", "much_better"), ("ift", "sft", "much_better")):
-            ma, mb = float(per_seed[a].mean()), float(per_seed[b].mean())
-            diff = per_seed[a] - per_seed[b]
-            if kind == "better":
-                held = ma < mb
-            else:
-                held = bool((diff < 0).all()) and ma <= 0.9 * mb
-            claims.append({"claim": f"{a} {kind.replace('_', ' ')} than {b}", "held": bool(held),
-                           a: {"mean": ma, "std": float(per_seed[a].std())},
-                           b: {"mean": mb, "std": float(per_seed[b].std())},
-                           "ratio": ma / mb if mb else None,
-                           "seeds_where_lower": int((diff < 0).sum()), "n_seeds": int(len(diff))})
+        claims = judge_claims(per_seed)
         report[metric] = {"claims": claims, "all_held": all(c["held"] for c in claims),
                           "ranking_best_first": sorted(PAPER_FIG3, key=lambda m: float(per_seed[m].mean()))}
-    report["primary_metric"] = "mse_policy"
-    report["paper_ordering_holds"] = report["mse_policy"]["all_held"]
-    report["notes"] = {"mse_params": "the metric of the paper's Fig. 3 caption",
-                       "mse_policy_best": "lowest policy MSE along the curve (oracle early stopping)"}
+    report["primary_metric"] = "mse_params"
+    report["paper_ordering_holds"] = report["mse_params"]["all_held"]
+    report["notes"] = {
+        "mse_params": "primary: the metric of the paper's Fig. 3 caption, at the last step",
+        "mse_params_best": "parameter MSE at the best checkpoint (ift.txt App. B.1; oracle: scored by itself)",
+        "mse_params_shared": "parameter MSE over the hidden bias and output layer only (read by every cell)",
+        "mse_policy": "MSE to the optimal state-action table at the last step",
+        "mse_policy_best": "policy MSE at the best checkpoint"}
     return report
 
 
@@ -257,6 +305,8 @@ def run_frozen_lake(out_dir, methods=None, seeds=5, steps: int = ToyConfig.steps
         raise ValueError("seeds: need at least one seed")
     if negatives not in NEGATIVE_SOURCES:
         raise ValueError(f"negatives={negatives!r} is not one of {list(NEGATIVE_SOURCES)}")
+    if config.get("base", "long_way") not in BASES:
+        raise ValueError(f"base={config['base']!r} is not one of {list(BASES)}")
     unknown = sorted(set(config) - set(ToyConfig.__dataclass_fields__))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; known: {', '.join(ToyConfig.__dataclass_fields__)}")
@@ -298,8 +348,12 @@ def run_frozen_lake(out_dir, methods=None, seeds=5, steps: int = ToyConfig.steps
         "negatives_by_method": {m: negative_source(get_method(m), cfg.negatives) for m in names},
         "versions": {"torch": torch.__version__, "pandas": pd.__version__}})
     highlight = tuple(m for m in PAPER_FIG3 if m in names)
+    footer = (f"Frozen Lake map '{cfg.map}' ({world.lake.nrow}x{world.lake.ncol}), base '{cfg.base}', "
+              f"{cfg.steps} Adam steps at lr {cfg.lr:g}, {len(seed_list)} seeds (bars: mean ± std over seeds; "
+              f"curves: mean). {PolicyNet(world.lake.n_states).n_params()} parameters. Lower MSE is closer "
+              f"to the optimal net/table. Orange bars, bold curves: the paper's four methods.")
     for fmt in ("png", "pdf"):
-        atomic_write_bytes(out / f"fig3.{fmt}", plots.fig3(results, curves, names, highlight, fmt))
+        atomic_write_bytes(out / f"fig3.{fmt}", plots.fig3(results, curves, names, highlight, footer, fmt))
     atomic_write_bytes(out / "visits.png", plots.visits_figure(world.lake, visits, ["optimal_net", "base"] + names))
     atomic_write_bytes(out / "map.png", plots.map_figure(world.lake, world.optimal, world.suboptimal))
     return results
@@ -316,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", default=DEFAULT_MAP, help="built-in map name or a text file of S/F/H/G rows")
     p.add_argument("--negatives", default="auto", choices=NEGATIVE_SOURCES,
                    help="auto: the paper's pair for DPO/ORPO, base-policy samples for the rest")
+    p.add_argument("--base", default="long_way", choices=BASES, help="the base policy fine-tuning starts from")
     return p
 
 
@@ -331,12 +386,12 @@ def main(argv=None) -> int:
         load_map(args.map)
     except ValueError as e:
         parser.error(str(e))
-    run_frozen_lake(args.out_dir, names, args.seeds, args.steps, args.map, args.negatives)
+    run_frozen_lake(args.out_dir, names, args.seeds, args.steps, args.map, args.negatives, base=args.base)
     out = Path(args.out_dir)
     sys.stdout.write((out / "table.md").read_text())
     ordering = json.loads((out / "ordering.json").read_text())
     if ordering.get("evaluated"):
-        sys.stdout.write(f"\npaper ordering (DPO < IFT << ORPO, SFT on mse_policy) holds: "
+        sys.stdout.write(f"\npaper ordering (DPO < IFT << ORPO, SFT on mse_params) holds: "
                          f"{ordering['paper_ordering_holds']}\n")
     sys.stdout.write(f"outputs in {out}\n")
     return 0

@@ -11,6 +11,8 @@ trajectory"; its map is not published, so the built-in maps below are ours:
 a ring of ice around holes, the gift on the ring, so that exactly two hole-free
 simple paths lead from S to G: a short one (optimal) and a long one
 (sub-optimal). Dead-end spurs add states where the right move is to turn back.
+``two_paths`` and ``small`` have a straight optimal path; ``bend`` and ``stairs``
+have optimal paths with turns (the robustness study, docs/frozen_lake.md, uses all four).
 """
 from __future__ import annotations
 
@@ -38,6 +40,17 @@ MAPS = {
     "small": ("SFFFG",
               "FHHHF",
               "FFFFF"),
+    # an optimal path with one turn: D D D R R (5) against R R R R D D D L L (9)
+    "bend": ("SFFFF",
+             "FHHHF",
+             "FHHHF",
+             "FFGFF"),
+    # an optimal staircase with four turns: R R D R D R (6) against D D D D R R R R U U (10)
+    "stairs": ("SFFHH",
+               "FHFFH",
+               "FHHFG",
+               "FHHHF",
+               "FFFFF"),
 }
 DEFAULT_MAP = "two_paths"
 

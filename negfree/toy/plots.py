@@ -60,17 +60,34 @@ def map_figure(lake: Lake, optimal: list[int], suboptimal: list[int], fmt: str =
     return _to_bytes(fig, fmt)
 
 
+def _method_styles(order: list[str], highlight: tuple[str, ...]) -> dict[str, dict]:
+    """One colour + line style per method so that every curve can be named in a legend."""
+    cmap = plt.get_cmap("tab20")
+    styles, k = {}, 0
+    for m in order:
+        if m in highlight:
+            styles[m] = {"color": plt.get_cmap("tab10")(highlight.index(m)), "lw": 2.2, "ls": "-"}
+        else:
+            styles[m] = {"color": cmap(k % 20), "lw": 0.9, "ls": ("--", ":", "-.")[k % 3]}
+            k += 1
+    return styles
+
+
 def fig3(results: pd.DataFrame, curves: pd.DataFrame, order: list[str], highlight: tuple[str, ...],
-         fmt: str = "png") -> bytes:
-    """ift.txt Fig. 3 extended: parameter MSE (the paper's metric), policy MSE, success, and policy-MSE curves."""
+         footer: str = "", fmt: str = "png") -> bytes:
+    """ift.txt Fig. 3 extended: parameter MSE (the paper's metric), policy MSE, success, and policy-MSE curves.
+
+    Panel (d) shows policy MSE, the metric that moves (parameter MSE is nearly flat, see
+    docs/frozen_lake.md); curves.csv holds the parameter-MSE curves as well.
+    """
     tuned = results[results.role == "fine-tuned"]
     base = results[results.method == "base"]
-    fig, axes = plt.subplots(2, 2, figsize=(max(9, 0.55 * len(order) + 4), 7.5))
-    panels = (("mse_params", "(a) MSE to optimal-net parameters"),
-              ("mse_policy", "(b) MSE to optimal policy table"),
-              ("success_rate", "(c) success rate (sampled episodes)"))
+    fig, axes = plt.subplots(2, 2, figsize=(max(10, 0.55 * len(order) + 5), 8.5))
+    panels = (("mse_params", "(a) parameter MSE to the optimal net (paper's metric)", "MSE (parameters)"),
+              ("mse_policy", "(b) MSE to the optimal policy table", "MSE (pi(a|s), non-terminal cells x 4 moves)"),
+              ("success_rate", "(c) success rate of sampled episodes", "fraction reaching the gift"))
     x = np.arange(len(order))
-    for ax, (col, title) in zip(axes.flat, panels):
+    for ax, (col, title, ylabel) in zip(axes.flat, panels):
         stats = tuned.groupby("method")[col].agg(["mean", "std"]).reindex(order)
         colors = ["#e07a1f" if m in highlight else "#7d9bb5" for m in order]
         ax.bar(x, stats["mean"], yerr=stats["std"].fillna(0), color=colors, capsize=2)
@@ -78,20 +95,50 @@ def fig3(results: pd.DataFrame, curves: pd.DataFrame, order: list[str], highligh
             ax.axhline(base[col].mean(), ls="--", color="k", lw=1, label="base (before fine-tuning)")
             ax.legend(fontsize=7, loc="upper left")
         ax.set_xticks(x, order, rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.set_title(title, fontsize=10)
     ax = axes.flat[3]
     mean_curve = curves.groupby(["method", "step"])["mse_policy"].mean().reset_index()
+    styles = _method_styles(order, highlight)
     for m in order:
         c = mean_curve[mean_curve.method == m]
-        bold = m in highlight
-        ax.plot(c.step, c.mse_policy, lw=2 if bold else 0.8, alpha=1 if bold else 0.5,
-                label=m if bold else None)
+        ax.plot(c.step, c.mse_policy, label=m, alpha=1 if m in highlight else 0.8, **styles[m])
     if len(base):
-        ax.axhline(base["mse_policy"].mean(), ls="--", color="k", lw=1)
+        ax.axhline(base["mse_policy"].mean(), ls="--", color="k", lw=1, label="base")
     ax.set_xlabel("fine-tuning step")
-    ax.set_title("(d) MSE to optimal policy during fine-tuning (mean over seeds)", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.set_ylabel("MSE (policy table), mean over seeds", fontsize=8)
+    ax.set_title("(d) MSE to the optimal policy during fine-tuning", fontsize=10)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 if len(order) <= 12 else 2,
+              frameon=False)
+    fig.tight_layout(rect=(0, 0.04 if footer else 0, 1, 1))
+    if footer:
+        fig.text(0.01, 0.005, footer, fontsize=7, ha="left", va="bottom", wrap=True)
+    return _to_bytes(fig, fmt)
+
+
+def robustness_figure(claims: pd.DataFrame, ranks: pd.DataFrame, footer: str, fmt: str = "png") -> bytes:
+    """(a) per paper claim: fraction of settings where it holds, with its 95% CI; (b) mean rank per method."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.2, 1]})
+    labels = [f"{r.claim}\n[{r.metric}, {r.protocol}]" for r in claims.itertuples()]
+    y = np.arange(len(claims))[::-1]
+    colors = {"reproduced": "#2a9d3a", "contradicted": "#d1495b", "inconclusive": "#888888"}
+    for yy, r in zip(y, claims.itertuples()):
+        err = [[max(r.fraction - r.ci_low, 0.0)], [max(r.ci_high - r.fraction, 0.0)]]   # rounding at 0 and 1
+        ax1.errorbar(r.fraction, yy, xerr=err, fmt="o",
+                     color=colors[r.verdict], capsize=3)
+    ax1.axvline(0.5, ls="--", color="k", lw=1)
+    ax1.set_yticks(y, labels, fontsize=6.5)
+    ax1.set_xlim(-0.02, 1.02)
+    ax1.set_xlabel("fraction of settings where the claim holds (95% Wilson CI)", fontsize=8)
+    ax1.set_title("(a) ift.txt Fig. 3 claims across the grid\n(green reproduced, red contradicted, "
+                  "grey inconclusive)", fontsize=9)
+    yy = np.arange(len(ranks))[::-1]
+    ax2.barh(yy, ranks["mean_rank"], xerr=ranks["std_rank"], color="#7d9bb5", capsize=2)
+    ax2.set_yticks(yy, ranks["method"], fontsize=7)
+    ax2.set_xlabel("rank by parameter MSE at the last step (1 = closest), mean ± std over settings", fontsize=8)
+    ax2.set_title("(b) every method: rank within each (map, steps, base, negatives, seed)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.text(0.01, 0.005, footer, fontsize=7, ha="left", va="bottom", wrap=True)
     return _to_bytes(fig, fmt)
 
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .lake import Lake, blocked_desc, build_lake, soft_optimal_table, value_iteration
 
 HIDDEN = 32          # hidden width [ours]
+BASES = ("long_way", "uniform")   # the base policies the toy can start from [ours]
 FIT_STEPS = 500      # full-batch Adam steps of the imitation fits [ours]
 FIT_LR = 0.01
 
@@ -46,14 +47,34 @@ class PolicyNet(nn.Module):
         """Logits for integer cell indices of any shape [...] -> [..., A]."""
         return self.from_embedding(self.embed(states))
 
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
     @torch.no_grad()
     def table(self) -> Tensor:
         """pi(a|s) for every cell, [S, A]."""
         return torch.softmax(self(torch.arange(self.n_states)), dim=-1)
 
 
-def flat_params(net: nn.Module) -> Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+def param_mse_blocks(net: PolicyNet, ref: PolicyNet, path_states: list[int]) -> dict[str, float]:
+    """Parameter MSE to ``ref``, whole and per block [ours: the blocks].
+
+    With one-hot inputs the first-layer column of a cell is read by that cell only,
+    so a method that never trains on a cell leaves its column where the base put it.
+    The blocks separate what the data can reach from what it cannot:
+    ``shared`` = hidden bias + output layer (read by every cell), ``path`` = the
+    first-layer columns of the optimal path's cells, ``offpath`` = every other column.
+    ``mse_params`` (all parameters) is the metric of ift.txt's Fig. 3 caption.
+    """
+    on = torch.zeros(net.n_states, dtype=torch.bool)
+    on[list(path_states)] = True
+    d1 = (net.hidden.weight - ref.hidden.weight).detach() ** 2          # [H, S]
+    shared = torch.cat([((p - q).detach() ** 2).reshape(-1) for p, q in
+                        ((net.hidden.bias, ref.hidden.bias), (net.out.weight, ref.out.weight),
+                         (net.out.bias, ref.out.bias))])
+    total = float(d1.sum() + shared.sum()) / (d1.numel() + shared.numel())
+    return {"mse_params": total, "mse_params_shared": float(shared.mean()),
+            "mse_params_path": float(d1[:, on].mean()), "mse_params_offpath": float(d1[:, ~on].mean())}
 
 
 def fit_table(net: PolicyNet, target: Tensor, states: Tensor, steps: int = FIT_STEPS,
@@ -71,8 +92,11 @@ def fit_table(net: PolicyNet, target: Tensor, states: Tensor, steps: int = FIT_S
 
 
 def base_target(lake: Lake, pi_opt: Tensor, opt_actions: list[int], gamma: float, temperature: float,
-                w_opt: float, noise: float) -> Tensor:
-    """The 'pretraining' table the base policy imitates [ours]: a noisy demonstrator that prefers the long way.
+                w_opt: float, noise: float, kind: str = "long_way") -> Tensor:
+    """The 'pretraining' table the base policy imitates [ours].
+
+    ``kind="uniform"``: every move 1/4 in every cell (a base that knows nothing).
+    ``kind="long_way"`` (default): a noisy demonstrator that prefers the long way,
 
     (1 - noise) * [w_opt * pi_opt + (1 - w_opt) * pi_sub] + noise * uniform, where
     pi_sub is the soft-optimal table of the same map with the optimal path's
@@ -81,12 +105,16 @@ def base_target(lake: Lake, pi_opt: Tensor, opt_actions: list[int], gamma: float
     knows the lake but its preferred answer is not the best one, and its
     samples sometimes fall in a hole.
     """
+    if kind not in BASES:
+        raise ValueError(f"base {kind!r} is not one of {list(BASES)}")
+    uniform = torch.full_like(pi_opt, 1.0 / pi_opt.shape[-1])
+    if kind == "uniform":
+        return uniform
     sub_lake = build_lake(blocked_desc(lake, opt_actions))
     q_sub, _ = value_iteration(sub_lake, gamma)
     pi_sub = soft_optimal_table(q_sub, temperature)
     only_there = sub_lake.terminal & ~lake.terminal
     pi_sub[only_there] = pi_opt[only_there]
-    uniform = torch.full_like(pi_opt, 1.0 / pi_opt.shape[-1])
     return (1 - noise) * (w_opt * pi_opt + (1 - w_opt) * pi_sub) + noise * uniform
 
 
