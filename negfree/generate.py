@@ -21,9 +21,12 @@ it changes a token only when a draw lands within ~1e-7 of a CDF boundary.
 Backends: ``transformers`` (default, the loop above) and ``vllm`` (GPU; imported
 lazily; prompts go in as pre-rendered token ids, so no second BOS and no second
 chat template; max_tokens is always set, since vLLM's default is 16; one request
-per sample with its per-sample seed). Both write the same file format.
+per sample with its per-sample seed). Both write the same file format. ``dtype`` auto
+(:func:`generation_dtype`): bf16 weights on CUDA, fp32 on the CPU. vLLM without a CUDA GPU or
+without its package stops before any model is loaded, naming the install step.
 
-Work is split by ``shard=i, num_shards=k`` (records i::k). Finished prompts are
+Work is split by ``shard=i, num_shards=k`` (records i::k; :func:`gather_generated` puts the
+shards' outputs back in record order). Finished prompts are
 appended to ``<out>.partial.jsonl`` (first line: the configuration) and a
 restarted run resumes from it; the output and its manifest are written
 atomically only when every prompt is done, so a killed run never leaves a file
@@ -152,15 +155,44 @@ class TransformersBackend:
         return [(self.tok.decode(o, skip_special_tokens=True).strip(), len(o)) for o in outs]
 
 
+VLLM_INSTALL = "pip install -e '.[vllm]' in the environment of a CUDA machine"
+
+
+def check_backend(backend: str) -> None:
+    """vLLM needs a CUDA GPU and its package: say so before any model is loaded."""
+    if backend != "vllm":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(f"backend 'vllm' needs a CUDA GPU and none is visible here; use backend "
+                         f"'transformers' on this machine (on a GPU machine: {VLLM_INSTALL})")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise ValueError(f"backend 'vllm' needs the vllm package, which is not installed: {VLLM_INSTALL}; "
+                         f"or use backend 'transformers'") from None
+
+
+def generation_dtype(backend: str, device: str, dtype: str | None = None) -> str:
+    """The dtype the model decodes in: ``None``/``auto`` is bfloat16 on CUDA (as training computes
+    there) and float32 on any other device; ``bf16``/``fp32`` are accepted for the full names."""
+    alias = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
+    dtype = alias.get(dtype, dtype)
+    if dtype in (None, "auto"):
+        return "bfloat16" if backend == "vllm" or str(device).startswith("cuda") else "float32"
+    if dtype not in ("bfloat16", "float32", "float16"):
+        raise ValueError(f"generate: dtype={dtype!r} is not one of auto, bf16, fp32, bfloat16, float32, float16")
+    return dtype
+
+
 class VllmBackend:
     """vLLM on pre-rendered token ids, one request per sample with its own seed."""
 
-    def __init__(self, model_dir, *, dtype: str = "auto", seed: int = 0):
+    def __init__(self, model_dir, *, dtype: str = "bfloat16", seed: int = 0):
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
-            raise ValueError("backend 'vllm' needs the vllm package (GPU machines: pip install -e .[vllm]); "
-                             "use backend 'transformers' here") from None
+            raise ValueError(f"backend 'vllm' needs the vllm package: {VLLM_INSTALL}; "
+                             f"or use backend 'transformers'") from None
         from .models import load_tokenizer
 
         self.tok = load_tokenizer(model_dir)
@@ -287,7 +319,11 @@ def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str
     mine = records[shard::num_shards]
     if not mine:
         raise ValueError(f"shard {shard} of {num_shards} gets no records (the input has {len(records)})")
-    dtype = dtype or ("float32" if backend == "transformers" else "auto")
+    check_backend(backend)
+    from .models import resolve_device
+
+    device = resolve_device(device) if backend == "transformers" else "cuda"
+    dtype = generation_dtype(backend, device, dtype)
     config = {"model": str(model_dir), "model_sha256": sha256_dir(model_dir), "backend": backend, "dtype": dtype,
               "device": device, "strategy": strategy_name, "system": how["system"], "chat": how["chat"],
               "fallback_template": fallback_template, "temperature": temperature, "top_p": top_p, "top_k": top_k,
@@ -355,6 +391,40 @@ def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str
     write_json(Path(str(out_path) + ".manifest.json"), manifest)
     atomic_write_bytes(out_path, data)
     partial.unlink()
+    return manifest
+
+
+def gather_generated(records: list[dict], parts: list[str | Path], out_path: str | Path) -> dict:
+    """The pool of ``records`` in record order from the outputs of shards 0..k-1 (shard i holds
+    records i::k; each part's manifest says which shard it is), checked id by id."""
+    shards = {}
+    for part in parts:
+        m = json.loads(Path(str(part) + ".manifest.json").read_text())
+        if m.get("num_shards") != len(parts) or m.get("shard") in shards:
+            raise ValueError(f"{part}: shard {m.get('shard')} of {m.get('num_shards')}; expected each of "
+                             f"{len(parts)} shards once")
+        shards[m["shard"]] = (Path(part).read_bytes().splitlines(keepends=True), m)
+    k = len(parts)
+    lines = []
+    for n, r in enumerate(records):
+        part = shards[n % k][0]
+        line = part[n // k] if n // k < len(part) else b"{}"
+        if json.loads(line).get("id") != r["id"]:
+            raise ValueError(f"{parts[n % k]}: line {n // k + 1} is not record {r['id']!r} (shards of other data?)")
+        lines.append(line)
+    if sum(len(p) for p, _ in shards.values()) != len(records):
+        raise ValueError(f"the {k} shards hold {sum(len(p) for p, _ in shards.values())} prompts, the data "
+                         f"{len(records)}")
+    data = b"".join(lines)
+    first = shards[0][1]
+    manifest = {**{key: first[key] for key in ("model", "backend", "dtype", "strategy", "temperature", "num", "seed",
+                                               "max_new_tokens") if key in first},
+                "num_shards": k, "prompts": len(records),
+                "generated_tokens": sum(m["generated_tokens"] for _, m in shards.values()),
+                "seconds_per_shard": [shards[i][1]["seconds"] for i in range(k)],
+                "sha256": {"output": hashlib.sha256(data).hexdigest()}}
+    write_json(Path(str(out_path) + ".manifest.json"), manifest)
+    atomic_write_bytes(out_path, data)
     return manifest
 
 

@@ -60,6 +60,14 @@ def test_shards_partition_the_work(tiny_model_dir, recs, reference, tmp_path):
     for i in range(2):
         generate_negatives(tiny_model_dir, recs, tmp_path / f"s{i}.jsonl", batch_size=2, shard=i, num_shards=2, **KW)
         assert (tmp_path / f"s{i}.jsonl").read_bytes().splitlines(keepends=True) == whole[i::2]
+    # the gather job: record order again, the bytes of one pass, whatever order the parts come in
+    m = gen.gather_generated(recs, [tmp_path / "s1.jsonl", tmp_path / "s0.jsonl"], tmp_path / "all.jsonl")
+    assert (tmp_path / "all.jsonl").read_bytes() == reference[0] and m["num_shards"] == 2
+    with pytest.raises(ValueError, match="expected each of 3 shards once"):
+        gen.gather_generated(recs, [tmp_path / "s0.jsonl", tmp_path / "s1.jsonl", tmp_path / "s1.jsonl"],
+                             tmp_path / "x.jsonl")
+    with pytest.raises(ValueError, match="is not record"):
+        gen.gather_generated(recs[::-1], [tmp_path / "s0.jsonl", tmp_path / "s1.jsonl"], tmp_path / "x.jsonl")
 
 
 def test_killed_run_resumes_to_the_same_bytes(tiny_model_dir, recs, reference, tmp_path, monkeypatch):
@@ -183,9 +191,24 @@ def test_bad_records(tiny_model_dir, recs, tmp_path):
 
 # ---------------------------------------------------------------- vLLM
 def test_vllm_missing_is_a_clear_error(tiny_model_dir, recs, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "vllm", None)          # import vllm -> ImportError
-    with pytest.raises(ValueError, match="backend 'vllm' needs the vllm package"):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="backend 'vllm' needs a CUDA GPU.*pip install"):
         generate_negatives(tiny_model_dir, recs, tmp_path / "x.jsonl", backend="vllm", **KW)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "vllm", None)          # import vllm -> ImportError
+    with pytest.raises(ValueError, match="backend 'vllm' needs the vllm package.*pip install"):
+        generate_negatives(tiny_model_dir, recs, tmp_path / "x.jsonl", backend="vllm", **KW)
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_dtype_auto_is_bf16_only_on_cuda():
+    assert gen.generation_dtype("transformers", "cpu") == "float32"
+    assert gen.generation_dtype("transformers", "cuda") == "bfloat16"
+    assert gen.generation_dtype("transformers", "cuda:0", "auto") == "bfloat16"
+    assert gen.generation_dtype("transformers", "cuda", "fp32") == "float32"
+    assert gen.generation_dtype("vllm", "cuda") == "bfloat16"
+    with pytest.raises(ValueError, match="dtype"):
+        gen.generation_dtype("transformers", "cpu", "int8")
 
 
 def test_vllm_requests_use_token_ids_max_tokens_and_per_sample_seeds(tiny_model_dir, recs, tmp_path, monkeypatch):
@@ -208,6 +231,7 @@ def test_vllm_requests_use_token_ids_max_tokens_and_per_sample_seeds(tiny_model_
             return [done(outputs=[done(text=f" answer {p.kw['seed'] % 97} ", token_ids=[5, 6, 7])]) for p in params]
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # the stand-in needs no GPU
     m = generate_negatives(tiny_model_dir, recs[:3], tmp_path / "v.jsonl", backend="vllm", batch_size=2,
                            **{**KW, "max_new_tokens": 320})
     tok = load_tokenizer(tiny_model_dir)

@@ -1,0 +1,164 @@
+"""`negfree bench data`: padding of training and scoring batches, before and after length sorting.
+
+Each ``padding_ratio_*`` is computed token positions / real tokens (1.0 = no padding), from
+token counts alone (no model runs), for the batch settings of ``--configfile`` (default
+configs/paper/dft.yaml: micro-batches of 2 prompts x (1 + B = 3) rows, max_len 1024, scoring
+batches of 16 sequences) on two length distributions:
+
+- ``embedded``: the embedded training split (negfree/data/embedded.py) tokenized with the
+  embedded model's tokenizer (SmolLM2, read from the shipped GGUF); each prompt's B negatives
+  are the next records' answers (as ``negfree bench train`` does), since the real pool only
+  exists after generation;
+- ``ultrafeedback_synthetic``: ``--records`` (4096) records whose token lengths are drawn,
+  with a fixed seed, from log-normal distributions shaped like UltraFeedback (binarized) under
+  a Llama/Mistral tokenizer: prompts median 110 tokens (sigma 0.9: many one-line questions, a
+  tail of pasted documents), chosen answers median 260 (sigma 0.7), generated negatives median
+  230 (sigma 0.6) and capped at ``generate.max_new_tokens`` (320 for dft); each row is
+  min(max_len, prompt + answer + 1 eos). The medians and spreads are our approximation of the
+  dataset's published length statistics, not measured here (no hub access); the point is a
+  realistic spread, which is what padding depends on.
+
+Definitions (the same code paths the stages use where they exist):
+- ``score_before``: today's old scorer, sequences in record order, ``score.batch_size`` per
+  batch; ``score_after``: negfree.score.plan_batches (sorted, token budget), what
+  ``negfree score`` now runs.
+- ``train_before``: the trainer's micro-batches (negfree/train/loop.py): a seeded random order
+  of prompts, ``micro_batch_size`` prompts per micro-batch, every row (positive, B negatives)
+  padded to the micro-batch's longest row. ``train_after``: **length bucketing computed here,
+  not run by the trainer** (negfree/train is unchanged): prompts sorted by their longest row
+  and cut into micro-batches. Rows of one prompt still share a micro-batch, so the padding
+  left is mostly within a prompt (a 40-token positive next to a 320-token negative); only
+  padding-free packing removes it (computed positions = real tokens), which the trainer does
+  not implement yet. The JSON says so under ``notes``.
+
+Top-level keys are the worse of the two distributions; per-distribution values are under
+``datasets``.
+
+    negfree bench data --json results/bench/data.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+from .score import padded_positions, plan_batches
+
+KEYS = ("padding_ratio_train_before", "padding_ratio_train_after", "padding_ratio_score_before",
+        "padding_ratio_score_after")
+# (median tokens, sigma of the log) per part; see the module docstring
+UF_SHAPE = {"prompt": (110, 0.9), "chosen": (260, 0.7), "negative": (230, 0.6)}
+NOTES = ("padding_ratio_train_after is length bucketing (prompts sorted by their longest row, then cut "
+         "into micro-batches) computed from the same records; the trainer (negfree/train) does not bucket "
+         "or pack yet, so training today runs at padding_ratio_train_before. Packing would make computed "
+         "positions = real tokens (1.0). padding_ratio_score_after is what negfree score runs "
+         "(negfree.score.plan_batches). Top-level values: the worse of the datasets.")
+
+
+def settings(configfile: str | Path) -> dict:
+    import yaml
+
+    cfg = yaml.safe_load(Path(configfile).read_text()) or {}
+    if "experiments" in cfg:
+        raise ValueError(f"{configfile}: a list of experiments; give one experiment file (e.g. configs/paper/dft.yaml)")
+    t, s, g = cfg.get("train", {}), cfg.get("score", {}), cfg.get("generate", {})
+    max_len = int(t.get("max_len") or s.get("max_len") or 512)
+    bs = int(s.get("batch_size") or 16)
+    return {"configfile": str(configfile), "micro_batch_size": int(t.get("micro_batch_size") or 1),
+            "num_negatives": int(t.get("num_negatives") or 2), "max_len": max_len, "score_batch_size": bs,
+            "score_max_batch_tokens": int(s.get("max_batch_tokens") or bs * max_len),
+            "max_new_tokens": int(g.get("max_new_tokens") or 320), "seed": int(t.get("seed") or 0)}
+
+
+def synthetic_rows(n: int, B: int, max_len: int, max_new_tokens: int, seed: int = 0) -> list[list[int]]:
+    """Per record: [positive, negative_1..B] row lengths (prompt + answer + eos, at most max_len)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(part, size, cap):
+        med, sigma = UF_SHAPE[part]
+        return np.clip(np.round(rng.lognormal(np.log(med), sigma, size)), 4, cap).astype(int)
+
+    prompt = draw("prompt", n, max_len // 2)
+    chosen = draw("chosen", n, 4096)
+    neg = draw("negative", (n, B), max_new_tokens)
+    return [[int(min(max_len, p + a + 1)) for a in [c, *ng]] for p, c, ng in zip(prompt, chosen, neg)]
+
+
+def embedded_rows(B: int, max_len: int) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    from .data.embedded import build_splits
+    from .data.tokenize import encode, render_prompt
+    from .models import embedded_gguf_path
+
+    g = embedded_gguf_path()
+    tok = AutoTokenizer.from_pretrained(g.parent, gguf_file=g.name)
+    recs = build_splits(256, 64, 0)["train"]
+    rows = []
+    for i, r in enumerate(recs):
+        p = render_prompt(tok, r["prompt"])
+        answers = [r["positive"]] + [recs[(i + k) % len(recs)]["positive"] for k in range(1, B + 1)]
+        rows.append([len(encode(tok, p, a, max_len=max_len).ids) for a in answers])
+    return rows
+
+
+def ratios(rows: list[list[int]], st: dict) -> dict:
+    """The four padding ratios of one set of records (rows: per record, its row lengths)."""
+    mbs = st["micro_batch_size"]
+    real = sum(sum(r) for r in rows)
+
+    def train_positions(order):
+        return sum(sum(len(rows[i]) for i in mb) * max(max(rows[i]) for i in mb)
+                   for mb in (order[k:k + mbs] for k in range(0, len(order), mbs)))
+
+    shuffled = list(range(len(rows)))
+    random.Random(st["seed"]).shuffle(shuffled)
+    bucketed = sorted(range(len(rows)), key=lambda i: (-max(rows[i]), i))
+    # scoring also scores KTO's mismatched answer: the next record's positive under this prompt;
+    # rows here are whole sequences, so it is approximated by this record's positive length
+    seqs = [x for r in rows for x in r + [r[0]]]
+    before = plan_batches(seqs, batch_size=st["score_batch_size"], sort=False)
+    after = plan_batches(seqs, batch_size=st["score_batch_size"], max_batch_tokens=st["score_max_batch_tokens"])
+    return {"padding_ratio_train_before": round(train_positions(shuffled) / real, 4),
+            "padding_ratio_train_after": round(train_positions(bucketed) / real, 4),
+            "padding_ratio_score_before": round(padded_positions(seqs, before) / sum(seqs), 4),
+            "padding_ratio_score_after": round(padded_positions(seqs, after) / sum(seqs), 4),
+            "records": len(rows), "real_train_tokens": real, "score_sequences": len(seqs)}
+
+
+def run(configfile: str, n_synthetic: int, with_embedded: bool = True) -> dict:
+    st = settings(configfile)
+    data = {"ultrafeedback_synthetic": ratios(synthetic_rows(n_synthetic, st["num_negatives"], st["max_len"],
+                                                             st["max_new_tokens"], st["seed"]), st)}
+    if with_embedded:
+        data["embedded"] = ratios(embedded_rows(st["num_negatives"], st["max_len"]), st)
+    out = {k: max(d[k] for d in data.values()) for k in KEYS}
+    return {**out, "settings": st, "datasets": data, "synthetic_shape": {k: {"median": m, "sigma": s}
+                                                                         for k, (m, s) in UF_SHAPE.items()},
+            "notes": NOTES}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="negfree bench data", description=__doc__.splitlines()[0])
+    p.add_argument("--configfile", default="configs/paper/dft.yaml",
+                   help="one experiment file: its train/score/generate batch settings")
+    p.add_argument("--records", type=int, default=4096, help="synthetic UltraFeedback-shaped records")
+    p.add_argument("--no-embedded", action="store_true", help="skip the embedded data (no tokenizer load)")
+    p.add_argument("--json", help="write the result here (printed either way)")
+    args = p.parse_args(argv)
+    if args.records < 1:
+        raise ValueError("--records must be >= 1")
+    res = run(args.configfile, args.records, not args.no_embedded)
+    if args.json:
+        from .io import write_json
+
+        write_json(args.json, res)
+    print(json.dumps(res, indent=2))
+    return res
+
+
+if __name__ == "__main__":
+    main()
