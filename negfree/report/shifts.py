@@ -153,7 +153,7 @@ def chosen_token_stats(model, seqs: list[list[int]], starts: list[int], pad_id: 
     ``seqs[r]`` = prompt ids + answer ids, the answer starting at ``starts[r]``. The vocabulary
     projection is applied only at answer positions, ``chunk`` at a time (plain-head models;
     others give full logits, still reduced chunk by chunk)."""
-    from ..logprobs import _forward, _project, answer_logit_slice, shift_for_causal_lm
+    from ..logprobs import _forward, _project, answer_logit_slice, output_softcap, shift_for_causal_lm
     from ..score import pad_batch
 
     ids, attn, ans = pad_batch(seqs, starts, pad_id)
