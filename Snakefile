@@ -1,6 +1,11 @@
 # negfree: the paper DAG. Thin on purpose: stages live in workflows/*.smk, logic in the
-# negfree package (negfree/dag.py resolves the experiments). Any new workflows/*.smk is
-# included automatically.
+# negfree package (negfree/dag.py resolves the experiments).
+#
+# Extension by convention: any new workflows/*.smk is included, and it adds its final outputs
+# with `FINAL_TARGETS += [...]` (a list defined in workflows/common.smk); they join `rule all`
+# and so the DAG of `snakemake` and of `snakemake --report`, where every output wrapped in
+# report(..., caption=...) shows. Nothing else is edited (example:
+# workflows/examples/frozen_lake_steps.smk; copy it into workflows/).
 #
 #   snakemake --profile slurm              every experiment of the five papers (configs/papers.yaml)
 #   snakemake --profile slurm dft          one paper: dft | minorsft | asft | ift | bnf
@@ -27,6 +32,7 @@ rule all:
     input:
         NF.targets(),
         "results/tables/targets.md",
+        FINAL_TARGETS,
     default_target: True
 
 
@@ -44,3 +50,8 @@ for _item, _file in NF.items().items():
         name: _item
         input:
             _file,
+
+
+# The user's Slurm account, partitions, QoS and GPU model (NEGFREE_SLURM_*), joined to every
+# rule's resources; and the attempt number for per-attempt logs (workflows/common.smk).
+apply_cluster_settings(workflow.rules)

@@ -78,9 +78,18 @@ class Experiment:
         self.protocols = list(c.get("evaluate", {}).get("protocols") or ["offline"])
         self.paper_protocols = [p for p in self.protocols if p != "offline"]
         self.paper_tables = c.get("paper_tables") or {}
+        # released checkpoints, evaluated only (run id released~<name>)
+        self.released = {name: r["source"] for name, r in (c.get("released") or {}).items()}
+        if self.released and not self.paper_protocols:
+            raise ConfigError(f"{self.origin}: released checkpoints are evaluated under paper protocols; "
+                              f"evaluate.protocols has none")
         for item, spec in self.paper_tables.items():
             for key, run in ((spec or {}).get("rows") or {}).items():
-                if run not in self.run_specs and run not in self.aliases and not run.startswith("base~"):
+                if run.startswith("released~"):
+                    if run.split("~", 1)[1] not in self.released:
+                        raise ConfigError(f"{self.origin}: paper_tables.{item}.rows.{key}: {run!r} names no "
+                                          f"checkpoint under released: ({', '.join(self.released) or 'none'})")
+                elif run not in self.run_specs and run not in self.aliases and not run.startswith("base~"):
                     raise ConfigError(f"{self.origin}: paper_tables.{item}.rows.{key}: run {run!r} is not a run of "
                                       f"experiment {self.name} (runs: {', '.join(self.run_specs)})")
         if "offline" in self.protocols and d.get("source", "embedded") != "embedded":
@@ -104,6 +113,16 @@ class Experiment:
 
     def base_run(self) -> str:
         return f"base~{self.model}"
+
+    def released_runs(self) -> list[str]:
+        return [f"released~{name}" for name in self.released]
+
+    def item_runs(self, item: str) -> list[str]:
+        """The runs one paper table reads: the base model (a table's base row) and the runs its
+        ``rows:`` name, nothing else, so a table builds only what it shows (not every sweep)."""
+        rows = (self.paper_tables[item] or {}).get("rows") or {}
+        runs = [self.base_run()] + [self.aliases.get(r, r) for r in rows.values()]
+        return list(dict.fromkeys(runs))
 
     def init_of(self, run: str) -> str | None:
         return self.run_specs[run].get("init")
@@ -137,6 +156,8 @@ class Experiment:
         flags = f"--max-len {self.config['score']['max_len']} --overlong-prompts {t.get('overlong_prompts', 'error')}"
         if self.config["score"].get("batch_size"):
             flags += f" --batch-size {self.config['score']['batch_size']}"
+        if self.config["score"].get("max_batch_tokens"):
+            flags += f" --max-batch-tokens {self.config['score']['max_batch_tokens']}"
         if t.get("max_prompt_len"):
             flags += f" --max-prompt-len {t['max_prompt_len']}"
         return flags
@@ -253,6 +274,65 @@ class Experiment:
         return out
 
 
+# -- the user's cluster (issue 16) ---------------------------------------------------------
+CLUSTER_ENV = {
+    "NEGFREE_SLURM_ACCOUNT": "account",          # sbatch -A
+    "NEGFREE_SLURM_PARTITION_GPU": "partition_gpu",   # sbatch -p for rules that ask for GPUs
+    "NEGFREE_SLURM_PARTITION_CPU": "partition_cpu",   # sbatch -p for every other rule
+    "NEGFREE_SLURM_QOS": "qos",                  # sbatch --qos
+    "NEGFREE_SLURM_GPU_MODEL": "gpu_model",      # sbatch --gpus=<model>:N (GPU rules)
+    "NEGFREE_SLURM_EXTRA": "extra",              # more sbatch flags, after each rule's own slurm_extra
+}
+
+
+def cluster_settings(environ) -> dict[str, str]:
+    """The cluster settings the user exported (``NEGFREE_SLURM_*``), by short name; unset or
+    empty variables are left out. The repository never holds an account or a partition."""
+    return {key: environ[var].strip() for var, key in CLUSTER_ENV.items() if environ.get(var, "").strip()}
+
+
+def cluster_resources(settings: dict[str, str], gpu: bool) -> dict[str, str]:
+    """Slurm resources of a job from the user's settings: account, the GPU or CPU partition, QoS
+    and GPU model (GPU jobs only). Keys of snakemake-executor-plugin-slurm 2.8 (checked in its
+    source: slurm_account, slurm_partition, qos, gpu_model); NEGFREE_SLURM_EXTRA is appended to a
+    rule's own slurm_extra by workflows/common.smk."""
+    out = {}
+    if "account" in settings:
+        out["slurm_account"] = settings["account"]
+    part = settings.get("partition_gpu" if gpu else "partition_cpu")
+    if part:
+        out["slurm_partition"] = part
+    if "qos" in settings:
+        out["qos"] = settings["qos"]
+    if gpu and "gpu_model" in settings:
+        out["gpu_model"] = settings["gpu_model"]
+    return out
+
+
+# Hub ids whose download needs an accepted licence and a token (the configs' Llama-3 and Gemma-2).
+GATED_PREFIXES = ("hub:meta-llama/", "hub:google/gemma")
+
+
+def gated_model_error(name: str, source: str, present: bool) -> str | None:
+    """The message that stops the DAG when a gated model must be downloaded without a token."""
+    if present or not str(source).startswith(GATED_PREFIXES):
+        return None
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None     # a pre-filled cache: prepare_model reads it, no download
+    try:
+        from huggingface_hub import get_token
+        token = get_token()
+    except ImportError:
+        token = os.environ.get("HF_TOKEN")
+    if token:
+        return None
+    hub_id = str(source).removeprefix("hub:")
+    return (f"model {name!r} ({hub_id}) is gated on the Hugging Face hub and no token is set: accept its licence "
+            f"at https://huggingface.co/{hub_id}, then `export HF_TOKEN=hf_...` (or `hf auth login`) and rerun")
+
+
 def init_label(exp: str, init: str) -> str:
     """``sft`` -> ``<exp>.sft``; ``other.sft`` stays: the name of a run's checkpoint as a model."""
     return init if "." in init else f"{exp}.{init}"
@@ -271,6 +351,7 @@ class NegSpec:
     gen: tuple            # max_new_tokens, batch_size, seed, prompts limit
     template: str
     score: str
+    shards: tuple = (1, 1)    # jobs per pool (generate.shards) and per scored file (score.shards)
 
 
 class Dag:
@@ -388,13 +469,14 @@ class Dag:
         return f"{run_dir}/final", f"{run_dir}/timing.json"
 
     def _models(self) -> dict[str, str]:
+        """Every model to prepare by name: base models and released checkpoints (one source each)."""
         out: dict[str, tuple[str, str]] = {}
         for exp in self.experiments.values():
-            name, source = exp.model, exp.config["model"]["source"]
-            if name in out and out[name][0] != source:
-                raise ConfigError(f"{exp.origin}: model {name!r} has source {source!r} here but {out[name][0]!r} "
-                                  f"in {out[name][1]}: give one of them another name")
-            out.setdefault(name, (source, exp.origin))
+            for name, source in [(exp.model, exp.config["model"]["source"]), *exp.released.items()]:
+                if name in out and out[name][0] != source:
+                    raise ConfigError(f"{exp.origin}: model {name!r} has source {source!r} here but "
+                                      f"{out[name][0]!r} in {out[name][1]}: give one of them another name")
+                out.setdefault(name, (source, exp.origin))
         return {k: v[0] for k, v in out.items()}
 
     def _data(self) -> dict[str, dict]:
@@ -423,7 +505,7 @@ class Dag:
                 spec = NegSpec(model_dir, ready, exp.data_dir,
                                (g["max_new_tokens"], g["batch_size"], g["seed"],
                                 exp.config["data"].get("train_prompts") or 0),
-                               exp.template_flag(), exp.score_flags())
+                               exp.template_flag(), exp.score_flags(), self._shards(exp))
                 root = exp.neg_root(init)
                 self.neg_owner.setdefault(root, exp.name)
                 if root in out and out[root][0] != spec:
@@ -432,6 +514,19 @@ class Dag:
                                       f"settings differ): give the data or the model another name")
                 out.setdefault(root, (spec, exp.origin))
         return {k: v[0] for k, v in out.items()}
+
+    def _shards(self, exp) -> tuple[int, int]:
+        """(generation, scoring) jobs per pool; more shards than prompts would leave a job nothing."""
+        from .plan import data_of
+
+        shards = (exp.gen.get("shards", 1), exp.config["score"].get("shards", 1))
+        if max(shards) > 1:
+            prompts = data_of(exp, self.basedir)["rows"]
+            for key, k in zip(("generate.shards", "score.shards"), shards):
+                if k > prompts:
+                    raise ConfigError(f"{exp.origin}: {key}: {k} is more than the {prompts} training prompts "
+                                      f"(a shard would get nothing); use at most {prompts}")
+        return shards
 
     # -- wildcard constraints: exactly the known values ----------------------------------
     @staticmethod
@@ -453,7 +548,11 @@ class Dag:
     # -- targets -------------------------------------------------------------------------
     def targets(self) -> list[str]:
         out = [t for exp in self.experiments.values() for t in exp.targets()]
-        return out + ["figures/bnf/fig1.png", "figures/asft/fig1.png", "figures/ift/fig3.png"]
+        out += ["figures/bnf/fig1.png", "figures/asft/fig1.png", "figures/ift/fig3.png"]
+        # the Frozen Lake robustness grid joins `all` only where a config sizes it (the demo's reduced
+        # grid); otherwise it is its own target, `snakemake frozen_lake_robustness`
+        robust = ["results/toy/frozen_lake/robustness.csv"] if self.toy.get("frozen_lake_robustness") else []
+        return out + robust
 
     def paper_targets(self, paper: str) -> list[str]:
         exps = [e for e in self.experiments.values() if e.paper() == paper]

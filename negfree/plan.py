@@ -183,8 +183,9 @@ class Job:
     est_gpu_hours: float
     memory: dict = field(default_factory=dict)   # the peak's parts, GB
 
-    def runtime_min(self) -> int:
-        hours = self.est_gpu_hours / max(self.gpus, 1) + STARTUP_H
+    def runtime_min(self, share: float = 1.0) -> int:
+        """Slurm minutes for ``share`` of this job's work (a shard: 1/k)."""
+        hours = share * self.est_gpu_hours / max(self.gpus, 1) + STARTUP_H
         return max(30, math.ceil(hours * 60 * SAFETY))   # > the profile's 10-min early signal
 
     def mem_mb(self) -> int:

@@ -3,6 +3,7 @@ experiments, the analyses beyond the tables, and the errors that name the culpri
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -198,9 +199,11 @@ def test_two_experiments_with_pipelines_and_analyses_run_end_to_end(tmp_path, ti
 def test_dry_run_of_the_five_papers_by_name():
     """Without --configfile the workflow is the five papers (configs/papers.yaml): the whole DAG
     builds (hub ids are never contacted in a dry run), and `dft_table2` is a target by name."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_HUB_OFFLINE")}
+    env["HF_HOME"] = "/nonexistent/hf"      # no stored token either
     base = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(ROOT), "-n"]
-    for target, rules in (([], ("all", "paper_table", "evaluate_protocol", "shift_figures", "score_distribution")),
+    for target, rules in (([], ("all", "paper_table", "evaluate_protocol", "evaluate_protocol_released",
+                                "shift_figures", "score_distribution")),
                           (["dft_table2"], ("dft_table2", "train"))):
         proc = subprocess.run(base + target, env=env, capture_output=True, text=True, timeout=300)
         out = proc.stdout + proc.stderr
@@ -208,3 +211,41 @@ def test_dry_run_of_the_five_papers_by_name():
         stats = out[out.index("Job stats"):]
         for rule in rules:
             assert f"\n{rule} " in stats, (rule, stats[:2000])
+        # a gated model without a token: a dry run warns (a real run stops at DAG build)
+        assert ("is gated on the Hugging Face hub and no token is set" in out) == (target == []), target
+    # one paper item builds only what its rows name: dft Table 2's 9 runs, not the experiment's 36
+    counts = dict((r, int(n)) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M))
+    assert counts["total"] <= 30 and counts["train"] == 9, counts
+
+
+def test_released_checkpoints_are_evaluated_not_trained():
+    """dft Table 1's released MetaMath rows: prepared like base models, rows of the paper table."""
+    cfg = yaml.safe_load((ROOT / "configs/paper/dft_metamath.yaml").read_text())
+    dag = Dag(cfg, ROOT)
+    exp = dag.experiments["dft_metamath"]
+    assert dag.models["metamath-mistral-7b"] == "hub:meta-math/MetaMath-Mistral-7B"
+    assert exp.item_runs("dft/table1") == ["base~mistral-7b-v0.1", "method~dft", "method~dft2",
+                                           "released~metamath-mistral-7b", "released~metamath-7b"]
+    assert not any(r.startswith("released~") for r in exp.run_specs)      # nothing trains for them
+    bad = copy.deepcopy(cfg)
+    bad["paper_tables"]["dft/table1"]["rows"]["x"] = "released~nope"
+    with pytest.raises(ConfigError, match="released~nope.*names no checkpoint"):
+        Dag(bad, ROOT)
+    bad = copy.deepcopy(cfg)
+    bad["released"]["metamath-7b"]["revision"] = "main"
+    with pytest.raises(ConfigError, match="released.metamath-7b"):
+        Dag(bad, ROOT)
+
+
+def test_released_row_fills_the_paper_table():
+    """A released~<name> run's protocol result lands in the paper's row for that checkpoint."""
+    import pandas as pd
+
+    from negfree.report.paper_table import paper_table
+
+    ev = pd.DataFrame([{"run": "released~metamath-mistral-7b", "protocol": "math_zeroshot", "task": t,
+                        "metric": "exact_match,none", "value": v, "stderr": 0.01, "n": 100}
+                       for t, v in (("negfree_gsm8k_metamath", 0.75), ("negfree_math_metamath", 0.27))])
+    df = paper_table("dft/table1", ev, {"released:metamath-mistral-7b": "released~metamath-mistral-7b"})
+    row = df[(df["run"] == "released~metamath-mistral-7b") & (df["metric"] == "gsm8k_0shot/acc")]
+    assert len(row) == 1 and row["ours"].iloc[0] == pytest.approx(75.0) and row["paper"].iloc[0] == 77.7

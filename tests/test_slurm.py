@@ -11,6 +11,11 @@ log), that the results are complete, and renders `snakemake --report` on them.
 Where Slurm cannot be installed or started (not root, no apt, no Debian), it is
 skipped with the reason.
 
+The Slurm run is the newcomer's: the venv is not on PATH (jobs call the project's Python by its
+absolute path), and the account and partitions come from the user's environment
+(NEGFREE_SLURM_ACCOUNT / _PARTITION_GPU / _PARTITION_CPU, workflows/common.smk); `scontrol show
+job` must show them on every submitted job, with the job's own memory and time limit.
+
 `test_report_has_every_caption` renders the report on the cheap part of the DAG
 (analytic figures and the Frozen Lake toy) without Slurm; the summary table's
 caption is checked in the Slurm test, where the whole DAG runs.
@@ -46,6 +51,21 @@ def _env():
             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
+# The user's cluster settings for the Slurm test: an account (accepted without accounting) and
+# two partitions that the test creates on the one node.
+ACCOUNT, PART_GPU, PART_CPU = "negfree_acct", "negfree_gpu", "negfree_cpu"
+
+
+def _env_no_venv(**extra):
+    """The environment of a user who never activated the venv: its bin/ is not on PATH."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                           if p and Path(p).resolve() != Path(venv_bin).resolve())
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return {**env, "PATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", **extra}
+
+
 def _render_report(workdir, cfgfile, targets=()):
     html = workdir / "results" / "report.html"
     proc = subprocess.run(
@@ -69,7 +89,20 @@ def slurm():
     print(f"start_slurm.sh: {time.monotonic() - t0:.0f} s; {proc.stderr.strip()}")
     for tool in ("sbatch", "squeue", "scontrol"):
         assert shutil.which(tool), f"{tool} missing although start_slurm.sh succeeded"
+    # the user's partitions: created on the one node if this Slurm lacks them
+    have = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=30).stdout.split()
+    for part in (PART_GPU, PART_CPU):
+        if part not in have:
+            made = subprocess.run(["scontrol", "create", f"PartitionName={part}", "Nodes=ALL", "MaxTime=INFINITE",
+                                   "State=UP"], capture_output=True, text=True, timeout=30)
+            assert made.returncode == 0, f"cannot create partition {part}: {made.stderr}"
     return True
+
+
+def _scontrol_job(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, (job_id, out.stderr)
+    return dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
 
 
 def test_tiny_dag_through_slurm(tmp_path, tiny_dag_config, slurm):
@@ -87,8 +120,12 @@ def test_tiny_dag_through_slurm(tmp_path, tiny_dag_config, slurm):
            "--slurm-init-seconds-before-status-checks", "2",
            # more jobs than CPUs: Slurm queues the ready ones and starts each as a CPU frees
            "--jobs", "8", "--retries", "0", "--latency-wait", "10"]
+    env = _env_no_venv(NEGFREE_SLURM_ACCOUNT=ACCOUNT, NEGFREE_SLURM_PARTITION_GPU=PART_GPU,
+                       NEGFREE_SLURM_PARTITION_CPU=PART_CPU)
+    assert shutil.which("negfree", path=env["PATH"]) is None, "the venv must be off PATH for this test"
+    cmd += ["--slurm-status-command", "squeue"]     # this Slurm has no accounting database
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     elapsed = time.monotonic() - t0
     out = proc.stdout + proc.stderr
     logs = "\n".join(f"== {p}\n{p.read_text(errors='replace')[-1500:]}"
@@ -98,14 +135,30 @@ def test_tiny_dag_through_slurm(tmp_path, tiny_dag_config, slurm):
     print(f"tiny DAG through Slurm: {elapsed:.0f} s")
     assert "Using profile slurm" in out
 
-    # every job except the local target `all` went through sbatch, each with its own Slurm job id
+    # every job went through sbatch, each with its own Slurm job id, except the target `all` and the
+    # local rules (prepare_model, make_data: downloads happen on the submit host)
     submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", out))
     stats = re.search(r"Job stats:\n(.*?)\n\s*total\s+(\d+)", out, re.S)
     assert stats, out[-3000:]
     n_jobs = int(stats.group(2))
-    assert len(submitted) == n_jobs - 1 >= 10, (len(submitted), n_jobs, out[-3000:])
+    counts = dict((r, int(n)) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats.group(1), re.M))
+    n_local = counts.get("prepare_model", 0) + counts.get("make_data", 0)
+    assert n_local == 2, counts
+    assert len(submitted) == n_jobs - 1 - n_local >= 10, (len(submitted), n_jobs, out[-3000:])
     slurm_ids = sorted(set(submitted.values()), key=int)
     assert len(slurm_ids) == len(submitted)
+
+    # the user's account and partition reached every submitted job, and each kept its own memory and
+    # time limit (the profile's and the rules' resources were not replaced). The GPU rules run with
+    # gpu=0 here, so every job goes to the CPU partition (the GPU partition: the dry-run test).
+    for job_id in slurm_ids:
+        job = _scontrol_job(job_id)
+        print(f"scontrol show job {job_id}: JobName={job.get('JobName')} Account={job.get('Account')} "
+              f"Partition={job.get('Partition')} MinMemoryNode={job.get('MinMemoryNode')} "
+              f"TimeLimit={job.get('TimeLimit')}")
+        assert job.get("Account") == ACCOUNT and job.get("Partition") == PART_CPU, job
+        assert job.get("TimeLimit") not in (None, "UNLIMITED", "Partition_Limit"), job
+        assert job.get("MinMemoryNode", "0") not in ("0", "0M"), job
 
     # Slurm's own record (no accounting: squeue keeps finished jobs for MinJobAge)
     sq = subprocess.run(["squeue", "--states=all", "--noheader", "--format=%i %T", "--jobs", ",".join(slurm_ids)],
@@ -117,9 +170,15 @@ def test_tiny_dag_through_slurm(tmp_path, tiny_dag_config, slurm):
     slurm_logs = {p.stem for p in (tmp_path / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert set(slurm_ids) <= slurm_logs, (slurm_ids, slurm_logs)
     rule_dirs = {p.name for p in (tmp_path / ".snakemake" / "slurm_logs").iterdir()}
-    for rule in ("rule_prepare_model", "rule_generate_negatives", "rule_score_reference", "rule_train",
+    for rule in ("rule_generate_negatives", "rule_score_reference", "rule_train",
                  "rule_evaluate_run", "rule_summary_table", "rule_frozen_lake"):
         assert rule in rule_dirs, rule_dirs
+    assert not {"rule_prepare_model", "rule_make_data"} & rule_dirs, rule_dirs
+
+    # per-attempt logs: <log>.attempt1, and <log> links to it
+    train_log = tmp_path / "logs/demo/train/method~dft2.log"
+    assert train_log.is_symlink() and train_log.resolve().name == "method~dft2.log.attempt1", train_log
+    assert train_log.read_text().strip(), "empty train log"
 
     # complete results
     import pandas as pd
@@ -163,7 +222,10 @@ def test_slurm_profile_dry_run_is_fast_and_requests_gpus(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--profile", "slurm", "-s", str(ROOT / "Snakefile"),
          "--directory", str(tmp_path), "--configfile", str(ROOT / "configs" / "demo.yaml")],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=_env_no_venv(NEGFREE_SLURM_ACCOUNT=ACCOUNT, NEGFREE_SLURM_PARTITION_GPU=PART_GPU,
+                                   NEGFREE_SLURM_PARTITION_CPU=PART_CPU, NEGFREE_SLURM_QOS="high",
+                                   NEGFREE_SLURM_EXTRA="--mail-type=FAIL"),
+        capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - t0
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
@@ -178,4 +240,13 @@ def test_slurm_profile_dry_run_is_fast_and_requests_gpus(tmp_path):
         assert all(re.search(r"\bgpu=1\b", r) for r in resources[rule]), (rule, resources[rule])
     for rule in ("make_data", "summary_table", "bnf_fig1", "asft_fig1", "frozen_lake"):
         assert all("gpu=" not in r for r in resources[rule]), (rule, resources[rule])
+    # the user's settings (NEGFREE_SLURM_*) joined every rule's own resources
+    for rule, rs in resources.items():
+        for r in rs:
+            part = PART_GPU if re.search(r"\bgpu=[1-9]", r) else PART_CPU
+            assert f"slurm_account={ACCOUNT}" in r and f"slurm_partition={part}" in r and "qos=high" in r, (rule, r)
+            assert re.search(r"\bmem_mb=\d+", r) and re.search(r"\bruntime=\d+", r), (rule, r)
+    # the user's extra flags follow the train rule's own early signal, not replace it
+    assert all("slurm_extra=--signal=TERM@600 --mail-type=FAIL" in r for r in resources["train"])
+    assert all("slurm_extra=--mail-type=FAIL" in r for r in resources["make_data"])
     assert not any(re.search(r"\btasks=", r) for rs in resources.values() for r in rs)

@@ -3,13 +3,13 @@ rule training_figures:
     input:
         runs=table_runs,
     output:
-        fig3=report("figures/{exp}/dft/fig3.png", caption="../report/training_figures.rst", category="Training",
+        fig3=report("figures/{exp}/dft/fig3.png", caption="../report/dft_fig3.rst", category="Training",
                     labels={"paper": "DFT", "figure": "Fig. 3", "experiment": "{exp}"}),
-        fig4=report("figures/{exp}/dft/fig4.png", caption="../report/training_figures.rst", category="Training",
+        fig4=report("figures/{exp}/dft/fig4.png", caption="../report/dft_fig4.rst", category="Training",
                     labels={"paper": "DFT", "figure": "Fig. 4", "experiment": "{exp}"}),
-        minor=report("figures/{exp}/minorsft/fig1.png", caption="../report/training_figures.rst", category="Training",
+        minor=report("figures/{exp}/minorsft/fig1.png", caption="../report/minorsft_fig1.rst", category="Training",
                      labels={"paper": "MinorSFT", "figure": "Fig. 1", "experiment": "{exp}"}),
-        asft=report("figures/{exp}/asft/fig2.png", caption="../report/training_figures.rst", category="Training",
+        asft=report("figures/{exp}/asft/fig2.png", caption="../report/asft_fig2.rst", category="Training",
                     labels={"paper": "ASFT", "figure": "Fig. 2", "experiment": "{exp}"}),
     params:
         scale=scale_of,
@@ -17,8 +17,8 @@ rule training_figures:
     log:
         "logs/{exp}/training_figures.log",
     shell:
-        "negfree training-figures --runs-root {params.root} --out-root figures/{wildcards.exp} "
-        "--scale {params.scale:q} > {log} 2>&1"
+        "{NEGFREE} training-figures --runs-root {params.root} --out-root figures/{wildcards.exp} "
+        "--scale {params.scale:q}" + LOG
 
 
 def claims_inputs(wildcards):
@@ -52,8 +52,8 @@ rule claims_ledger:
     log:
         "logs/{exp}/claims_ledger.log",
     shell:
-        "negfree claims --claims {input.claims} --runs-root {params.root} --frozen-lake results/toy/frozen_lake "
-        "{params.analyses} --out-csv {output.csv} --out-md {output.md} --scale {params.scale:q} > {log} 2>&1"
+        "{NEGFREE} claims --claims {input.claims} --runs-root {params.root} --frozen-lake results/toy/frozen_lake "
+        "{params.analyses} --out-csv {output.csv} --out-md {output.md} --scale {params.scale:q}" + LOG
 
 
 # dft.txt Fig. 1: s(y',x) under a dft checkpoint for its own sampled negatives and for a pool
@@ -100,10 +100,10 @@ rule score_dist_pool:
     log:
         "logs/{exp}/score_dist_pool.log",
     shell:
-        "negfree generate --model {params.model} --data {input.data} --out {output} --num {params.sd[num]} "
+        "{NEGFREE} generate --model {params.model} --data {input.data} --out {output} --num {params.sd[num]} "
         "--strategy {params.gen[strategy]} --temperature {params.sd[temperature]} "
         "--max-new-tokens {params.gen[max_new_tokens]} --batch-size {params.gen[batch_size]} "
-        "--seed {params.gen[seed]} --limit {params.sd[limit]} {params.template} > {log} 2>&1"
+        "--seed {params.gen[seed]} --limit {params.sd[limit]} {params.template}" + LOG
 
 
 rule score_distribution:
@@ -130,9 +130,8 @@ rule score_distribution:
     log:
         "logs/{exp}/score_distribution.log",
     shell:
-        "negfree score-dist --model {params.model} {params.pools} --limit {params.sd[limit]} "
-        "--max-len {params.max_len} --out-root figures/{wildcards.exp} --scale {params.scale:q} {params.template} "
-        "> {log} 2>&1"
+        "{NEGFREE} score-dist --model {params.model} {params.pools} --limit {params.sd[limit]} "
+        "--max-len {params.max_len} --out-root figures/{wildcards.exp} --scale {params.scale:q} {params.template}" + LOG
 
 
 # bnf.txt Fig. 3-4: log-likelihood and logit shifts of checkpoints against the base model on
@@ -179,9 +178,9 @@ rule shift_figures:
     log:
         "logs/{exp}/shift_figures.log",
     shell:
-        "negfree shifts --reference {params.reference} {params.models} --data {input.test} "
+        "{NEGFREE} shifts --reference {params.reference} {params.models} --data {input.test} "
         "--limit {params.a[limit]} --max-new-tokens {params.a[max_new_tokens]} --out-root figures/{wildcards.exp} "
-        "--scale {params.scale:q} {params.template} > {log} 2>&1"
+        "--scale {params.scale:q} {params.template}" + LOG
 
 
 # Sweep figures (dft.txt Fig. 2b, Fig. 6): one metric across the grid points of the sweep tables.
@@ -218,4 +217,4 @@ rule sweep_figure:
     log:
         "logs/{exp}/sweep_figure/{name}.log",
     shell:
-        "negfree sweep-figure {params.args} --out {output.png} --scale {params.scale:q} > {log} 2>&1"
+        "{NEGFREE} sweep-figure {params.args} --out {output.png} --scale {params.scale:q}" + LOG

@@ -1,6 +1,9 @@
 # Named input functions and lookups shared by every stage. The experiments (one, or the set a
 # config lists under `experiments:`) are checked and expanded once, in negfree/dag.py; rules
 # carry the experiment as the {exp} wildcard and look everything else up.
+import os
+import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -16,6 +19,13 @@ except _ConfigError as _e:
 EXPS = NF.experiments
 
 _METHOD_RE = "|".join(sorted(REGISTRY, key=len, reverse=True))
+
+# The project's interpreter by absolute path: jobs need no activated venv and no `negfree` on
+# PATH (on a cluster the venv must be on a filesystem the compute nodes share). Rules call
+# `{NEGFREE} <command>`, `{PY}` and `{ACCELERATE}`.
+PY = shlex.quote(sys.executable)
+NEGFREE = f"{PY} -m negfree.cli"
+ACCELERATE = f"{PY} -m accelerate.commands.launch"
 
 wildcard_constraints:
     exp=NF.exp_re(),
@@ -34,6 +44,10 @@ wildcard_constraints:
 
 NEG = "{neg_root}/strategy~{strategy}/temperature~{temperature}/num~{num}"
 
+# Final outputs that rule files add beyond the experiments' own (NF.targets()): a new
+# workflows/<name>.smk appends its outputs here, and `rule all` (Snakefile) asks for them.
+FINAL_TARGETS = []
+
 
 def exp_of(wildcards):
     return EXPS[wildcards.exp]
@@ -46,6 +60,21 @@ def spec_of(wildcards):
 # -- model, data, negatives: looked up by path ------------------------------------------
 def model_source(wildcards):
     return NF.models[wildcards.model]
+
+
+def gated_model_check(wildcards):
+    """No input; stops the DAG when this model is still to be downloaded, is gated on the hub and
+    no Hugging Face token is set (negfree/dag.py gated_model_error). Input functions run while
+    the DAG is built, only for jobs of the requested targets."""
+    from negfree.dag import gated_model_error
+
+    msg = gated_model_error(wildcards.model, NF.models[wildcards.model],
+                            Path(f"work/models/{wildcards.model}/config.json").exists())
+    if msg and workflow.dryrun:     # a plan (-n) goes on, and says so
+        print(f"WARNING: {msg}", file=sys.stderr)
+    elif msg:
+        raise WorkflowError(msg)
+    return []
 
 
 def data_spec(wildcards):
@@ -127,6 +156,14 @@ def mem_mb_of(rule):
 def runtime_of(rule):
     def runtime(wildcards):
         return NF.estimate(rule, wildcards).runtime_min()
+    return runtime
+
+
+def shard_runtime_of(rule):
+    """A shard job's time limit: its 1/k of the whole job's estimate (shards are equal slices)."""
+    def runtime(wildcards):
+        job = NF.estimate(rule, wildcards)
+        return job.runtime_min(share=1 / int(wildcards.k))
     return runtime
 
 
@@ -237,12 +274,29 @@ def paper_table_rows(wildcards):
 
 
 def protocol_evals(exp):
-    """(path, name) of every paper-protocol result of one experiment: the base model and every run."""
+    """(path, name) of every paper-protocol result of one experiment: the base model, the released
+    checkpoints it evaluates and every run."""
     out = []
     for p in exp.paper_protocols:
         out.append((f"{exp.run_dir(exp.base_run())}/eval/{p}.json", exp.base_run()))
+        out += [(f"{exp.run_dir(r)}/eval/{p}.json", r) for r in exp.released_runs()]
         out += [(f"{exp.run_dir(r)}/eval/{p}.json", r) for r in exp.run_specs]
     return out
+
+
+def item_evals(wildcards):
+    """(path, name) of the paper-protocol results one paper table reads (Experiment.item_runs)."""
+    exp = exp_of(wildcards)
+    return [(f"{exp.run_dir(r)}/eval/{p}.json", r) for p in exp.paper_protocols
+            for r in exp.item_runs(item_of(wildcards))]
+
+
+def item_eval_paths(wildcards):
+    return [path for path, _ in item_evals(wildcards)]
+
+
+def item_eval_names(wildcards):
+    return [name for _, name in item_evals(wildcards)]
 
 
 def protocol_eval_paths(wildcards):
@@ -268,3 +322,61 @@ def paper_targets(paper):
         except _ConfigError as e:
             raise WorkflowError(str(e)) from None
     return inputs
+
+
+# -- the user's cluster (issue 16) ---------------------------------------------------------
+# Account, partitions, QoS and GPU model come from the user's environment, never from the
+# repository: NEGFREE_SLURM_ACCOUNT, NEGFREE_SLURM_PARTITION_GPU, NEGFREE_SLURM_PARTITION_CPU,
+# NEGFREE_SLURM_QOS, NEGFREE_SLURM_GPU_MODEL, NEGFREE_SLURM_EXTRA (negfree/dag.py CLUSTER_ENV).
+# The Snakefile calls this once every rule file is read, so a new workflows/*.smk gets them too.
+# They join each rule's own resources (memory, runtime, GPUs stay); a resource that a rule or the
+# command line (--set-resources) sets itself wins. Rules that ask for GPUs (gpu > 0, or per job)
+# go to the GPU partition, the others to the CPU one.
+def apply_cluster_settings(rules):
+    from negfree.dag import cluster_resources, cluster_settings
+
+    settings = cluster_settings(os.environ)
+    for r in rules:
+        gpu = r.resources.get("gpu")
+        on_gpu, on_cpu = cluster_resources(settings, True), cluster_resources(settings, False)
+        if "extra" in settings:     # appended to the rule's own flags (train: the early signal)
+            r.resources["slurm_extra"] = (_append_extra(r.resources["slurm_extra"], settings["extra"])
+                                          if "slurm_extra" in r.resources else settings["extra"])
+        for key in on_gpu.keys() | on_cpu.keys():
+            if key in r.resources:
+                continue
+            if on_gpu.get(key) == on_cpu.get(key):
+                r.resources[key] = on_gpu[key]
+            elif not gpu.is_evaluable():
+                value = on_gpu.get(key) if gpu.value else on_cpu.get(key)
+                if value is not None:
+                    r.resources[key] = value
+            else:     # GPUs per job (a gather job of a sharded stage asks for none)
+                r.resources[key] = _per_job(gpu, on_gpu.get(key), on_cpu.get(key))
+        # the attempt number, for per-attempt logs (LOG below)
+        r.resources["attempt"] = _attempt
+
+
+# (Snakemake hands a resource function every argument it has when it takes **kw: passed on.)
+def _append_extra(own, extra):
+    def joined(wildcards, **kw):
+        mine = own.evaluate(wildcards, **kw).value
+        return f"{mine} {extra}" if mine else extra
+    return joined
+
+
+def _per_job(gpu, if_gpu, if_cpu):
+    def pick(wildcards, **kw):
+        return if_gpu if gpu.evaluate(wildcards, **kw).value else if_cpu
+    return pick
+
+
+def _attempt(wildcards, attempt):
+    return attempt
+
+
+# Per-attempt logs: Snakemake deletes a job's log before it retries the job, so each attempt
+# writes <log>.attempt<N> and <log> links to the newest; a preempted attempt's log stays.
+# Rules end their command with `+ LOG` (stdout and stderr of the command).
+LOG = (' > "$(ln -sfn "$(basename {log}).attempt{resources.attempt}" {log} && '
+       'echo {log}.attempt{resources.attempt})" 2>&1')

@@ -18,7 +18,7 @@ rule evaluate_run:
     log:
         "logs/{exp}/evaluate/{run}.log",
     shell:
-        "negfree evaluate --model {params.model} --test {input.test} --out {output} {params.flags} > {log} 2>&1"
+        "{NEGFREE} evaluate --model {params.model} --test {input.test} --out {output} {params.flags}" + LOG
 
 
 rule evaluate_base:
@@ -38,8 +38,7 @@ rule evaluate_base:
     log:
         "logs/{exp}/evaluate/base~{model}.log",
     shell:
-        "negfree evaluate --model work/models/{wildcards.model} --test {input.test} --out {output} {params.flags} "
-        "> {log} 2>&1"
+        "{NEGFREE} evaluate --model work/models/{wildcards.model} --test {input.test} --out {output} {params.flags}" + LOG
 
 
 rule evaluate_protocol:
@@ -58,7 +57,7 @@ rule evaluate_protocol:
     log:
         "logs/{exp}/evaluate/{run}/{protocol}.log",
     shell:
-        "negfree evaluate --model {params.model} --protocol {wildcards.protocol} --out {output} > {log} 2>&1"
+        "{NEGFREE} evaluate --model {params.model} --protocol {wildcards.protocol} --out {output}" + LOG
 
 
 rule evaluate_protocol_base:
@@ -75,8 +74,32 @@ rule evaluate_protocol_base:
     log:
         "logs/{exp}/evaluate/base~{model}/{protocol}.log",
     shell:
-        "negfree evaluate --model work/models/{wildcards.model} --protocol {wildcards.protocol} --out {output} "
-        "> {log} 2>&1"
+        "{NEGFREE} evaluate --model work/models/{wildcards.model} --protocol {wildcards.protocol} --out {output}" + LOG
+
+
+# A released checkpoint (released: in the experiment; prepared like a base model) under a paper
+# protocol, without training: run id released~<name>, a row of the paper tables. Sized as the
+# experiment's base model's evaluation (the papers' released checkpoints share its architecture).
+def released_estimate(wildcards):
+    return NF.estimate("evaluate_protocol_base", {"exp": wildcards.exp, "model": exp_of(wildcards).model,
+                                                  "protocol": wildcards.protocol})
+
+
+rule evaluate_protocol_released:
+    input:
+        model="work/models/{model}/config.json",
+    output:
+        "results/runs/{exp}/released~{model}/eval/{protocol}.json",
+    resources:
+        gpu=lambda wildcards: released_estimate(wildcards).gpus,
+        nodes=1,
+        mem_mb=lambda wildcards, attempt: released_estimate(wildcards).mem_mb() * attempt,
+        runtime=lambda wildcards: released_estimate(wildcards).runtime_min(),
+        cpus_per_task=lambda wildcards: max(4, 4 * released_estimate(wildcards).gpus),
+    log:
+        "logs/{exp}/evaluate/released~{model}/{protocol}.log",
+    shell:
+        "{NEGFREE} evaluate --model work/models/{wildcards.model} --protocol {wildcards.protocol} --out {output}" + LOG
 
 
 # The generation-based protocols: AlpacaEval 2 (negfree alpaca-eval; the GPT-4-turbo judge, or
@@ -116,4 +139,4 @@ rule evaluate_generation:
     log:
         "logs/{exp}/evaluate/{who}/{gen_protocol}.log",
     shell:
-        "negfree {params.command} --model {params.model} {params.args} --out {output} > {log} 2>&1"
+        "{NEGFREE} {params.command} --model {params.model} {params.args} --out {output}" + LOG

@@ -7,7 +7,7 @@ rule bnf_fig1:
     log:
         "logs/figures/bnf_fig1.log",
     shell:
-        "negfree figure bnf-fig1 --png {output.png} --csv {output.csv} > {log} 2>&1"
+        "{NEGFREE} figure bnf-fig1 --png {output.png} --csv {output.csv}" + LOG
 
 
 rule asft_fig1:
@@ -18,4 +18,4 @@ rule asft_fig1:
     log:
         "logs/figures/asft_fig1.log",
     shell:
-        "negfree figure asft-fig1 --png {output.png} --csv {output.csv} > {log} 2>&1"
+        "{NEGFREE} figure asft-fig1 --png {output.png} --csv {output.csv}" + LOG

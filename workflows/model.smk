@@ -1,5 +1,13 @@
 # Base models by name: the embedded default is converted from its GGUF; hub:<id> is downloaded.
+# A local rule: it runs on the submit host, which reaches the hub (compute nodes often do not).
+# A gated model (Llama-3, Gemma-2) that is not prepared yet stops the DAG at build time when no
+# Hugging Face token is set (gated_model_check, common.smk).
+localrules: prepare_model
+
+
 rule prepare_model:
+    input:
+        gated_model_check,
     output:
         "work/models/{model}/config.json",
     params:
@@ -8,4 +16,4 @@ rule prepare_model:
     log:
         "logs/models/{model}.log",
     shell:
-        "negfree prepare-model --source {params.source} --out {params.out} > {log} 2>&1"
+        "{NEGFREE} prepare-model --source {params.source} --out {params.out}" + LOG

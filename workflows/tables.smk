@@ -14,8 +14,8 @@ rule summary_table:
     log:
         "logs/{exp}/summary_table.log",
     shell:
-        "negfree table --evals {input.evals} --runs {params.run_dirs} --out-csv {output.csv} --out-md {output.md} "
-        "--scale {params.scale:q} > {log} 2>&1"
+        "{NEGFREE} table --evals {input.evals} --runs {params.run_dirs} --out-csv {output.csv} --out-md {output.md} "
+        "--scale {params.scale:q}" + LOG
 
 
 # One table per sweep: the swept settings as columns, one row per grid point, in grid order.
@@ -35,8 +35,8 @@ rule sweep_table:
     log:
         "logs/{exp}/sweep_table/{sweep}.log",
     shell:
-        "negfree table --evals {input.evals} --runs {params.run_dirs} --out-csv {output.csv} --out-md {output.md} "
-        "{params.settings} --scale {params.scale:q} > {log} 2>&1"
+        "{NEGFREE} table --evals {input.evals} --runs {params.run_dirs} --out-csv {output.csv} --out-md {output.md} "
+        "{params.settings} --scale {params.scale:q}" + LOG
 
 
 # Every paper-protocol result of the experiment in one tidy CSV (run, protocol, task, metric,
@@ -51,13 +51,28 @@ rule eval_csv:
     log:
         "logs/{exp}/eval_csv.log",
     shell:
-        "negfree eval-csv {input.evals} --runs {params.names} --out {output} > {log} 2>&1"
+        "{NEGFREE} eval-csv {input.evals} --runs {params.names} --out {output}" + LOG
+
+
+# The protocol results one paper item reads: the base model and the runs its rows name only, so
+# `snakemake dft_table2` trains the table's runs and no sweep (evals.csv above has them all).
+rule item_evals:
+    input:
+        evals=item_eval_paths,
+    params:
+        names=item_eval_names,
+    output:
+        "results/tables/{exp}/paper~{item}.evals.csv",
+    log:
+        "logs/{exp}/paper_table/{item}.evals.log",
+    shell:
+        "{NEGFREE} eval-csv {input.evals} --runs {params.names} --out {output}" + LOG
 
 
 # One paper item (paper_tables:) with our values beside the paper's, in its column and row order.
 rule paper_table:
     input:
-        evals="results/tables/{exp}/evals.csv",
+        evals="results/tables/{exp}/paper~{item}.evals.csv",
     output:
         md=report("results/tables/{exp}/paper~{item}.md", caption="../report/paper_table.rst",
                   category="Paper tables", labels={"item": "{item}", "experiment": "{exp}"}),
@@ -70,8 +85,8 @@ rule paper_table:
     log:
         "logs/{exp}/paper_table/{item}.log",
     shell:
-        "negfree paper-table --item {params.item} --evals {input.evals} {params.rows} --scale {params.scale:q} "
-        "--out-md {output.md} --out-csv {output.csv} --out-tex {output.tex} > {log} 2>&1"
+        "{NEGFREE} paper-table --item {params.item} --evals {input.evals} {params.rows} --scale {params.scale:q} "
+        "--out-md {output.md} --out-csv {output.csv} --out-tex {output.tex}" + LOG
 
 
 # One table per sweep over the paper protocols (experiments without the offline twin).
@@ -89,8 +104,8 @@ rule sweep_table_protocols:
     log:
         "logs/{exp}/sweep_table/{sweep}~protocols.log",
     shell:
-        "negfree sweep-table --evals {input.evals} --runs {params.runs} {params.settings} --scale {params.scale:q} "
-        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "{NEGFREE} sweep-table --evals {input.evals} --runs {params.runs} {params.settings} --scale {params.scale:q} "
+        "--out-csv {output.csv} --out-md {output.md}" + LOG
 
 
 # Every item of the five papers (configs/targets.yaml): the files this DAG built for it, or a
@@ -108,5 +123,5 @@ rule targets_index:
     log:
         "logs/targets_index.log",
     shell:
-        "negfree targets --targets {input.targets} --experiments {params.exps} --out-md {output.md} "
-        "--placeholders-dir {output.placeholders} > {log} 2>&1"
+        "{NEGFREE} targets --targets {input.targets} --experiments {params.exps} --out-md {output.md} "
+        "--placeholders-dir {output.placeholders}" + LOG

@@ -24,8 +24,13 @@ rule train:
         # A rerun after preemption (exit 143) or a failure resumes from the run's checkpoint. `exec`:
         # Slurm's SIGTERM (preemption, the profile's early --signal) reaches the trainer, not a
         # shell that would die of it and end the job step before the checkpoint is written.
+        # The project's interpreter and accelerate by absolute path (PY, ACCELERATE: common.smk).
+        # With several GPUs, torchrun's agent (under accelerate launch) gets the SIGTERM too and
+        # SIGKILLs its workers 30 s later by default: give them the signal's lead (600 s) less a margin
+        # to finish the step and write the sharded checkpoint.
+        "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=540; "
         "if [ {resources.gpu} -gt 1 ]; then "
-        "LAUNCH='accelerate launch --config_file {params.accelerate} --num_processes {resources.gpu} "
-        "--main_process_port 0'; else LAUNCH=python; fi; "
-        "exec $LAUNCH -m negfree.cli train --method {params.method} --model {params.model} --data {input.data} "
-        "--out-dir {params.out} {params.args} > {log} 2>&1"
+        "set -- {ACCELERATE} --config_file {params.accelerate} --num_processes {resources.gpu} "
+        "--main_process_port 0; else set -- {PY}; fi; "
+        "exec \"$@\" -m negfree.cli train --method {params.method} --model {params.model} --data {input.data} "
+        "--out-dir {params.out} {params.args}" + LOG
