@@ -43,7 +43,8 @@ rule claims_ledger:
         unpack(claims_inputs),
     output:
         csv="results/tables/{exp}/claims.csv",
-        md=report("results/tables/{exp}/claims.md", caption="../report/claims.rst", category="Claims ledger",
+        md="results/tables/{exp}/claims.md",
+        html=report("results/tables/{exp}/claims.html", caption="../report/claims.rst", category="Claims ledger",
                   labels={"table": "claims", "experiment": "{exp}"}),
     params:
         scale=scale_of,

@@ -8,7 +8,8 @@ rule summary_table:
         scale=scale_of,
     output:
         csv="results/tables/{exp}/summary.csv",
-        md=report("results/tables/{exp}/summary.md", caption="../report/summary_table.rst", category="Tables",
+        md="results/tables/{exp}/summary.md",
+        html=report("results/tables/{exp}/summary.html", caption="../report/summary_table.rst", category="Tables",
                   labels={"table": "summary", "experiment": "{exp}"}),
         provenance="results/tables/{exp}/summary.provenance.json",
     log:
@@ -30,7 +31,8 @@ rule sweep_table:
     output:
         csv="results/tables/{exp}/sweep~{sweep}.csv",
         provenance="results/tables/{exp}/sweep~{sweep}.provenance.json",
-        md=report("results/tables/{exp}/sweep~{sweep}.md", caption="../report/sweep_table.rst",
+        md="results/tables/{exp}/sweep~{sweep}.md",
+        html=report("results/tables/{exp}/sweep~{sweep}.html", caption="../report/sweep_table.rst",
                   category="Sweeps", labels={"sweep": "{sweep}", "experiment": "{exp}"}),
     log:
         "logs/{exp}/sweep_table/{sweep}.log",
@@ -74,7 +76,8 @@ rule paper_table:
     input:
         evals="results/tables/{exp}/paper~{item}.evals.csv",
     output:
-        md=report("results/tables/{exp}/paper~{item}.md", caption="../report/paper_table.rst",
+        md="results/tables/{exp}/paper~{item}.md",
+        html=report("results/tables/{exp}/paper~{item}.html", caption="../report/paper_table.rst",
                   category="Paper tables", labels={"item": "{item}", "experiment": "{exp}"}),
         csv="results/tables/{exp}/paper~{item}.csv",
         tex="results/tables/{exp}/paper~{item}.tex",
@@ -99,7 +102,8 @@ rule sweep_table_protocols:
         scale=scale_of,
     output:
         csv="results/tables/{exp}/sweep~{sweep}~protocols.csv",
-        md=report("results/tables/{exp}/sweep~{sweep}~protocols.md", caption="../report/sweep_table.rst",
+        md="results/tables/{exp}/sweep~{sweep}~protocols.md",
+        html=report("results/tables/{exp}/sweep~{sweep}~protocols.html", caption="../report/sweep_table.rst",
                   category="Sweeps", labels={"sweep": "{sweep}", "experiment": "{exp}"}),
     log:
         "logs/{exp}/sweep_table/{sweep}~protocols.log",
@@ -115,7 +119,8 @@ rule targets_index:
         built=lambda wildcards: NF.targets(),
         targets=str(Path(workflow.basedir, "configs/targets.yaml")),
     output:
-        md=report("results/tables/targets.md", caption="../report/targets.rst", category="Targets",
+        md="results/tables/targets.md",
+        html=report("results/tables/targets.html", caption="../report/targets.rst", category="Targets",
                   labels={"table": "every paper item"}),
         placeholders=directory("results/tables/placeholders"),
     params:

@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 
 from ..io import atomic_write_text
+from .html import write_markdown_page
 from .training import Run, find_runs
 
 REPRODUCED, NOT_REPRODUCED, NOT_CHECKABLE = "reproduced", "not reproduced", "not checkable at this scale"
@@ -1062,7 +1063,7 @@ def claims_ledger(claims_yaml, runs_root, frozen_lake_dir, out_csv, out_md, scal
     ctx = Context(runs, frozen_lake_dir, scale, shifts=shifts, score_dist=score_dist)
     df = pd.DataFrame([evaluate_claim(ctx, c) for c in claims], columns=COLUMNS)
     atomic_write_text(out_csv, df.to_csv(index=False))
-    atomic_write_text(out_md, ledger_markdown(df, scale, runs, runs_root, frozen_lake_dir, shifts=shifts,
+    write_markdown_page(out_md, ledger_markdown(df, scale, runs, runs_root, frozen_lake_dir, shifts=shifts,
                                               score_dist=score_dist))
     return df
 

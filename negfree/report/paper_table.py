@@ -46,6 +46,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_write_text
+from .html import write_markdown_page
 from . import paper_numbers
 
 EVAL_COLUMNS = ("run", "protocol", "task", "metric", "value", "stderr", "n")
@@ -551,7 +552,7 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 def write_markdown(df: pd.DataFrame, path: str | Path) -> Path:
-    return atomic_write_text(path, to_markdown(df))
+    return write_markdown_page(path, to_markdown(df))
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:

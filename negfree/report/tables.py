@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_write_text, read_json, write_json
+from .html import write_markdown_page
 from ..sweeps import run_settings
 from ..train.runlog import provenance
 
@@ -80,7 +81,7 @@ def summary_table(evals: list[str], out_csv: str, out_md: str, runs: list[str] |
     note = (f"Scale: {scale or 'not stated'}. Offline lm-eval twin on the embedded test split "
             "(negfree_mc: log-likelihood multiple choice; negfree_gen: strict exact match). "
             "Metrics in %, `_se` = standard error.\n\n")
-    atomic_write_text(out_md, note + df.to_markdown(index=False) + "\n")
+    write_markdown_page(out_md, note + df.to_markdown(index=False) + "\n")
     write_json(provenance_path(out_csv), {
         "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inputs": [str(e) for e in evals], **provenance(),
@@ -115,5 +116,5 @@ def protocol_sweep_table(evals: str | Path, runs: list[str], settings: list[dict
     atomic_write_text(out_csv, table.to_csv(index=False))
     note = (f"Scale: {scale or 'not stated'}. One row per grid point of the sweep (settings first, then the run "
             f"that computed it); lm-eval protocol results from `{evals}`, task metrics in %.\n\n")
-    atomic_write_text(out_md, note + table.to_markdown(index=False) + "\n")
+    write_markdown_page(out_md, note + table.to_markdown(index=False) + "\n")
     return table

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from ..io import atomic_write_text
+from .html import write_markdown_page
 
 ITEM_KEYS = {"id", "what", "files", "missing"}
 TOP_KEYS = {"version", "items"}
@@ -151,7 +152,7 @@ def report(targets: list[Target], experiments: list[str], out_md: str | Path,
             "is missing (see its placeholder page); not built yet = the workflow declares the files but "
             "none exists here; placeholder = the project cannot build it (the page says what is missing).\n\n"
             "| item | what | status | files |\n|---|---|---|---|\n")
-    atomic_write_text(out_md, head + "\n".join(rows) + "\n")
+    write_markdown_page(out_md, head + "\n".join(rows) + "\n")
     return statuses
 
 
