@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -294,7 +295,11 @@ def score_records(model_dir: str | Path, records: list[dict], out_path: str | Pa
             if resumed == 0:
                 fh.truncate(0)
                 fh.write(_line(header))
-            for b in mine[resumed:]:
+            from tqdm import tqdm
+
+            bar = tqdm(mine[resumed:], total=len(mine), initial=resumed, desc=f"score {Path(out_path).name}",
+                       unit="batch", file=sys.stderr, mininterval=5.0, dynamic_ncols=True)
+            for b in bar:
                 chunk = [jobs[k][2] for k in batches[b]]
                 lps = answer_token_logprobs(model, [e.ids for e in chunk], [e.answer_start for e in chunk],
                                             tok.pad_token_id, dtype=dtype)
