@@ -15,7 +15,7 @@ rule frozen_lake:
     shell:
         "({NEGFREE} toy frozen-lake --out-dir results/toy/frozen_lake {params.args} "
         "&& cp results/toy/frozen_lake/fig3.png {output.fig} "
-        "&& cp results/toy/frozen_lake/fig3.csv {output.csv}) > {log} 2>&1"
+        "&& cp results/toy/frozen_lake/fig3.csv {output.csv})" + LOG
 
 
 # How robust the Fig. 3 ordering is: a grid over maps, step counts, base policies and negative
@@ -45,4 +45,4 @@ rule frozen_lake_robustness:
     log:
         "logs/toy/frozen_lake_robustness.log",
     shell:
-        "{PY} -m negfree.toy.robustness --out-dir results/toy/frozen_lake {params.args} > {log} 2>&1"
+        "{PY} -m negfree.toy.robustness --out-dir results/toy/frozen_lake {params.args}" + LOG
