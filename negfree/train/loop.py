@@ -60,6 +60,9 @@ DEFAULTS = {
                                        # of the others (negfree.data.adapters.apply_pairing_ratio, seeded by seed)
     "track_negatives": False,          # methods without negatives still forward B of them (no gradient
                                        # flows: the loss ignores them) to log their likelihood (dft.txt Fig. 3)
+    "length_bucketing": False,         # within a step, each process's prompts go to micro-batches by length
+                                       # (less padding; the step's gradient is the same sum). Not applied to
+                                       # KTO, whose z0 is a per-micro-batch estimate (run_info.json says so)
 }
 # Keys that may change between a run and its resumption without changing what it computes.
 _RESUME_FREE = {"save_every", "keep_checkpoints", "keep_checkpoints_at_end", "resume", "report_to", "out_dir"}
@@ -226,6 +229,11 @@ def train(cfg: dict) -> dict:
     records, dropped = drop_overlong(tok, records, cfg)
     check_records(records, method, cfg["num_negatives"], cfg["data"], negatives=cfg["num_negatives"] > 0)
     use_ref = method.needs_reference or all(r.get("ref") for r in records)
+    # characters of the prompt and its longest answer: a cheap proxy for the padded row length.
+    # Not for methods with a per-micro-batch estimate (KTO's z0): grouping would change it.
+    bucketing = bool(cfg["length_bucketing"]) and not method.needs_mismatched
+    lengths = [len(str(r["prompt"])) + max([len(r.get("positive") or "")] + [len(a) for a in r.get("negatives") or []])
+               for r in records] if bucketing else []
     if use_ref:
         check_references(tok, records, method, cfg, cfg["data"])
 
@@ -289,7 +297,7 @@ def train(cfg: dict) -> dict:
                                                "parameter_dtype": str(next(raw_model.parameters()).dtype),
                                                "host_peak_mb_per_rank_after_load": host_mb,
                                                "total_steps": total, "resumed_from_step": start,
-                                               "chunked_head": chunked_head,
+                                               "chunked_head": chunked_head, "length_bucketing": bucketing,
                                                "config_hash": chash})
     if cfg["report_to"]:
         accelerator.init_trackers(method.name, config={k: v for k, v in cfg.items() if k != "hparams"})
@@ -310,6 +318,8 @@ def train(cfg: dict) -> dict:
                 torch.cuda.reset_peak_memory_stats()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)).tolist()
             mine = order[s * bs:(s + 1) * bs][rank * per_rank:(rank + 1) * per_rank]
+            if bucketing and n_micro > 1:
+                mine = sorted(mine, key=lambda i: lengths[i])   # similar lengths share a micro-batch
             micro = []
             for m in range(0, per_rank, mbs):
                 mi = mine[m:m + mbs]
@@ -322,7 +332,7 @@ def train(cfg: dict) -> dict:
                 denom = float(accelerator.reduce(local, "sum")) if world > 1 else float(local)
             else:
                 denom = float(bs)
-            sums, n_tokens, grad_norm = {}, 0, float("nan")
+            sums, n_tokens, grad_norm, padded = {}, 0, float("nan"), 0
             for mi, batch in micro:
                 with accelerator.accumulate(model):
                     inp, out = forward_micro(model, raw_model, batch, method, hp, log_u, mi, cfg, chunked_head,
@@ -336,6 +346,7 @@ def train(cfg: dict) -> dict:
                     if out.log_u is not None:
                         log_u[mi] = out.log_u.detach().to(device="cpu", dtype=log_u.dtype)
                     n_tokens += int(batch.attn.sum())
+                    padded += batch.attn.numel()   # positions computed, padding included (this process)
                     w = len(mi) / bs
                     row = {**sequence_metrics(inp), **{k: float(v.detach()) for k, v in out.metrics.items()}}
                     for k, v in row.items():
@@ -357,7 +368,7 @@ def train(cfg: dict) -> dict:
             log.write({"step": step + 1, "epoch": epoch, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
                        **{k: sums[k] for k in sorted(sums)}})
             perf.write({"step": step + 1, "seconds": round(dt, 4), "tokens_per_s": round(n_tokens / dt, 2),
-                        "peak_memory_mb": MetricsLog.peak_memory_mb()})
+                        "peak_memory_mb": MetricsLog.peak_memory_mb(), "padded_positions_rank0": padded})
             bar.set_postfix(loss=f"{sums['loss']:.4g}", refresh=False)
             bar.update(1)
             if cfg["report_to"]:
