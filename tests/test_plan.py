@@ -137,7 +137,9 @@ def test_slurm_dry_run_asks_each_experiments_gpus():
             target = re.search(r"output: (\S+)", body).group(1)
             assert f"mem_mb={plans[target].mem_mb()}," in res and f"runtime={plans[target].runtime_min()}," in res
             seen.setdefault(exp, gpus)
-        elif rule == "score_reference":
+        elif rule == "score_reference_shard" or (rule == "score_reference" and "shards~" not in body):
             assert re.search(r"\bgpu=1\b", res) and re.search(r"\bnodes=1\b", res)
+        elif rule == "score_reference":   # gathers its shards' parts (score.shards > 1): no GPU
+            assert re.search(r"\bgpu=0\b", res), res
     assert seen["dft_uf"] == 8 and seen["asft_llama3_uf"] == 4 and seen["dft_qwen"] == 4
     assert len(seen) == len(dag.experiments)
