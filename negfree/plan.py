@@ -333,10 +333,11 @@ def train_job(exp, run: str, basedir: Path, gpu_type: str | None = None) -> Job:
     parts = {k: round(_gb(v), 2) for k, v in parts.items()}
     on_gpu = n_gpu > 0
     # host: the loading rank holds the fp32 model; every rank all records: text (~4 B/token), one
-    # reference sum per answer, per-token reference values only for token-level methods (BNF)
+    # reference sum per answer, per-token float32 values only for token-level methods (BNF;
+    # negfree.train.records.compact_references)
     num = spec["generate"]["num"]
     data_gb = _gb(d["rows"] * (4 * (pos + num * neg) + 34 * (1 + num)
-                               + (34 * (d["chosen"] + B * neg_len) if method.token_level else 0)))
+                               + (4 * (d["chosen"] + B * neg_len) if method.token_level else 0)))
     first = HOST_BASE_GB[on_gpu] + _gb(4 * a.params) + data_gb
     others = HOST_BASE_GB[on_gpu] + data_gb + (0 if fsdp else _gb(4 * a.params))
     return Job(f"{exp.run_dir(run)}/timing.json", exp.name, exp.paper(), "train", n_gpu, gpu_type or la["gpu_type"],
