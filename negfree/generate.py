@@ -45,7 +45,7 @@ import torch
 from tqdm import tqdm
 
 from .data.tokenize import render_prompt
-from .io import _clean, atomic_write_bytes, check_writable, write_json, write_jsonl
+from .io import _clean, atomic_write_bytes, check_writable, read_progress, write_json, write_jsonl
 
 GOOD_SYSTEM = ("The assistant should answer truthfully and be faithful to factual knowledge as well as "
                "given contexts, never making up any new facts that aren't true or cannot be grounded "
@@ -237,33 +237,13 @@ def sha256_dir(path: str | Path) -> str:
 
 def _resume(partial: Path, header: dict, records: list[dict]) -> list[bytes]:
     """The finished lines of a previous run with the same configuration ([] when there is none)."""
-    if not partial.exists():
-        return []
-    data = partial.read_bytes()
-    complete = data[:data.rfind(b"\n") + 1]               # a line cut by a kill is dropped
-    lines = complete.splitlines(keepends=True)
-    if not lines:
-        return []
-    try:
-        old = json.loads(lines[0])
-    except json.JSONDecodeError:
-        old = None
-    if not isinstance(old, dict) or old.get("format") != PARTIAL_FORMAT:
-        raise ValueError(f"{partial}: not a negfree generation progress file; delete it to start over")
-    if old != header:
-        diff = sorted(k for k in set(old.get("config", {})) | set(header["config"])
-                      if old.get("config", {}).get(k) != header["config"].get(k))
-        raise ValueError(f"{partial}: left by a run with a different configuration ({', '.join(diff)}); "
-                         f"delete it to start over")
-    done = lines[1:]
+    done = read_progress(partial, header, "generation")
     if len(done) > len(records):
         raise ValueError(f"{partial}: holds {len(done)} prompts, more than the {len(records)} of this shard")
     for k, line in enumerate(done):
         if json.loads(line).get("id") != records[k]["id"]:
             raise ValueError(f"{partial}: line {k + 2} is record {json.loads(line).get('id')!r}, "
                              f"expected {records[k]['id']!r}; delete it to start over")
-    if len(complete) != len(data):
-        partial.write_bytes(complete)
     return done
 
 

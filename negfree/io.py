@@ -165,3 +165,34 @@ def check_writable(path: str | Path, what: str = "output") -> None:
         raise OSError(err.errno, f"{what} {path} is not writable: {err.strerror}", str(probe_dir)) from None
     os.close(fd)
     os.unlink(tmp)
+
+
+def read_progress(partial: Path, header: dict, what: str, unlabelled: str = "") -> list[bytes]:
+    """The finished lines of a resumable job's progress file (negfree score and generate): a
+    header line equal to ``header``, then one complete line per finished unit. A line cut by a
+    kill is dropped (and the file trimmed to the complete lines); a file of another kind or
+    configuration is refused, naming the differing config keys (``unlabelled`` when none do)."""
+    import json
+
+    partial = Path(partial)
+    if not partial.exists():
+        return []
+    data = partial.read_bytes()
+    complete = data[:data.rfind(b"\n") + 1]
+    lines = complete.splitlines(keepends=True)
+    if not lines:
+        return []
+    try:
+        old = json.loads(lines[0])
+    except json.JSONDecodeError:
+        old = None
+    if not isinstance(old, dict) or old.get("format") != header.get("format"):
+        raise ValueError(f"{partial}: not a negfree {what} progress file; delete it to start over")
+    if old != header:
+        diff = sorted(k for k in set(old.get("config", {})) | set(header["config"])
+                      if old.get("config", {}).get(k) != header["config"].get(k))
+        raise ValueError(f"{partial}: left by a run with a different configuration "
+                         f"({', '.join(diff) or unlabelled}); delete it to start over")
+    if len(complete) != len(data):
+        partial.write_bytes(complete)
+    return lines[1:]

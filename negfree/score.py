@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from .data.tokenize import encode, render_prompt
-from .io import _clean, atomic_write_bytes, check_writable, write_json
+from .io import _clean, atomic_write_bytes, check_writable, read_progress, write_json
 from .logprobs import answer_logit_slice, model_token_logprobs, shift_for_causal_lm
 
 PARTIAL_FORMAT = "negfree-score-partial/1"
@@ -181,31 +181,11 @@ def model_fingerprint(model_dir: str | Path) -> str:
 
 def _resume(partial: Path, header: dict, my_batches: list[int]) -> list[bytes]:
     """The finished batch lines of a previous run of this shard with the same configuration."""
-    if not partial.exists():
-        return []
-    data = partial.read_bytes()
-    complete = data[:data.rfind(b"\n") + 1]               # a line cut by a kill is dropped
-    lines = complete.splitlines(keepends=True)
-    if not lines:
-        return []
-    try:
-        old = json.loads(lines[0])
-    except json.JSONDecodeError:
-        old = None
-    if not isinstance(old, dict) or old.get("format") != PARTIAL_FORMAT:
-        raise ValueError(f"{partial}: not a negfree scoring progress file; delete it to start over")
-    if old != header:
-        diff = sorted(k for k in set(old.get("config", {})) | set(header["config"])
-                      if old.get("config", {}).get(k) != header["config"].get(k))
-        raise ValueError(f"{partial}: left by a run with a different configuration ({', '.join(diff) or 'plan'}); "
-                         f"delete it to start over")
-    done = lines[1:]
+    done = read_progress(partial, header, "scoring", unlabelled="plan")
     for k, line in enumerate(done):
         if k >= len(my_batches) or json.loads(line).get("batch") != my_batches[k]:
             raise ValueError(f"{partial}: line {k + 2} is not batch {my_batches[k] if k < len(my_batches) else '-'} "
                              f"of this shard; delete it to start over")
-    if len(complete) != len(data):
-        partial.write_bytes(complete)
     return done
 
 
