@@ -69,3 +69,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def scored_pool(tiny_model_dir, embedded_dir):
+    """make(out, n, negatives): the first n embedded records, each with the answers of the next
+    `negatives` records as its pool of negatives (no generation needed), scored under the tiny
+    model at max_len 96; returns the scored file."""
+    def make(out, n=8, negatives=3):
+        from negfree.data.embedded import load_jsonl
+        from negfree.io import write_jsonl
+        from negfree.score import score_records
+
+        recs = load_jsonl(embedded_dir / "train.jsonl")[:n]
+        for i, r in enumerate(recs):
+            r["negatives"] = [recs[(i + k) % len(recs)]["positive"] for k in range(1, negatives + 1)]
+        write_jsonl(out / "neg.jsonl", recs)
+        score_records(tiny_model_dir, recs, out / "scored.jsonl", max_len=96)
+        return out / "scored.jsonl"
+    return make

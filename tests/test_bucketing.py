@@ -7,20 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from negfree.data.embedded import load_jsonl
-from negfree.io import write_jsonl
-from negfree.score import score_records
 from negfree.train.loop import train
 
 
 @pytest.fixture(scope="module")
-def data(tiny_model_dir, embedded_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bucket")
-    recs = load_jsonl(embedded_dir / "train.jsonl")[:8]
-    for i, r in enumerate(recs):
-        r["negatives"] = [recs[(i + k) % len(recs)]["positive"] for k in (1, 2)]
-    score_records(tiny_model_dir, recs, out / "scored.jsonl", max_len=96)
-    return out / "scored.jsonl"
+def data(scored_pool, tmp_path_factory):
+    return scored_pool(tmp_path_factory.mktemp("bucket"), negatives=2)
 
 
 @pytest.mark.parametrize("method", ["sft", "dft"])

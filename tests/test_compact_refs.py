@@ -12,20 +12,14 @@ from negfree.data.embedded import load_jsonl
 from negfree.io import write_jsonl
 from negfree.losses import get_method
 from negfree.models import load_model, load_tokenizer
-from negfree.score import score_records
 from negfree.train.batch import collate, loss_inputs
 from negfree.train.loop import resolve_config
 from negfree.train.records import RefSum, compact_references
 
 
 @pytest.fixture(scope="module")
-def scored(tiny_model_dir, embedded_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("compact")
-    recs = load_jsonl(embedded_dir / "train.jsonl")[:4]
-    for i, r in enumerate(recs):
-        r["negatives"] = [recs[(i + k) % len(recs)]["positive"] for k in (1, 2)]
-    score_records(tiny_model_dir, recs, out / "scored.jsonl", max_len=96)
-    return out / "scored.jsonl"
+def scored(scored_pool, tmp_path_factory):
+    return scored_pool(tmp_path_factory.mktemp("compact"), n=4, negatives=2)
 
 
 @pytest.mark.parametrize("name", ["dpo", "kto", "bnf"])

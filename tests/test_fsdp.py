@@ -20,9 +20,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from negfree.data.embedded import load_jsonl
-from negfree.io import write_jsonl
-from negfree.score import score_records
 from negfree.train.loop import train
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.usefixtures("one_thread")]
@@ -33,15 +30,9 @@ BASE = {"batch_size": 4, "micro_batch_size": 4, "max_steps": 3, "epochs": 2, "nu
 
 
 @pytest.fixture(scope="module")
-def data(tiny_model_dir, embedded_dir, tmp_path_factory):
+def data(scored_pool, tmp_path_factory):
     """8 records, 3 negatives each (other records' answers), scored under the tiny model."""
-    out = tmp_path_factory.mktemp("fsdp_data")
-    recs = load_jsonl(embedded_dir / "train.jsonl")[:8]
-    for i, r in enumerate(recs):
-        r["negatives"] = [recs[(i + k) % len(recs)]["positive"] for k in (1, 2, 3)]
-    write_jsonl(out / "neg.jsonl", recs)
-    score_records(tiny_model_dir, recs, out / "scored.jsonl", max_len=96)
-    return out / "scored.jsonl"
+    return scored_pool(tmp_path_factory.mktemp("fsdp_data"))
 
 
 def fsdp_env(nproc: int = 2) -> dict:

@@ -19,15 +19,9 @@ from negfree.train.loop import train
 
 
 @pytest.fixture(scope="module")
-def data(tiny_model_dir, embedded_dir, tmp_path_factory):
+def data(scored_pool, tmp_path_factory):
     """8 records, pools of 3 negatives (other records' answers: no generation needed), scored."""
-    out = tmp_path_factory.mktemp("trainer")
-    recs = load_jsonl(embedded_dir / "train.jsonl")[:8]
-    for i, r in enumerate(recs):
-        r["negatives"] = [recs[(i + k) % len(recs)]["positive"] for k in (1, 2, 3)]
-    write_jsonl(out / "neg.jsonl", recs)
-    score_records(tiny_model_dir, recs, out / "scored.jsonl", max_len=96)
-    return out / "scored.jsonl"
+    return scored_pool(tmp_path_factory.mktemp("trainer"))
 
 
 def cfg_for(model, data, out, method, **kw):
