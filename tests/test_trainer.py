@@ -163,6 +163,32 @@ def test_same_seed_gives_an_identical_metrics_file(tmp_path, tiny_model_dir, dat
     assert [p["step"] for p in perf] == [1, 2] and all(p["tokens_per_s"] > 0 and p["peak_memory_mb"] > 0 for p in perf)
 
 
+def test_the_probe_set_is_held_out_and_measured_at_step_0_every_k_steps_and_the_end(tmp_path, tiny_model_dir, data):
+    """probe_records: the last N records leave training and are read without gradient; at step 0 the
+    policy is the reference, so the deviation is 0 and logp_pos is the scored S0 (mean over the probe)."""
+    recs = load_jsonl(data)
+    out = tmp_path / "p"
+    train(cfg_for(tiny_model_dir, data, out, "dft", max_steps=3, batch_size=2, micro_batch_size=1,
+                  probe_records=2, probe_every=2))
+    rows = [json.loads(x) for x in (out / "probe.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 2, 3] and all(r["records"] == 2 for r in rows)
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["records"] == 6 and info["probe_records"] == [r["id"] for r in recs[-2:]]
+    s0 = [sum(r["ref"]["positive"]) for r in recs[-2:]]
+    assert rows[0]["deviation"] == pytest.approx(0.0, abs=1e-5)
+    assert rows[0]["logp_pos"] == pytest.approx(sum(s0) / 2, rel=1e-5)
+    assert rows[-1]["logp_pos"] != rows[0]["logp_pos"]              # the policy moved
+    for key in ("logp_neg", "logp_neg_per_token", "likelihood_margin"):
+        assert key in rows[0]
+    # the probe does not touch training: the same run without it, on the 6 training records, is identical
+    write_jsonl(tmp_path / "six.jsonl", recs[:-2])
+    train(cfg_for(tiny_model_dir, tmp_path / "six.jsonl", tmp_path / "q", "dft", max_steps=3, batch_size=2,
+                  micro_batch_size=1))
+    assert (out / "metrics.jsonl").read_bytes() == (tmp_path / "q/metrics.jsonl").read_bytes()
+    with pytest.raises(ValueError, match="probe_records=8 leaves no training record"):
+        train(cfg_for(tiny_model_dir, data, tmp_path / "r", "sft", probe_records=8))
+
+
 def test_pairwise_runs_log_rewards_margins_and_accuracy(tmp_path, tiny_model_dir, data):
     train(cfg_for(tiny_model_dir, data, tmp_path / "d", "dpo", max_steps=1))
     row = metrics(tmp_path / "d")[0]

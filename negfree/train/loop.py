@@ -27,6 +27,7 @@ import math
 import os
 import random
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -63,6 +64,10 @@ DEFAULTS = {
     "length_bucketing": False,         # within a step, each process's prompts go to micro-batches by length
                                        # (less padding; the step's gradient is the same sum). Not applied to
                                        # KTO, whose z0 is a per-micro-batch estimate (run_info.json says so)
+    "probe_records": 0,                # hold the last N records out of training: a fixed probe set (positives and
+                                       # their pool's negatives) whose likelihoods go to probe.jsonl at step 0,
+                                       # every probe_every steps and at the end (the training curves of the claims)
+    "probe_every": 1,
 }
 # Keys that may change between a run and its resumption without changing what it computes.
 _RESUME_FREE = {"save_every", "keep_checkpoints", "keep_checkpoints_at_end", "resume", "report_to", "out_dir"}
@@ -92,7 +97,8 @@ def resolve_config(cfg: dict) -> dict:
     out = {**DEFAULTS, **cfg}
     method = get_method(out["method"])
     out["hparams"] = method.resolve(out.get("hparams") or {})
-    for key in ("batch_size", "micro_batch_size", "epochs", "max_len", "logit_chunk", "keep_checkpoints"):
+    for key in ("batch_size", "micro_batch_size", "epochs", "max_len", "logit_chunk", "keep_checkpoints",
+                "probe_every"):
         if not isinstance(out[key], int) or out[key] < 1:
             raise ValueError(f"train: {key}={out[key]!r} must be an integer >= 1")
     if out["batch_size"] % out["micro_batch_size"]:
@@ -102,6 +108,8 @@ def resolve_config(cfg: dict) -> dict:
         out["num_negatives"] = 0
     elif not isinstance(out["num_negatives"], int) or out["num_negatives"] < 1:
         raise ValueError(f"train: method '{method.name}' needs num_negatives (B) >= 1, got {out['num_negatives']!r}")
+    if isinstance(out["probe_records"], bool) or not isinstance(out["probe_records"], int) or out["probe_records"] < 0:
+        raise ValueError(f"train: probe_records={out['probe_records']!r} must be an integer >= 0")
     if not (isinstance(out["lr"], (int, float)) and math.isfinite(out["lr"]) and out["lr"] > 0):
         raise ValueError(f"train: lr={out['lr']!r} must be a finite number > 0")
     if not 0 <= out["warmup_ratio"] < 1:
@@ -185,6 +193,35 @@ def forward_micro(model, raw_model, batch, method, hp: dict, log_u, mi: list[int
     return inp, method.fn(inp, **hp)
 
 
+# The probe reads sequences only: no fused second pass (IFT), no vocabulary term (BNF).
+_PROBE_READER = types.SimpleNamespace(two_pass=False, vocab_term=False)
+
+
+def probe_metrics(model, raw_model, tok, probe: list[dict], cfg: dict, chunked_head: bool, autocast,
+                  use_ref: bool) -> dict[str, float]:
+    """sequence_metrics over the fixed probe set, without gradient: every positive and the first
+    B' negatives of each pool (B' = the smallest pool among the probe records), whatever the
+    method trains on, so every run's curve is measured on the same sequences. Every process
+    computes all of it (under FSDP they must all take part in each forward)."""
+    b = min(len(r.get("negatives") or []) for r in probe)
+    sums: dict[str, float] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(probe), cfg["micro_batch_size"]):
+                recs = probe[i:i + cfg["micro_batch_size"]]
+                batch = collate(tok, recs, [list(range(b))] * len(recs), cfg, [], use_ref)
+                with autocast():
+                    inp = loss_inputs(model, raw_model, batch, _PROBE_READER, {}, None, cfg["logit_chunk"],
+                                      chunked_head)
+                for k, v in sequence_metrics(inp).items():
+                    sums[k] = sums.get(k, 0.0) + v * len(recs) / len(probe)
+    finally:
+        model.train(was_training)
+    return sums
+
+
 def _accelerator(cfg: dict, n_micro: int):
     from accelerate import Accelerator
 
@@ -227,6 +264,13 @@ def train(cfg: dict) -> dict:
         records = mask_scored_pairs(records, cfg["pairing_ratio"], cfg["seed"])
     tok = load_tokenizer(cfg["model"])
     records, dropped = drop_overlong(tok, records, cfg)
+    probe = []
+    if cfg["probe_records"]:
+        if cfg["probe_records"] >= len(records):
+            raise ValueError(f"train: probe_records={cfg['probe_records']} leaves no training record "
+                             f"({len(records)} records in {cfg['data']})")
+        records, probe = records[:-cfg["probe_records"]], records[-cfg["probe_records"]:]
+        check_records(probe, method, 0, cfg["data"], negatives=False)
     check_records(records, method, cfg["num_negatives"], cfg["data"], negatives=cfg["num_negatives"] > 0)
     use_ref = method.needs_reference or all(r.get("ref") for r in records)
     # characters of the prompt and its longest answer: a cheap proxy for the padded row length.
@@ -297,8 +341,19 @@ def train(cfg: dict) -> dict:
                                                "parameter_dtype": str(next(raw_model.parameters()).dtype),
                                                "host_peak_mb_per_rank_after_load": host_mb,
                                                "total_steps": total, "resumed_from_step": start,
+                                               "probe_records": [r["id"] for r in probe],
                                                "chunked_head": chunked_head, "length_bucketing": bucketing,
                                                "config_hash": chash})
+    probe_log = MetricsLog(out_dir / "probe.jsonl", keep_steps=start, enabled=main and bool(probe))
+    probe_ref = bool(probe) and all(r.get("ref") for r in probe)
+
+    def write_probe(at: int) -> None:
+        if probe:
+            probe_log.write({"step": at, "records": len(probe), **probe_metrics(
+                model, raw_model, tok, probe, cfg, chunked_head, accelerator.autocast, probe_ref)})
+
+    if start == 0:
+        write_probe(0)   # the starting policy (= the reference where S0 exists)
     if cfg["report_to"]:
         accelerator.init_trackers(method.name, config={k: v for k, v in cfg.items() if k != "hparams"})
 
@@ -369,6 +424,8 @@ def train(cfg: dict) -> dict:
                        **{k: sums[k] for k in sorted(sums)}})
             perf.write({"step": step + 1, "seconds": round(dt, 4), "tokens_per_s": round(n_tokens / dt, 2),
                         "peak_memory_mb": MetricsLog.peak_memory_mb(), "padded_positions_rank0": padded})
+            if (step + 1) % cfg["probe_every"] == 0 or step + 1 == total:
+                write_probe(step + 1)
             bar.set_postfix(loss=f"{sums['loss']:.4g}", refresh=False)
             bar.update(1)
             if cfg["report_to"]:
