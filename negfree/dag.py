@@ -75,6 +75,7 @@ class Experiment:
                 c["methods"], c.get("sweeps") or {}, self.gen, c["train"], c.get("pipelines") or {})
         except ValueError as e:
             raise ConfigError(f"{self.origin}: {e}") from None
+        self.replicates = self._replicates(c.get("replicates"))
         self.protocols = list(c.get("evaluate", {}).get("protocols") or ["offline"])
         self.paper_protocols = [p for p in self.protocols if p != "offline"]
         self.paper_tables = c.get("paper_tables") or {}
@@ -106,6 +107,38 @@ class Experiment:
         length = f"{t['max_steps']} steps" if t.get("max_steps") else f"{t.get('epochs', 1)} epoch(s)"
         self.scale = (f"{self.name} scale: {self.model}, {prompts} training prompts, {length} of "
                       f"{t.get('batch_size')} prompts, B={t.get('num_negatives')}")
+
+    def _replicates(self, block) -> list[str]:
+        """``replicates: {seeds: [...], methods: [...]}``: each listed ``methods:`` run again at every
+        other train.seed (data order, the B negatives drawn from each pool, any initial noise), as
+        ``method~M/seed~S``. Trained only, not evaluated: the claims ledger's statistics over seeds read
+        them beside the run itself (its seed is the experiment's train.seed)."""
+        if not block:
+            return []
+        where = f"{self.origin}: replicates"
+        if not isinstance(block, dict) or set(block) - {"seeds", "methods"}:
+            raise ConfigError(f"{where}: a mapping with 'seeds' (integers) and 'methods' (methods: entries)")
+        seeds, methods = block.get("seeds") or [], block.get("methods") or []
+        if not seeds or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds):
+            raise ConfigError(f"{where}.seeds: {seeds!r} must be a non-empty list of integers >= 0")
+        unknown = [m for m in methods if f"method~{m}" not in self.run_specs]
+        if not methods or unknown:
+            raise ConfigError(f"{where}.methods: {unknown or methods!r} not among the methods: runs "
+                              f"({', '.join(self.config['methods'] or {})})")
+        own = self.config["train"].get("seed", 0)
+        out = []
+        for m in methods:
+            for seed in dict.fromkeys(seeds):
+                if seed != own:
+                    spec = {**self.run_specs[f"method~{m}"]}
+                    spec["train"] = {**spec["train"], "seed": seed}
+                    out.append(f"method~{m}/seed~{seed}")
+                    self.run_specs[out[-1]] = spec
+        return out
+
+    def evaluated_runs(self) -> list[str]:
+        """Every run but the replicates: the runs the tables and paper protocols evaluate."""
+        return [r for r in self.run_specs if r not in self.replicates]
 
     # -- paths ---------------------------------------------------------------------------
     def run_dir(self, run: str) -> str:

@@ -439,7 +439,7 @@ def jobs_of(dag, gpu_type: str | None = None) -> list[Job]:
             add(generate_job(exp, spec["generate"], f"{neg_dir}/negatives.jsonl", base, gpu_type))
             add(score_job(exp, spec["generate"], scored, base, gpu_type,
                           "score_reference_checkpoint" if "/ref~" in scored else "score_reference"))
-        for who in [exp.base_run(), *exp.run_specs]:
+        for who in [exp.base_run(), *exp.evaluated_runs()]:
             for p in exp.protocols:
                 rule = {"offline": "evaluate_run", "textsim": "evaluate_generation",
                         "alpaca_eval2": "evaluate_generation"}.get(p, "evaluate_protocol")

@@ -251,3 +251,21 @@ def test_released_row_fills_the_paper_table():
     df = paper_table("dft/table1", ev, {"released:metamath-mistral-7b": "released~metamath-mistral-7b"})
     row = df[(df["run"] == "released~metamath-mistral-7b") & (df["metric"] == "gsm8k_0shot/acc")]
     assert len(row) == 1 and row["ours"].iloc[0] == pytest.approx(75.0) and row["paper"].iloc[0] == 77.7
+
+
+def test_replicates_add_seeded_runs_that_are_trained_but_not_evaluated():
+    demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    demo["replicates"] = {"seeds": [0, 1, 2], "methods": ["sft", "dft"]}
+    demo["train"]["seed"] = 0
+    exp = Dag(demo, ROOT).experiments["demo"]
+    assert exp.replicates == ["method~sft/seed~1", "method~sft/seed~2", "method~dft/seed~1", "method~dft/seed~2"]
+    spec = exp.run_specs["method~dft/seed~2"]
+    assert spec["train"]["seed"] == 2 and spec["method"] == "dft"
+    assert exp.run_specs["method~dft"]["train"].get("seed") is None      # the run itself keeps train.seed
+    assert not set(exp.replicates) & set(exp.evaluated_runs())
+    assert exp.scored("method~dft/seed~2") == exp.scored("method~dft")   # one pool; each seed draws its B
+    for bad, msg in (({"seeds": [1], "methods": ["kto"]}, r"replicates.methods: \['kto'\] not among"),
+                     ({"seeds": [], "methods": ["sft"]}, "replicates.seeds"),
+                     ({"seeds": [1], "methods": ["sft"], "steps": 3}, "replicates.*'steps'")):
+        with pytest.raises(ConfigError, match=msg):
+            Dag({**demo, "replicates": bad}, ROOT)

@@ -1,7 +1,7 @@
 # Analyses of the training logs and the claims ledger (issue 8): built from results/ only.
 rule training_figures:
     input:
-        runs=table_runs,
+        runs=all_runs,
     output:
         fig3=report("figures/{exp}/dft/fig3.png", caption="../report/dft_fig3.rst", category="Training",
                     labels={"paper": "DFT", "figure": "Fig. 3", "experiment": "{exp}"}),
@@ -24,7 +24,7 @@ rule training_figures:
 def claims_inputs(wildcards):
     """The runs, Frozen Lake, and the analyses the experiment makes (their claims are checked too)."""
     exp = exp_of(wildcards)
-    out = {"runs": table_runs(wildcards), "lake": "results/toy/frozen_lake/fig3.csv",
+    out = {"runs": all_runs(wildcards), "lake": "results/toy/frozen_lake/fig3.csv",
            "claims": str(Path(workflow.basedir, "configs/claims.yaml"))}
     if exp.shifts():
         out["shifts"] = f"figures/{exp.name}/bnf/shifts_summary.csv"

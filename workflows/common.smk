@@ -204,17 +204,23 @@ def base_run_of(wildcards):
 
 def table_evals(wildcards):
     exp = exp_of(wildcards)
-    return [eval_json(exp, exp.base_run())] + [eval_json(exp, r) for r in exp.run_specs]
+    return [eval_json(exp, exp.base_run())] + [eval_json(exp, r) for r in exp.evaluated_runs()]
 
 
 def table_runs(wildcards):
     exp = exp_of(wildcards)
-    return [f"{exp.run_dir(r)}/timing.json" for r in exp.run_specs]
+    return [f"{exp.run_dir(r)}/timing.json" for r in exp.evaluated_runs()]
 
 
 def table_run_dirs(wildcards):
     exp = exp_of(wildcards)
-    return [exp.run_dir(r) for r in exp.run_specs]
+    return [exp.run_dir(r) for r in exp.evaluated_runs()]
+
+
+def all_runs(wildcards):
+    """Every run's timing.json, the replicates' too (the ledger's statistics and the training figures)."""
+    exp = exp_of(wildcards)
+    return [f"{exp.run_dir(r)}/timing.json" for r in exp.run_specs]
 
 
 def runs_root(wildcards):
@@ -280,7 +286,7 @@ def protocol_evals(exp):
     for p in exp.paper_protocols:
         out.append((f"{exp.run_dir(exp.base_run())}/eval/{p}.json", exp.base_run()))
         out += [(f"{exp.run_dir(r)}/eval/{p}.json", r) for r in exp.released_runs()]
-        out += [(f"{exp.run_dir(r)}/eval/{p}.json", r) for r in exp.run_specs]
+        out += [(f"{exp.run_dir(r)}/eval/{p}.json", r) for r in exp.evaluated_runs()]
     return out
 
 
