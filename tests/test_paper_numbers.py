@@ -237,7 +237,7 @@ def test_printed_averages_are_consistent():
 
 
 # ----------------------------------------------------------------------------- claims ledger
-KINDS = {"compare", "trend", "close", "ratio", "argmax", "argmin", "ordering", "monotone", "top_drop",
+KINDS = {"compare", "trend", "close", "ratio", "argmax", "argmin", "ordering", "monotone", "top_drop", "robustness",
          "threshold", "analytic", "registry", "all"}
 
 

@@ -11,7 +11,8 @@ import yaml
 
 from negfree.data.embedded import load_jsonl
 from negfree.io import write_jsonl
-from negfree.report.claims import NOT_CHECKABLE, NOT_REPRODUCED, REPRODUCED, claims_ledger
+from negfree.report.claims import (COLUMNS, CONTRADICTED, INCONCLUSIVE, MIN_SEEDS, NOT_CHECKABLE, REPRODUCED,
+                                   VERIFIED, band_verdict, claims_ledger, combine, Judged, sign_verdict, t_interval)
 from negfree.report.training import training_figures
 from negfree.score import score_records
 from negfree.toy.frozen_lake import run_frozen_lake
@@ -24,20 +25,44 @@ METHODS = {"sft": 1e-5, "dft": 1e-3, "dft2": 1e-3, "simpo": 1e-3, "sft_dpo": 2e-
            "asft": 1e-3, "orpo": 1e-3, "dpo": 1e-3}
 
 
+SEEDED = ("sft", "dft", "simpo", "asft", "orpo", "minorsft", "sft_dpo")   # the training-dynamics claims' methods
+
+
+def _train(tiny_model_dir, data, out_dir, method, seed=0, **kw):
+    train({"method": method, "model": str(tiny_model_dir), "data": str(data), "out_dir": str(out_dir),
+           "batch_size": 4, "micro_batch_size": 4, "max_steps": 3, "epochs": 2, "num_negatives": 2, "max_len": 96,
+           "lr": METHODS[method], "scheduler": "constant", "warmup_ratio": 0.0, "seed": seed, **kw})
+
+
 @pytest.fixture(scope="module")
-def runs_root(tiny_model_dir, embedded_dir, tmp_path_factory):
+def scored(tiny_model_dir, embedded_dir, tmp_path_factory):
+    """12 records with pools of 3 negatives (B = 2 draws from them per seed), scored."""
     out = tmp_path_factory.mktemp("training_report")
-    recs = load_jsonl(embedded_dir / "train.jsonl")[:8]
+    recs = load_jsonl(embedded_dir / "train.jsonl")[:12]
     for i, r in enumerate(recs):
-        r["negatives"] = [recs[(i + k) % len(recs)]["positive"] for k in (1, 2)]
+        r["negatives"] = [recs[(i + k) % len(recs)]["positive"] for k in (1, 2, 3)]
     write_jsonl(out / "neg.jsonl", recs)
     score_records(tiny_model_dir, recs, out / "scored.jsonl", max_len=96)
-    root = out / "runs"
-    for method, lr in METHODS.items():
-        train({"method": method, "model": str(tiny_model_dir), "data": str(out / "scored.jsonl"),
-               "out_dir": str(root / f"method~{method}"), "batch_size": 4, "micro_batch_size": 4, "max_steps": 3,
-               "epochs": 2, "num_negatives": 2, "max_len": 96, "lr": lr, "scheduler": "constant",
-               "warmup_ratio": 0.0})
+    return out / "scored.jsonl"
+
+
+@pytest.fixture(scope="module")
+def runs_root(tiny_model_dir, scored):
+    root = scored.parent / "runs"
+    for method in METHODS:
+        _train(tiny_model_dir, scored, root / f"method~{method}", method)
+    return root
+
+
+@pytest.fixture(scope="module")
+def seeded_root(tiny_model_dir, scored):
+    """Seeds 0-2 of the dynamics methods (the workflow's replicates: method~M/seed~S), one seed of the others,
+    every run with a held-out probe set of 4 records measured at every step."""
+    root = scored.parent / "seeded"
+    for method in METHODS:
+        for seed in (0, 1, 2) if method in SEEDED else (0,):
+            _train(tiny_model_dir, scored, root / (f"method~{method}" + (f"/seed~{seed}" if seed else "")), method,
+                   seed, probe_records=4)
     return root
 
 
@@ -106,87 +131,147 @@ def test_figures_are_byte_reproducible_and_missing_methods_are_named(runs_root, 
 
 @pytest.fixture(scope="module")
 def frozen_lake(tmp_path_factory):
-    """A short real Frozen Lake run (2 seeds, 15 steps) of the four methods ift.txt Fig. 3 compares."""
+    """A short real Frozen Lake run (3 seeds, 15 steps) of the four methods ift.txt Fig. 3 compares."""
     out = tmp_path_factory.mktemp("frozen_lake")
-    run_frozen_lake(out, methods=["sft", "ift", "dpo", "orpo"], seeds=2, steps=15, episodes=40, eval_every=5)
+    run_frozen_lake(out, methods=["sft", "ift", "dpo", "orpo"], seeds=3, steps=15, episodes=40, eval_every=5)
     return out
 
 
 @pytest.fixture(scope="module")
-def ledger(runs_root, frozen_lake, tmp_path_factory):
+def ledger(seeded_root, frozen_lake, tmp_path_factory):
     out = tmp_path_factory.mktemp("ledger")
-    df = claims_ledger(ROOT / "configs/claims.yaml", runs_root, frozen_lake, out / "claims.csv", out / "claims.md",
+    df = claims_ledger(ROOT / "configs/claims.yaml", seeded_root, frozen_lake, out / "claims.csv", out / "claims.md",
                        SCALE)
     return df.set_index("id"), out
 
 
-def test_ledger_covers_every_claim_with_a_known_verdict(ledger):
+def probe(root, method, seed):
+    return rows(root / (f"method~{method}" + (f"/seed~{seed}" if seed else "")), "probe.jsonl")
+
+
+def by_rule(lo, hi, want_negative):
+    if (hi < 0) if want_negative else (lo > 0):
+        return REPRODUCED
+    return CONTRADICTED if ((lo > 0) if want_negative else (hi < 0)) else INCONCLUSIVE
+
+
+def r6(x):
+    return float(f"{x:.6g}")
+
+
+def test_statistics_against_closed_forms():
+    # t interval of [1, 2, 3]: mean 2, sd 1, t_{0.975, 2} = 4.302652729749464
+    m, lo, hi = t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729749464 / 3 ** 0.5
+    assert m == 2.0 and lo == pytest.approx(2 - half, rel=1e-9) and hi == pytest.approx(2 + half, rel=1e-9)
+    assert sign_verdict(-3, -1, True) == REPRODUCED and sign_verdict(1, 3, True) == CONTRADICTED
+    assert sign_verdict(-1, 1, True) == INCONCLUSIVE and sign_verdict(1, 3, False) == REPRODUCED
+    assert band_verdict(-0.1, 0.1, -0.2, 0.2) == REPRODUCED and band_verdict(0.3, 0.5, -0.2, 0.2) == CONTRADICTED
+    assert band_verdict(0.1, 0.5, -0.2, 0.2) == INCONCLUSIVE
+    # one contradicted part contradicts; a missing part leaves a claim open; all reproduced -> reproduced
+    parts = [Judged(REPRODUCED, "a", parts=[1.0]), Judged(CONTRADICTED, "b"), Judged(NOT_CHECKABLE, "c", "why")]
+    assert combine(parts).verdict == CONTRADICTED and combine(parts[::2]).verdict == NOT_CHECKABLE
+    assert combine([Judged(REPRODUCED, parts=[2.0], estimate=1), Judged(REPRODUCED, parts=[0.5], estimate=2)]).estimate == 2
+
+
+def test_ledger_has_kinds_seeds_and_intervals(ledger):
     df, out = ledger
     claims = yaml.safe_load((ROOT / "configs/claims.yaml").read_text())["claims"]
     assert list(df.index) == [c["id"] for c in claims]
-    assert set(df.verdict) <= {REPRODUCED, NOT_REPRODUCED, NOT_CHECKABLE}
-    assert (df[df.verdict == NOT_CHECKABLE].reason.str.len() > 0).all()
     csv = pd.read_csv(out / "claims.csv")
-    assert list(csv.columns) == ["id", "paper", "statement", "source", "measurement", "scale", "verdict", "reason"]
+    assert list(csv.columns) == COLUMNS
+    impl, emp = df[df.kind == "implementation"], df[df.kind == "empirical"]
+    assert len(impl) == 12 and (impl.verdict == VERIFIED).all()
+    assert set(emp.verdict) <= {REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_CHECKABLE}
+    judged = emp[emp.verdict != NOT_CHECKABLE]
+    assert len(judged) >= 5 and (judged.n_seeds >= MIN_SEEDS).all()
+    assert (judged.ci_low <= judged.estimate).all() and (judged.estimate <= judged.ci_high).all()
+    assert (emp[emp.verdict == NOT_CHECKABLE].reason.str.len() > 0).all()
     md = (out / "claims.md").read_text()
-    head = md.split("| id |")[0]
-    for v in (REPRODUCED, NOT_REPRODUCED, NOT_CHECKABLE):
-        assert f"| {v} | {int((df.verdict == v).sum())} |" in head
+    for v in (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_CHECKABLE):
+        assert f"| {v} | {int((emp.verdict == v).sum())} |" in md
 
 
-def test_compare_and_trend_verdicts_match_a_hand_computation(ledger, runs_root):
+def test_paired_interval_and_verdict_match_a_hand_computation(ledger, seeded_root):
+    from scipy import stats
     df, _ = ledger
-    asft, orpo = rows(runs_root / "method~asft"), rows(runs_root / "method~orpo")
-    expect = REPRODUCED if asft[-1]["likelihood_margin"] > orpo[-1]["likelihood_margin"] else NOT_REPRODUCED
-    assert df.loc["asft.fig2a.margin_above_orpo", "verdict"] == expect
-    assert repr(asft[-1]["likelihood_margin"])[:6] in df.loc["asft.fig2a.margin_above_orpo", "measurement"]
+    # dft.fig3.neg_logp_vs_sft: per seed, DFT's probe delta of logp_neg minus SFT's; t interval over 3 seeds
+    d = []
+    for seed in (0, 1, 2):
+        delta = {m: r6(probe(seeded_root, m, seed)[-1]["logp_neg"] - probe(seeded_root, m, seed)[0]["logp_neg"])
+                 for m in ("dft", "sft")}
+        d.append(delta["dft"] - delta["sft"])
+    m = sum(d) / 3
+    half = stats.t.ppf(0.975, 2) * pd.Series(d).std() / 3 ** 0.5
+    r = df.loc["dft.fig3.neg_logp_vs_sft"]
+    assert r.n_seeds == 3 and r.estimate == pytest.approx(m, rel=1e-5)
+    assert r.ci_low == pytest.approx(m - half, rel=1e-4, abs=1e-9) and r.ci_high == pytest.approx(m + half, rel=1e-4, abs=1e-9)
+    assert r.verdict == by_rule(r.ci_low, r.ci_high, True) and "paired by seed" in r.measurement
+    # trend: DFT's probe logp_neg, last - first, over seeds
+    x = [r6(probe(seeded_root, "dft", s)[-1]["logp_neg"] - probe(seeded_root, "dft", s)[0]["logp_neg"]) for s in (0, 1, 2)]
+    r = df.loc["dft.fig3.neg_logp_decreases"]
+    assert r.estimate == pytest.approx(sum(x) / 3, rel=1e-5) and r.verdict == by_rule(r.ci_low, r.ci_high, True)
+    # every_step: the worst step (steps 1-3; step 0 is the reference) of minorsft/sft_dpo minus sft, per seed
+    r = df.loc["minorsft.fig1.deviation_below_sft"]
+    worst = {}
+    for a in ("minorsft", "sft_dpo"):
+        w = [max(probe(seeded_root, a, s)[k]["deviation"] - probe(seeded_root, "sft", s)[k]["deviation"]
+                 for k in (1, 2, 3)) for s in (0, 1, 2)]
+        worst[a] = sum(w) / 3
+    assert r.verdict in (REPRODUCED, CONTRADICTED, INCONCLUSIVE) and r.n_seeds == 3
+    assert any(r.estimate == pytest.approx(v, rel=1e-4, abs=1e-9) for v in worst.values())
 
-    dft = rows(runs_root / "method~dft")
-    delta = dft[-1]["logp_neg"] - dft[0]["logp_neg"]
-    assert df.loc["dft.fig3.neg_logp_decreases", "verdict"] == (REPRODUCED if delta < 0 else NOT_REPRODUCED)
 
-    # every_step, steps 2..3 (step 1 is logged before the first update)
-    sft, mnr, sdp = (rows(runs_root / f"method~{m}") for m in ("sft", "minorsft", "sft_dpo"))
-    held = all(a[i]["deviation"] < sft[i]["deviation"] for a in (mnr, sdp) for i in (1, 2))
-    assert df.loc["minorsft.fig1.deviation_below_sft", "verdict"] == (REPRODUCED if held else NOT_REPRODUCED)
-
-    t = {m: json.loads((runs_root / f"method~{m}/timing.json").read_text()) for m in ("sft", "dft2")}
-    ok = t["dft2"]["wall_seconds"] > t["sft"]["wall_seconds"]
-    assert df.loc["dft.fig4.dft2_costlier_than_sft", "verdict"] == (REPRODUCED if ok else NOT_REPRODUCED)
-
-
-def test_missing_runs_and_out_of_scope_claims_are_not_checkable(ledger, runs_root, tmp_path):
+def test_fewer_than_three_seeds_wall_clock_cpu_memory_and_missing_runs_are_not_checkable(ledger, runs_root,
+                                                                                           seeded_root, tmp_path):
     df, _ = ledger
-    assert "no run of method=ift" in df.loc["ift.b1.training_cost", "reason"]
-    only = claims_ledger(ROOT / "configs/claims.yaml", [runs_root / "method~sft", runs_root / "method~dft"], None,
-                         tmp_path / "c.csv", tmp_path / "c.md", SCALE).set_index("id")
-    for cid, missing in (("asft.fig2a.margin_above_orpo", "asft"), ("dft.fig4.dft2_costlier_than_sft", "dft2"),
-                         ("minorsft.fig1.deviation_below_sft", "minorsft")):
-        assert only.loc[cid, "verdict"] == NOT_CHECKABLE and f"no run of method={missing}" in only.loc[cid, "reason"]
-    r = df.loc["dft.fig3.neg_logp_vs_sft"]   # SFT saw no negatives, so it logs no logp_neg
-    assert r.verdict == NOT_CHECKABLE and "no 'logp_neg'" in r.reason
-    r = df.loc["asft.fig2b.runtime_below_dpo"]   # DPO reads precomputed reference log-probs
-    assert r.verdict == NOT_CHECKABLE and "reference in the loop" in r.reason
-    assert df.loc["asft.fig2b.memory_below_dpo", "verdict"] == NOT_CHECKABLE
-    assert "judge" in df.loc["ift.table2.best_from_base", "reason"]
+    r = df.loc["dft.fig4.dft2_costlier_than_sft"]          # dft2 ran one seed
+    assert r.verdict == NOT_CHECKABLE and "1 seed(s); an empirical verdict needs 3" in r.reason
+    assert "step_seconds" in r.measurement
+    assert "wall clock" in df.loc["dft.fig4.dft2_comparable_to_sft_dpo", "reason"]
+    assert "reference in the loop" in df.loc["asft.fig2b.runtime_below_dpo", "reason"]
+    assert "needs an accelerator" in df.loc["asft.fig2b.memory_below_dpo", "reason"]
     assert "paper-benchmark" in df.loc["dft.table2.beats_sft_avg", "reason"]
-    assert df.loc["dft.fig4.dft2_comparable_to_sft_dpo", "verdict"] == NOT_CHECKABLE
-
-
-def test_registry_analytic_and_frozen_lake_claims_evaluate(ledger, frozen_lake, runs_root, tmp_path):
-    df, _ = ledger
-    for cid in ("asft.sec4.no_reference_model", "bnf.sec3.no_extra_hyperparameters_unpaired"):
-        assert df.loc[cid, "verdict"] == REPRODUCED and "negfree methods --json" in df.loc[cid, "measurement"]
-    analytic = [c for c in df.index if df.loc[c, "scale"].startswith("analytic")]
-    assert len(analytic) == 12 and (df.loc[analytic, "verdict"] == REPRODUCED).all()
-    fl = pd.read_csv(frozen_lake / "fig3.csv").groupby("method").mean(numeric_only=True)
-    held = all(fl.cells_visited[m] > fl.cells_visited["sft"] for m in ("dpo", "orpo", "ift"))
-    assert df.loc["ift.fig3.exploration_beyond_sft", "verdict"] == (REPRODUCED if held else NOT_REPRODUCED)
-    p = fl.mse_params   # tiers [[dpo], [ift], [orpo, sft]], lower is better
-    held = p["dpo"] < p["ift"] < min(p["orpo"], p["sft"])
-    assert df.loc["ift.fig3.frozen_lake_ordering", "verdict"] == (REPRODUCED if held else NOT_REPRODUCED)
-    # without Frozen Lake outputs those claims are not checkable, and say why
-    df2 = claims_ledger(ROOT / "configs/claims.yaml", runs_root, tmp_path / "nowhere", tmp_path / "c.csv",
-                        tmp_path / "c.md", SCALE).set_index("id")
-    r = df2.loc["ift.fig3.frozen_lake_ordering"]
+    assert "judge" in df.loc["ift.table2.best_from_base", "reason"]
+    assert "narrowed:" in df.loc["bnf.table4.lowest_alignment_tax", "reason"]
+    assert "no run of method=ift" in df.loc["ift.b1.training_cost", "reason"]
+    one = claims_ledger(ROOT / "configs/claims.yaml", runs_root, None, tmp_path / "c.csv", tmp_path / "c.md",
+                        SCALE).set_index("id")                  # one seed, no probe set
+    r = one.loc["dft.fig3.neg_logp_decreases"]
+    assert r.verdict == NOT_CHECKABLE and "train.probe_records is 0" in r.reason
+    r = one.loc["ift.fig3.frozen_lake_ordering"]
     assert r.verdict == NOT_CHECKABLE and "fig3.csv does not exist" in r.reason
+
+
+def test_same_inputs_same_bytes(ledger, seeded_root, frozen_lake, tmp_path):
+    _, out = ledger
+    claims_ledger(ROOT / "configs/claims.yaml", seeded_root, frozen_lake, tmp_path / "c.csv", tmp_path / "c.md", SCALE)
+    assert (tmp_path / "c.csv").read_bytes() == (out / "claims.csv").read_bytes()
+
+
+def test_frozen_lake_claims_are_paired_over_seeds_and_the_study_is_read(ledger, frozen_lake, seeded_root, tmp_path):
+    df, _ = ledger
+    fl = pd.read_csv(frozen_lake / "fig3.csv")
+    cells = fl.pivot_table(index="seed", columns="method", values="cells_visited")
+    r = df.loc["ift.fig3.exploration_beyond_sft"]
+    assert r.n_seeds == 3 and r.scale.startswith("Frozen Lake toy: 3 seeds")
+    diffs = {m: (cells[m] - cells["sft"]) for m in ("dpo", "orpo", "ift")}
+    assert any(r.estimate == pytest.approx(d.mean(), rel=1e-5, abs=1e-9) for d in diffs.values())
+    assert df.loc["ift.fig3.frozen_lake_ordering", "verdict"] != NOT_CHECKABLE
+    # the robustness study: the fraction of settings and its Wilson interval, judged against 1/2
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / "fig3.csv").write_bytes((frozen_lake / "fig3.csv").read_bytes())
+    pd.DataFrame([{"claim": "paper ordering (all three claims)", "metric": "mse_params", "protocol": "final",
+                   "primary": True, "fraction": 0.1, "ci_low": 0.04, "ci_high": 0.2, "n_holds": 5, "n_settings": 48},
+                  {"claim": "ift much better than sft", "metric": "mse_params", "protocol": "final", "primary": True,
+                   "fraction": 0.55, "ci_low": 0.4, "ci_high": 0.7, "n_holds": 26, "n_settings": 48}]
+                 ).to_csv(lake / "robustness_claims.csv", index=False)
+    (lake / "robustness_config.json").write_text(json.dumps({"seeds": 5}))
+    got = claims_ledger(ROOT / "configs/claims.yaml", seeded_root, lake, tmp_path / "c.csv", tmp_path / "c.md",
+                        SCALE).set_index("id")
+    r = got.loc["ift.fig3.ordering_robust_across_settings"]
+    assert (r.verdict, r.estimate, r.ci_low, r.ci_high, r.n_seeds) == (CONTRADICTED, 0.1, 0.04, 0.2, 5)
+    assert "5 of 48 settings" in r.measurement
+    assert got.loc["ift.fig3.ift_beats_sft_across_settings", "verdict"] == INCONCLUSIVE
+    assert "does not exist" in df.loc["ift.fig3.ordering_robust_across_settings", "reason"]

@@ -26,6 +26,8 @@ def claims_inputs(wildcards):
     exp = exp_of(wildcards)
     out = {"runs": all_runs(wildcards), "lake": "results/toy/frozen_lake/fig3.csv",
            "claims": str(Path(workflow.basedir, "configs/claims.yaml"))}
+    if NF.toy.get("frozen_lake_robustness"):    # the study joins the DAG where a config sizes it (the demo)
+        out["robustness"] = "results/toy/frozen_lake/robustness_claims.csv"
     if exp.shifts():
         out["shifts"] = f"figures/{exp.name}/bnf/shifts_summary.csv"
     if exp.score_dist():

@@ -1,32 +1,39 @@
-"""The claims ledger: every claim of configs/claims.yaml, evaluated on what exists.
+"""The claims ledger: every claim of configs/claims.yaml, judged on what exists.
 
-Verdicts: ``reproduced`` / ``not reproduced`` where the check could be computed from
-files that exist (run directories, the Frozen Lake outputs), from the loss registry, or
-from the library's loss code through autograd; ``not checkable at this scale`` otherwise,
-with the exact missing thing as the reason (a run that does not exist, a paper benchmark,
-a judge, a sweep, a private corpus, a GPU).
+Two kinds of claim, reported apart:
 
-Evaluated here:
-  compare / trend / close / ratio on train/<key> series of metrics.jsonl (agg final | mean |
-      delta | every_step) and on timing/<key> of timing.json, between runs that exist;
-  ordering / compare on toy/frozen_lake/<col> (mean over seeds of fig3.csv);
-  registry: fields of negfree.losses.REGISTRY[...].describe() (``negfree methods --json``);
-  analytic: the properties named in claims.yaml, by autograd through negfree.losses;
-  compare / ordering / threshold / argmin / argmax on shift/<name> and score/<name>, read from
-      the summary CSVs given with ``--shifts`` (``negfree shifts``: shifts_summary.csv, one row
-      per model) and ``--score-dist`` (``negfree score-dist``: fig1_summary.csv, one row per
-      pool). FILE_METRICS below is the one table from metric names to CSV columns; without
-      the file, or when it lacks the row, column or bin anchor a claim needs, the claim is
-      not checkable and the reason names what is missing, in which file.
-Claims on paper-benchmark metrics (avg, gsm8k/..., alpacaeval2/..., bleu4, ...) are never
-mapped onto the offline twin (negfree_offline): they are not checkable at this scale.
+- ``implementation``: a property of our own code (``analytic``: autograd through
+  negfree.losses, analytic_checks.py; ``registry``: a field of a method's description).
+  Verdict ``verified`` or ``failed``: a check of our code, never a reproduction.
+- ``empirical``: a measurement of training runs, the Frozen Lake toy or an analysis.
+  Each value is read per seed from one tidy table (``results_table``: one row per
+  run x metric x seed x step); the claim's effect is estimated per seed (paired by
+  seed where both sides have the same seeds, as the workflow's replicates do) and
+  given a 95% t interval over seeds. Verdict:
+    reproduced     the interval excludes 0 in the paper's direction (close / ratio:
+                   it lies inside the stated tolerance);
+    contradicted   it excludes 0 the other way (close / ratio: it lies outside);
+    inconclusive   otherwise;
+    not checkable  fewer than MIN_SEEDS seeds, or a run, metric or file is missing;
+                   the reason names it.
+
+Metrics: ``probe/<key>`` (probe.jsonl: the held-out probe set, the training curves),
+``train/<key>`` (metrics.jsonl: each step's own batch), ``timing/step_seconds`` (the
+median of perf.jsonl's per-step times inside the training process, first step
+dropped; never the job's wall clock), ``timing/peak_memory_mb`` (GPU runs only),
+``toy/frozen_lake/<column>`` (fig3.csv, one row per method and seed),
+``robustness`` checks (robustness_claims.csv of the Frozen Lake study),
+``shift/`` and ``score/`` (one value per model in the analyses' summary CSVs: shown,
+not judged). Paper-benchmark metrics are not computed at this scale.
+Same inputs, same bytes: values are rounded to 6 significant digits before judging.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,1060 +42,581 @@ import yaml
 
 from ..io import atomic_write_text
 from .html import write_markdown_page
-from .training import Run, find_runs
+from .training import find_runs
 
-REPRODUCED, NOT_REPRODUCED, NOT_CHECKABLE = "reproduced", "not reproduced", "not checkable at this scale"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_CHECKABLE)
-COLUMNS = ["id", "paper", "statement", "source", "measurement", "scale", "verdict", "reason"]
-
+MIN_SEEDS = 3
+VERIFIED, FAILED = "verified", "failed"
+REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_CHECKABLE = "reproduced", "contradicted", "inconclusive", "not checkable"
+VERDICTS = {"implementation": (VERIFIED, FAILED),
+            "empirical": (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_CHECKABLE)}
+COLUMNS = ["id", "paper", "kind", "statement", "source", "verdict", "n_seeds", "estimate", "ci_low", "ci_high",
+           "measurement", "scale", "reason"]
 REQUIREMENTS = {
     "judge": "a paid LLM judge (GPT-4 class) for the paper's judged benchmark",
     "private_corpus": "the paper's private training corpus (not released)",
 }
+# shift/ and score/ metrics -> (summary file, column); shown with the claim, not judged (one seed)
+FILE_METRICS = {
+    "shift/abs_loglik": ("shifts", "abs_loglik"), "shift/abs_loglik_per_token": ("shifts", "abs_loglik_per_token"),
+    "shift/abs_logit": ("shifts", "abs_logit"), "shift/abs_logit_per_token": ("shifts", "abs_logit_per_token"),
+    "shift/gini_logit": ("shifts", "gini_logit"), "shift/dpo_bins_central_mass": ("shifts", "bins_central_mass"),
+    "shift/dpo_bins_extreme_mass": ("shifts", "bins_extreme_mass"),
+    "shift/dpo_bins_l1_from_uniform": ("shifts", "bins_l1_from_uniform"), "score/s_theta": ("score_dist", "mean"),
+}
+FILE_LABELS = {"shifts": ("model", "method", "negfree shifts"), "score_dist": ("pool", "pool", "negfree score-dist")}
+POOL_PREFIXES = {"sampling": "Sampling", "random_high_temperature": "Random"}
+_PLAIN_RUN = re.compile(r"^method~[^/]+(/seed~\d+)?$")   # a methods: run or one of its replicates
 
 
+def _r6(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def _fmt(x) -> str:
+    return f"{x:.6g}" if isinstance(x, float) else str(x)
+
+
+# ------------------------------------------------------------------------------ statistics
 @dataclass
-class Result:
-    ok: bool | None          # None: not checkable
+class Judged:
+    """One check's outcome. ``effects``: the per-seed effect (or the per-seed values of a trend)."""
+    verdict: str
     measurement: str = ""
     reason: str = ""
+    n_seeds: int | None = None
+    estimate: float | None = None
+    ci: tuple[float, float] | None = None
+    parts: list = field(default_factory=list)
 
 
-def _nc(reason: str, measurement: str = "") -> Result:
-    return Result(None, measurement, reason)
+def _nc(reason: str, measurement: str = "", n: int | None = None) -> Judged:
+    return Judged(NOT_CHECKABLE, measurement, reason, n)
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
+def t_interval(x) -> tuple[float, float, float]:
+    """(mean, low, high): the 95% t interval of the mean of ``x`` (n >= 2)."""
+    from scipy import stats
+
+    x = np.asarray(x, dtype=float)
+    m, n = float(x.mean()), len(x)
+    half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    return m, m - half, m + half
 
 
-def _combine(results: list[Result], what: str = "all") -> Result:
-    """``all`` semantics: a definite failure fails the claim; otherwise any gap leaves it open."""
-    def join(parts):
-        return "; ".join(dict.fromkeys(p for p in parts if p))   # de-duplicated, in order
+def welch_interval(a, b) -> tuple[float, float, float]:
+    """(mean(a) - mean(b), low, high): Welch's 95% interval, for sides without common seeds."""
+    from scipy import stats
 
-    meas = " | ".join(dict.fromkeys(r.measurement for r in results if r.measurement))
-    if any(r.ok is False for r in results):
-        open_parts = [f"part not checkable: {r.reason}" for r in results if r.ok is None and r.reason]
-        return Result(False, meas, join(["at least one check fails (see measurement)"] + open_parts))
-    if any(r.ok is None for r in results):
-        return Result(None, meas, join(r.reason for r in results if r.ok is None))
-    return Result(True, meas, join(r.reason for r in results))
-
-
-# ------------------------------------------------------------------------------ context
-@dataclass(frozen=True)
-class FileMetric:
-    """Where a shift/ or score/ metric is read: a column of one summary CSV."""
-    source: str                # a key of FILE_SOURCES
-    column: str
-    anchor: str | None = None  # the file's bin_anchor must be this model (Fig. 4 bins)
-    agg: str | None = None     # the check's agg this column answers (None: the check gives no agg)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    d, se = float(a.mean() - b.mean()), math.sqrt(va + vb)
+    if se == 0:
+        return d, d, d
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.975, dof) * se)
+    return d, d - half, d + half
 
 
-@dataclass(frozen=True)
-class FileSource:
-    option: str          # the ``negfree claims`` argument that names the file
-    made_by: str         # the command that writes it
-    label_column: str    # the column naming each row
-    selector: str        # the claims.yaml selector key that picks a row
+def sign_verdict(lo: float, hi: float, want_negative: bool) -> str:
+    if (hi < 0) if want_negative else (lo > 0):
+        return REPRODUCED
+    if (lo > 0) if want_negative else (hi < 0):
+        return CONTRADICTED
+    return INCONCLUSIVE
 
 
-FILE_SOURCES = {
-    "shifts": FileSource("--shifts", "negfree shifts", "model", "method"),
-    "score_dist": FileSource("--score-dist", "negfree score-dist", "pool", "pool"),
-}
-
-# metric (configs/claims.yaml) -> column of the summary CSV. shifts_summary.csv: one row per model,
-# the row's label (column `model`) is the method name; every column is a mean over that model's greedy
-# responses (negfree/report/shifts.py). fig1_summary.csv: one row per pool of negatives (column `pool`).
-FILE_METRICS = {
-    "shift/abs_loglik": FileMetric("shifts", "abs_loglik"),                    # Fig. 3a, |sum_i dl_i|
-    "shift/abs_loglik_per_token": FileMetric("shifts", "abs_loglik_per_token"),  # Fig. 3d
-    "shift/abs_logit": FileMetric("shifts", "abs_logit"),                      # Fig. 3b, sum_i |dz_i|
-    "shift/abs_logit_per_token": FileMetric("shifts", "abs_logit_per_token"),    # Fig. 3e
-    "shift/gini_logit": FileMetric("shifts", "gini_logit"),                    # Fig. 3f, Gini per response
-    "shift/dpo_bins_central_mass": FileMetric("shifts", "bins_central_mass", anchor="dpo"),    # Fig. 4
-    "shift/dpo_bins_extreme_mass": FileMetric("shifts", "bins_extreme_mass", anchor="dpo"),
-    "shift/dpo_bins_l1_from_uniform": FileMetric("shifts", "bins_l1_from_uniform", anchor="dpo"),
-    "score/s_theta": FileMetric("score_dist", "mean", agg="mean"),             # dft.txt Fig. 1, pool mean
-}
-# score/ selectors {pool: <key>} -> the pool whose label (column `pool`) starts with this, case-insensitive
-# (the workflow labels the pools 'Sampling (T=<t>)' and 'Random (T=<t>)').
-POOL_PREFIXES = {"sampling": "Sampling", "random_high_temperature": "Random"}
+def band_verdict(lo: float, hi: float, band_lo: float, band_hi: float) -> str:
+    if band_lo <= lo and hi <= band_hi:
+        return REPRODUCED
+    if hi < band_lo or lo > band_hi:
+        return CONTRADICTED
+    return INCONCLUSIVE
 
 
-def _is_file_metric(metric: str) -> bool:
-    return metric.startswith(("shift/", "score/"))
+def combine(parts: list[Judged]) -> Judged:
+    """Every part must be reproduced; one contradicted part contradicts the claim; a missing part
+    leaves it not checkable. The reported estimate is the part that decides."""
+    order = (CONTRADICTED, NOT_CHECKABLE, INCONCLUSIVE, REPRODUCED)
+    worst = min(parts, key=lambda p: order.index(p.verdict))
+    if worst.verdict == REPRODUCED:   # the part whose interval comes closest to failing
+        worst = min(parts, key=lambda p: p.parts[0] if p.parts else math.inf)
+    meas = " | ".join(dict.fromkeys(p.measurement for p in parts if p.measurement))
+    reason = "; ".join(dict.fromkeys(p.reason for p in parts if p.reason and p.verdict == worst.verdict))
+    ns = [p.n_seeds for p in parts if p.n_seeds is not None]
+    return Judged(worst.verdict, meas, reason, min(ns) if ns else None, worst.estimate, worst.ci)
 
 
-class SummaryFile:
-    """One summary CSV given on the command line: its rows, or why there are none."""
+# ------------------------------------------------------------------------------ the tidy table
+TIDY = ["source", "run", "method", "lr", "beta", "device", "seed", "step", "metric", "value"]
 
-    def __init__(self, source: str, path):
-        self.source, self.spec = source, FILE_SOURCES[source]
-        self.path = Path(path) if path else None
-        self.df: pd.DataFrame | None = None
-        self.error = ""
-        if self.path is None:
-            return
-        if not self.path.is_file():
-            self.error = f"{self.spec.option} {self.path} does not exist"
-            return
-        try:
-            df = pd.read_csv(self.path)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-            self.error = f"{self.spec.option} {self.path} cannot be read as CSV ({type(e).__name__}: {e})"
-            return
-        if self.spec.label_column not in df.columns:
-            self.error = (f"{self.path} has no column '{self.spec.label_column}' (is it a file written by "
-                          f"`{self.spec.made_by}`?)")
-            return
-        df[self.spec.label_column] = df[self.spec.label_column].astype(str)
-        self.df = df
 
-    @property
-    def name(self) -> str:
-        return self.path.name if self.path else ""
-
-    def labels(self) -> list[str]:
-        return list(self.df[self.spec.label_column]) if self.df is not None else []
-
-    def describe(self) -> str:
-        """What the file holds, for the scale column."""
-        if self.df is None:
-            return ""
-        lab = self.spec.label_column
-        if self.source == "shifts":
-            n = "n_sequences" if "n_sequences" in self.df.columns else None
-            rows = [f"{r[lab]}" + (f" {int(r[n])} responses" if n and pd.notna(r[n]) else "")
-                    for _, r in self.df.iterrows()]
-            return f"shift analysis {self.path}: " + ", ".join(rows)
-        rows = []
-        for _, r in self.df.iterrows():
-            counts = [f"{int(r[c])} {c}" for c in ("negatives", "prompts") if c in self.df.columns and pd.notna(r[c])]
-            rows.append(f"{r[lab]}" + (f" ({', '.join(counts)})" if counts else ""))
-        return f"s_theta pools {self.path}: " + ", ".join(rows)
+def results_table(runs, frozen_lake: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per run x metric x seed x step: probe.jsonl, metrics.jsonl and perf.jsonl of every
+    run, and Frozen Lake's fig3.csv (step -1: the final policy)."""
+    rows = []
+    for r in runs:
+        c = r.config or {}
+        head = ("runs", r.name, r.kind, c.get("lr"), (c.get("hparams") or {}).get("beta"), r.device, c.get("seed", 0))
+        for ns, log in (("probe", r.extra.get("probe") or []), ("train", r.metrics)):
+            for row in log:
+                for k, v in row.items():
+                    if k not in ("step", "epoch", "records") and isinstance(v, (int, float)) and v is not None:
+                        rows.append((*head, int(row["step"]), f"{ns}/{k}", float(v)))
+        for row in r.perf:
+            for k, name in (("seconds", "timing/step_seconds"), ("peak_memory_mb", "timing/peak_memory_mb")):
+                if row.get(k) is not None:
+                    rows.append((*head, int(row["step"]), name, float(row[k])))
+    if frozen_lake is not None:
+        for _, row in frozen_lake.iterrows():
+            for col in frozen_lake.columns:
+                if col not in ("method", "seed", "role", "negatives") and pd.api.types.is_number(row[col]):
+                    rows.append(("frozen_lake", f"frozen_lake/{row['method']}", row["method"], None, None, "CPU",
+                                 int(row["seed"]), -1, f"toy/frozen_lake/{col}", float(row[col])))
+    return pd.DataFrame(rows, columns=TIDY)
 
 
 class Context:
-    def __init__(self, runs: list[Run], frozen_lake_dir, scale: str, shifts=None, score_dist=None):
-        self.runs = runs
-        self.scale = scale
-        self.files = {"shifts": SummaryFile("shifts", shifts), "score_dist": SummaryFile("score_dist", score_dist)}
+    def __init__(self, runs, frozen_lake_dir, scale: str, shifts=None, score_dist=None):
+        for r in runs:
+            p = r.path / "probe.jsonl"
+            r.extra["probe"] = [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+        self.runs, self.scale = runs, scale
         self.fl_dir = Path(frozen_lake_dir) if frozen_lake_dir else None
-        self.fl = None
+        fig3 = self.fl_dir / "fig3.csv" if self.fl_dir else None
+        fl = pd.read_csv(fig3) if fig3 is not None and fig3.exists() else None
         self.fl_scale = "Frozen Lake toy"
-        if self.fl_dir is not None and (self.fl_dir / "fig3.csv").exists():
-            self.fl = pd.read_csv(self.fl_dir / "fig3.csv")
-            cfgp = self.fl_dir / "config.json"
-            if cfgp.exists():
-                import json
-                c = json.loads(cfgp.read_text())
-                seeds = c.get("seeds", [])
-                steps = (c.get("config") or {}).get("steps")
-                self.fl_scale = f"Frozen Lake toy: {len(seeds)} seeds, {steps} steps (config.json)"
+        if fl is not None and (self.fl_dir / "config.json").exists():
+            cfg = json.loads((self.fl_dir / "config.json").read_text())
+            self.fl_scale = (f"Frozen Lake toy: {len(cfg.get('seeds', []))} seeds, "
+                             f"{(cfg.get('config') or {}).get('steps')} steps (config.json)")
+        self.table = results_table(runs, fl)
+        self.has_fl = fl is not None
+        self.files = {"shifts": shifts, "score_dist": score_dist}
 
 
-# ------------------------------------------------------------------------------ selectors
+# ------------------------------------------------------------------------------ per-seed values
 def _as_list(x) -> list:
-    if x is None:
-        return []
-    return list(x) if isinstance(x, list) else [x]
+    return [] if x is None else list(x) if isinstance(x, list) else [x]
 
 
 def _sel_str(sel: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sel.items()) or "any"
 
 
-def _run_desc(r: Run) -> str:
-    beta = (r.config.get("hparams") or {}).get("beta")
-    return f"{r.name} (lr {r.config.get('lr')}" + (f", beta {beta}" if beta is not None else "") + ")"
-
-
-def _match(r: Run, sel: dict) -> bool:
-    for k, v in sel.items():
-        if k == "method":
-            if r.kind != v:     # 'sft->dpo' matches a pipeline run, 'dpo' only runs from the base model
-                return False
-        elif k == "lr":
-            lr = r.config.get("lr")
-            if lr is None or not math.isclose(float(lr), float(v), rel_tol=1e-9):
-                return False
-        elif k in ("beta",):
-            hv = (r.config.get("hparams") or {}).get(k)
-            if hv is None or not math.isclose(float(hv), float(v), rel_tol=1e-9):
-                return False
-        else:   # setting / model / pool: not recorded in a run's config
-            return False
-    return True
-
-
-def select_runs(ctx: Context, sel: dict) -> tuple[list[Run], str]:
-    """Runs matching one selector, or [] with the reason."""
+def _select(ctx: Context, sel: dict, metric: str) -> tuple[pd.DataFrame | None, str]:
+    """The table's rows of ``metric`` for the runs one selector names, or (None, why)."""
+    toy = metric.startswith("toy/")
+    t = ctx.table[ctx.table.source == ("frozen_lake" if toy else "runs")]
+    if toy and not ctx.has_fl:
+        return None, f"no Frozen Lake results ({ctx.fl_dir}/fig3.csv does not exist)"
     m = sel.get("method", "")
-    if isinstance(m, str) and "->" in m and not any(r.kind == m for r in ctx.runs):
-        return [], f"no run of the two-stage pipeline {m} (a pipelines: run starting from {m.split('->')[0]})"
     if isinstance(m, str) and m.startswith("released:"):
-        return [], f"needs the released checkpoint {m[len('released:'):]}"
+        return None, f"needs the released checkpoint {m[len('released:'):]}"
     unknown = [k for k in sel if k not in ("method", "lr", "beta")]
     if unknown:
-        return [], f"selector {_sel_str(sel)}: runs do not record {', '.join(unknown)}"
-    rs = [r for r in ctx.runs if _match(r, sel)]
-    if rs:
-        return rs, ""
-    same = [r for r in ctx.runs if r.kind == m]
-    found = f"; found only {', '.join(_run_desc(r) for r in same)}" if same else ""
-    return [], f"no run of {_sel_str(sel)}{found}"
+        return None, f"selector {_sel_str(sel)}: runs do not record {', '.join(unknown)}"
+    t = t[t.method == m]
+    for k in ("lr", "beta"):
+        if k in sel:
+            t = t[np.isclose(pd.to_numeric(t[k], errors="coerce").astype(float), float(sel[k]), rtol=1e-9)]
+    if t.empty:
+        have = sorted(set(ctx.table[ctx.table.method == m].run))
+        return None, (f"no run of {_sel_str(sel)}" if "->" not in str(m) else
+                      f"no run of the two-stage pipeline {m}") + (f"; found only {', '.join(have)}" if have else "")
+    # several runs of one seed (a sweep beside the methods: run): the methods: run and its replicates
+    if (t.groupby("seed").run.nunique() > 1).any():
+        t = t[t.run.map(lambda n: bool(_PLAIN_RUN.match(n)))] if not toy else t
+        if t.empty or (t.groupby("seed").run.nunique() > 1).any():
+            return None, f"{_sel_str(sel)} matches several runs per seed; name lr or beta in the claim"
+    names = set(t.run)
+    t = t[t.metric == metric]
+    if t.empty:
+        why = (" (no probe.jsonl: train.probe_records is 0)" if metric.startswith("probe/") and
+               not any(r.extra.get("probe") for r in ctx.runs if r.name in names) else
+               " (the run saw no negatives)" if "neg" in metric or "margin" in metric else "")
+        return None, f"runs of {_sel_str(sel)} have no '{metric}'{why}"
+    return t, ""
 
 
-# ------------------------------------------------------------------------------ values
-def _series(r: Run, key: str) -> list[tuple[int, float]]:
-    return r.series(key)
-
-
-def _agg(series: list[tuple[int, float]], agg: str):
-    vals = [v for _, v in series]
-    if agg == "final":
-        return vals[-1]
-    if agg == "mean":
-        return float(np.mean(vals))
-    if agg == "delta":
-        return vals[-1] - vals[0]
-    if agg == "every_step":
-        return dict(series)
-    raise ValueError(f"unknown agg '{agg}'")
-
-
-def run_value(ctx: Context, r: Run, metric: str, agg: str, claim: dict):
-    """(value, '') or (None, reason) for one run."""
-    ns, _, key = metric.partition("/")
-    if ns == "train":
-        s = _series(r, key)
-        if not s:
-            why = ""
-            if key.startswith("logp_neg") or key == "likelihood_margin":
-                why = f" (num_negatives {r.config.get('num_negatives')}: the run saw no negatives)"
-            elif key == "deviation":
-                why = " (no reference log-probs S0 in the batch)"
-            return None, f"{r.name}: metrics.jsonl has no '{key}'{why}"
-        if agg in ("delta",) and len(s) < 2:
-            return None, f"{r.name}: '{key}' has {len(s)} step(s), a delta needs 2"
-        return _agg(s, agg), ""
-    if ns == "timing":
-        t = r.timing
-        if not t or key not in t:
-            return None, f"{r.name}: timing.json has no '{key}'"
-        return t[key], ""
-    raise AssertionError(metric)
-
-
-def _side(ctx: Context, sels, metric: str, agg: str, claim: dict):
-    """[(label, value, run)] for every run matched by every selector, or (None, reason)."""
-    out = []
-    for sel in _as_list(sels):
-        rs, why = select_runs(ctx, sel)
-        if not rs:
-            return None, why
-        for r in rs:
-            v, why = run_value(ctx, r, metric, agg, claim)
-            if v is None:
-                return None, why
-            out.append((r.label, v, r))
-    return out, ""
-
-
-def _fl_means(ctx: Context, col: str):
-    if ctx.fl is None:
-        return None, f"no Frozen Lake results ({ctx.fl_dir}/fig3.csv does not exist)"
-    if col not in ctx.fl.columns:
-        return None, f"{ctx.fl_dir}/fig3.csv has no column '{col}'"
-    return ctx.fl.groupby("method")[col].mean().to_dict(), ""
-
-
-def _fl_side(ctx: Context, sels, col: str):
-    means, why = _fl_means(ctx, col)
-    if means is None:
+def per_seed(ctx: Context, sel: dict, metric: str, agg: str) -> tuple[dict | None, str]:
+    """{seed: value} (agg final | mean | delta | median | max), {seed: {step: value}} for every_step."""
+    t, why = _select(ctx, sel, metric)
+    if t is None:
         return None, why
-    out = []
-    for sel in _as_list(sels):
-        extra = [k for k in sel if k != "method"]
-        if extra:
-            return None, f"Frozen Lake rows have no {', '.join(extra)}"
-        m = sel["method"]
-        if m not in means:
-            return None, f"no Frozen Lake rows for method '{m}'"
-        out.append((m, float(means[m]), None))
+    if metric == "timing/step_seconds":
+        agg = "median_after_first"
+    elif metric == "timing/peak_memory_mb":
+        agg = "max"
+    out = {}
+    for seed, g in t.sort_values("step").groupby("seed"):
+        v = g.value.to_numpy()
+        if agg == "every_step":
+            out[int(seed)] = dict(zip(g.step.astype(int), v))
+            continue
+        if agg in ("delta", "median_after_first") and len(v) < 2:
+            return None, f"{g.run.iloc[0]}: '{metric}' has {len(v)} step(s); {agg} needs 2"
+        out[int(seed)] = _r6(float({"final": lambda: v[-1], "mean": v.mean, "delta": lambda: v[-1] - v[0],
+                                    "median_after_first": lambda: np.median(v[1:]), "max": v.max}[agg]()))
     return out, ""
 
 
-# ------------------------------------------------------------------------------ summary files
-def _file_metric(ctx: Context, metric: str, check: dict):
-    """(FileMetric, SummaryFile, '') or (None, None, reason): the file and column a metric is read from."""
-    fm = FILE_METRICS.get(metric)
-    if fm is None:
-        return None, None, f"'{metric}' has no column mapping (negfree/report/claims.py FILE_METRICS)"
-    f = ctx.files[fm.source]
-    if f.path is None:
-        return None, None, metric_unavailable(metric, {})
-    if f.df is None:
-        return None, None, f.error
-    agg = check.get("agg")
-    if agg is not None and agg != fm.agg:
-        return None, None, (f"{metric} with agg '{agg}': {f.path} column '{fm.column}' holds "
-                            + (f"the {fm.agg} per {f.spec.label_column}" if fm.agg else
-                               f"one value per {f.spec.label_column}, with no agg"))
-    if fm.column not in f.df.columns:
-        return None, None, f"{f.path} has no column '{fm.column}' (needed for {metric})"
-    if fm.anchor is not None:
-        if "bin_anchor" not in f.df.columns:
-            return None, None, (f"{f.path} has no column 'bin_anchor' ({metric} needs bins anchored on "
-                                f"'{fm.anchor}')")
-        got = sorted(set(f.df["bin_anchor"].astype(str)))
-        if got != [fm.anchor]:
-            return None, None, (f"{metric} needs bins anchored on '{fm.anchor}'; the bins in {f.path} are anchored "
-                                f"on {', '.join(repr(g) for g in got)} (column bin_anchor)")
-    return fm, f, ""
+def _runs_note(ctx, sel, metric) -> str:
+    t, _ = _select(ctx, sel, metric)
+    return "" if t is None else ", ".join(sorted(set(t.run)))
 
 
-def _file_desc(fm: FileMetric, f: SummaryFile) -> str:
-    return f"{f.name} column '{fm.column}'" + (f", bins anchored on {fm.anchor}" if fm.anchor else "")
+# ------------------------------------------------------------------------------ empirical checks
+_EXPECT = re.compile(r"^\s*a\s*(<=|>=|<|>)\s*(?:([0-9.eE+-]+)\s*\*\s*)?b\s*$")
 
 
-def _file_rows(f: SummaryFile, sel: dict):
-    """(rows, '') or (None, reason): the rows of ``f`` one selector picks."""
-    key, lab = f.spec.selector, f.spec.label_column
-    extra = [k for k in sel if k != key]
-    if extra:
-        return None, f"{f.path} rows record only the {key} (column '{lab}'), not {', '.join(extra)}"
-    if key not in sel:
-        return None, f"selector {_sel_str(sel)} names no {key}; {f.path} has one row per {key}"
-    v = str(sel[key])
-    have = ", ".join(f.labels()) or "none"
-    if f.source == "score_dist":
-        prefix = POOL_PREFIXES.get(v)
-        if prefix is None:
-            return None, (f"pool '{v}' has no label mapping (POOL_PREFIXES: "
-                          + ", ".join(f"{k} -> '{p}...'" for k, p in POOL_PREFIXES.items()) + ")")
-        rows = f.df[f.df[lab].str.lower().str.startswith(prefix.lower())]
-        what = f"pool labelled '{prefix}...' (pool={v})"
+def _interval(A: dict, B: dict | None, fn) -> tuple[int, float, float, float, str] | str:
+    """(n, estimate, low, high, design) of fn(a) - or fn(a, b) paired by seed - over seeds; or why not."""
+    if B is None:
+        x = [fn(A[s]) for s in sorted(A)]
+        design = "over seeds"
     else:
-        rows = f.df[f.df[lab] == v]
-        what = f"{key} '{v}'"
-    if rows.empty:
-        return None, f"no row for {what} in {f.path} (its {lab}s: {have})"
-    if len(rows) > 1:
-        return None, f"{len(rows)} rows for {what} in {f.path} ({', '.join(rows[lab])}): ambiguous"
-    return rows, ""
+        common = sorted(set(A) & set(B))
+        if len(common) >= MIN_SEEDS:
+            x = [fn(A[s], B[s]) for s in common]
+            design = "paired by seed"
+        else:
+            if min(len(A), len(B)) < MIN_SEEDS:
+                return f"{min(len(A), len(B))} seed(s); an empirical verdict needs {MIN_SEEDS}"
+            d, lo, hi = welch_interval([A[s] for s in sorted(A)], [B[s] for s in sorted(B)])
+            return min(len(A), len(B)), _r6(d), _r6(lo), _r6(hi), "Welch, unpaired"
+    if len(x) < MIN_SEEDS:
+        return f"{len(x)} seed(s); an empirical verdict needs {MIN_SEEDS}"
+    m, lo, hi = t_interval(x)
+    return len(x), _r6(m), _r6(lo), _r6(hi), design
 
 
-def _file_value(ctx: Context, check: dict, metric: str, sel: dict):
-    """(label, value, '') or (None, None, reason) for one selector."""
-    fm, f, why = _file_metric(ctx, metric, check)
-    if fm is None:
-        return None, None, why
-    rows, why = _file_rows(f, sel)
-    if rows is None:
-        return None, None, why
-    label, v = rows[f.spec.label_column].iloc[0], rows[fm.column].iloc[0]
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None, None, f"{f.path}: column '{fm.column}' of '{label}' is not a number ({v!r})"
-    if not math.isfinite(v):
-        return None, None, f"{f.path}: column '{fm.column}' of '{label}' is {v}"
-    return label, v, ""
+def _pair(ctx, check, metric, sa, sb, kind, claim) -> Judged:
+    """One comparison of side a against side b (compare / close / ratio)."""
+    agg = check.get("agg", "final")
+    guard = _timing_guard(ctx, claim, metric, [sa, sb])
+    A, why = per_seed(ctx, sa, metric, agg)
+    B, why2 = (per_seed(ctx, sb, metric, agg) if A is not None else (None, why))
+    if A is None or B is None:
+        return _nc(why if A is None else why2)
+    la, lb = _sel_str(sa), _sel_str(sb)
+    if agg == "every_step":
+        shown = f"{metric} at every logged step, {la} vs {lb} (seeds {sorted(A)} vs {sorted(B)})"
+    else:
+        shown = (f"{metric} ({agg}) {la}: " + ", ".join(f"seed {s} {_fmt(A[s])}" for s in sorted(A))
+                 + f"; {lb}: " + ", ".join(f"seed {s} {_fmt(B[s])}" for s in sorted(B)))
+    if guard:
+        return _nc(guard, shown)
+    if kind == "compare":
+        op, factor = _EXPECT.match(check["expect"]).groups()
+        factor = float(factor) if factor else 1.0
+        neg = op.startswith("<")
+        if agg == "every_step":   # the worst step after step 0 / 1 (where the policy is the reference)
+            pick = max if neg else min
+
+            def fn(a, b):
+                steps = [s for s in sorted(set(a) & set(b)) if s > (0 if metric.startswith("probe/") else 1)]
+                return pick(a[s] - factor * b[s] for s in steps) if steps else math.nan
+            what = f"the worst step's {la} - {lb}"
+        else:
+            def fn(a, b):
+                return a - factor * b
+            what = f"{la} - {'' if factor == 1 else _fmt(factor) + ' * '}{lb}"
+        res = _interval(A, B, fn)
+        if isinstance(res, str):
+            return _nc(res, shown, min(len(A), len(B)))
+        n, est, lo, hi, design = res
+        if math.isnan(est):
+            return _nc(f"{la} and {lb} share no logged step after the start", shown)
+        verdict = sign_verdict(lo, hi, neg)
+        expect = f"expect {check['expect']}"
+    elif kind == "close":
+        res = _interval(A, B, lambda a, b: a - b)
+        if isinstance(res, str):
+            return _nc(res, shown, min(len(A), len(B)))
+        n, est, lo, hi, design = res
+        tol = check["abs_tol"] if "abs_tol" in check else check["rel_tol"] * abs(float(np.mean(list(B.values()))))
+        verdict, what, expect = band_verdict(lo, hi, -tol, tol), f"{la} - {lb}", f"within +-{_fmt(_r6(tol))}"
+    else:   # ratio, on the log scale
+        res = _interval(A, B, lambda a, b: math.log(a / b))
+        if isinstance(res, str):
+            return _nc(res, shown, min(len(A), len(B)))
+        n, est, lo, hi, design = res
+        est, lo, hi = (_r6(math.exp(v)) for v in (est, lo, hi))
+        e, tol = check["expect_approx"], check["rel_tol"]
+        verdict, what = band_verdict(lo, hi, e * (1 - tol), e * (1 + tol)), f"{la} / {lb} (geometric mean)"
+        expect = f"expect {e} +- {tol * 100:g}%"
+    slack = (-hi if neg else lo) if kind == "compare" else 0.0
+    return Judged(verdict, f"{shown}; {what}: {_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}], {n} seeds {design}; {expect}",
+                  n_seeds=n, estimate=est, ci=(lo, hi), parts=[slack])
 
 
-def _file_side(ctx: Context, check: dict, metric: str, sels):
-    """[(label, value, None)] for every selector, or (None, reason) at the first one that fails."""
-    out = []
-    for sel in _as_list(sels):
-        label, v, why = _file_value(ctx, check, metric, sel)
-        if label is None:
-            return None, why
-        out.append((label, v, None))
-    if not out:
-        return None, f"{metric}: the check selects nothing"
-    return out, ""
+def check_sides(ctx, check, claim) -> Judged:
+    kind = check["kind"]
+    if kind == "compare" and not _EXPECT.match(check["expect"]):
+        return _nc(f"cannot parse expect '{check['expect']}'")
+    parts = [_pair(ctx, check, metric, sa, sb, kind, claim)
+             for metric in _metrics_of(check) for sa in _as_list(check.get("a")) for sb in _as_list(check.get("b"))]
+    return combine(parts)
 
 
-# ------------------------------------------------------------------------------ metrics
-def metric_unavailable(metric: str, claim: dict, ctx: Context | None = None) -> str | None:
-    """Why a metric cannot be measured at this scale (None when it can)."""
-    if metric.startswith(("train/", "timing/", "toy/frozen_lake/")):
+def check_trend(ctx, check, claim) -> Judged:
+    metric, neg = check["metric"], check["expect"].strip().startswith("<")
+    parts = []
+    for sel in _as_list(check.get("select")):
+        A, why = per_seed(ctx, sel, metric, "delta")
+        if A is None:
+            parts.append(_nc(why))
+            continue
+        shown = f"{metric} last - first, {_sel_str(sel)}: " + ", ".join(f"seed {s} {_fmt(A[s])}" for s in sorted(A))
+        res = _interval(A, None, lambda a: a)
+        if isinstance(res, str):
+            parts.append(_nc(res, shown, len(A)))
+            continue
+        n, est, lo, hi, design = res
+        parts.append(Judged(sign_verdict(lo, hi, neg), f"{shown}; mean {_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}], {n} "
+                            f"seeds; expect {check['expect']}", n_seeds=n, estimate=est, ci=(lo, hi),
+                            parts=[-hi if neg else lo]))
+    return combine(parts)
+
+
+def check_ordering(ctx, check, claim) -> Judged:
+    """Tiers best first: every method of a tier against every one of the next, paired by seed."""
+    metrics = _metrics_of(check)
+    if not all(m.startswith("toy/") for m in metrics):
+        return _files_shown(ctx, check)
+    lower = check.get("lower_is_better", True)
+    tiers = check["expect"]
+    parts = [_pair(ctx, {"expect": "a < b" if lower else "a > b"}, metric, {"method": a}, {"method": b}, "compare",
+                   claim)
+             for metric in metrics for t1, t2 in zip(tiers, tiers[1:]) for a in t1 for b in t2]
+    out = combine(parts)
+    out.measurement = f"tiers {tiers} ({'lower' if lower else 'higher'} is better): " + out.measurement
+    for metric in _as_list(check.get("also_metrics")):
+        means = ctx.table[ctx.table.metric == metric].groupby("method").value.mean()
+        out.measurement += (f" | also, not judged: {metric} mean over seeds "
+                            + ", ".join(f"{m} {_fmt(_r6(means[m]))}" for t in tiers for m in t if m in means))
+    return out
+
+
+def check_robustness(ctx, check, claim) -> Judged:
+    """A claim's share of the Frozen Lake study's settings (robustness_claims.csv): its Wilson
+    interval over settings against 1/2, as negfree.toy.robustness.verdict judges it."""
+    path = ctx.fl_dir / "robustness_claims.csv" if ctx.fl_dir else None
+    if path is None or not path.exists():
+        return _nc(f"no Frozen Lake robustness study ({path} does not exist; `snakemake frozen_lake_robustness`)")
+    df = pd.read_csv(path)
+    row = df[(df.claim == check["claim"]) & (df.metric == check.get("metric", "mse_params"))
+             & (df.protocol == check.get("protocol", "final"))]
+    if len(row) != 1:
+        return _nc(f"{path} has no single row for claim '{check['claim']}'")
+    r = row.iloc[0]
+    cfg = path.parent / "robustness_config.json"
+    seeds = json.loads(cfg.read_text()).get("seeds") if cfg.exists() else None
+    n = len(seeds) if isinstance(seeds, list) else seeds
+    lo, hi = _r6(r.ci_low), _r6(r.ci_high)
+    verdict = REPRODUCED if lo > 0.5 else CONTRADICTED if hi < 0.5 else INCONCLUSIVE
+    if n is not None and n < MIN_SEEDS:
+        verdict = NOT_CHECKABLE
+    return Judged(verdict, f"'{r.claim}' ({r.metric}, {r.protocol} step) holds in {int(r.n_holds)} of "
+                  f"{int(r.n_settings)} settings (each judged over its seeds, paired): {_fmt(_r6(r.fraction))} "
+                  f"[{_fmt(lo)}, {_fmt(hi)}] (Wilson 95%); reproduced if the interval lies above 1/2",
+                  "" if verdict != NOT_CHECKABLE else f"the study ran {n} seed(s); a verdict needs {MIN_SEEDS}",
+                  n, _r6(r.fraction), (lo, hi))
+
+
+def _timing_guard(ctx, claim: dict, metric: str, sels) -> str | None:
+    if metric == "timing/wall_seconds":
+        return ("the job's wall clock (loading, saving, the machine's load) is not compared: the claim reads "
+                "timing/step_seconds, the median per-step time inside each training process")
+    if not metric.startswith("timing/"):
         return None
-    source = "shifts" if metric.startswith("shift/") else "score_dist" if metric.startswith("score/") else None
-    if ctx is not None and source is not None and ctx.files[source].path is not None:
-        if metric not in FILE_METRICS:
-            return (f"'{metric}' has no column mapping onto {ctx.files[source].path} (negfree/report/claims.py "
-                    f"FILE_METRICS maps {', '.join(m for m, fm in FILE_METRICS.items() if fm.source == source)})")
-        return None              # the file is given: what it lacks is said per row / column
-    if metric.startswith("shift/"):
-        return (f"'{metric}' needs bnf.txt Sec. 5.3's shift analysis (policy vs reference on greedy generations "
-                "of Wild-Bench-like prompts); the project produces no shift/ measurements")
-    if metric.startswith("score/"):
-        return (f"'{metric}' needs s_theta of two negative pools (T<1 and very high T) under a 1-epoch "
-                "checkpoint; the project produces no score/ measurements")
-    return (f"'{metric}' is a paper-benchmark metric; it is not computed at this scale and the offline twin "
-            "(negfree_offline) is not a stand-in for it")
+    from ..losses import REGISTRY
+
+    t = ctx.table[ctx.table.source == "runs"]
+    methods = [s.get("method") for s in sels]
+    if "reference in the loop" in (claim.get("notes") or ""):
+        refs = [m for m in methods if m in REGISTRY and REGISTRY[m].needs_reference]
+        if refs:
+            return (f"{', '.join(refs)} read precomputed reference log-probs (score_reference runs offline; the "
+                    "trainer has no in-loop reference model), but the claim times the reference in the loop")
+    if metric == "timing/peak_memory_mb":
+        cpu = sorted(set(t[t.method.isin(methods) & (t.device == "CPU")].run))
+        if cpu:
+            return f"peak GPU memory needs an accelerator; {', '.join(cpu)} ran on CPU (process RSS is not compared)"
+    return None
 
 
+# ------------------------------------------------------------------------------ analyses' files
+def _file_values(ctx, metric: str, sel: dict) -> tuple[str | None, str]:
+    src, col = FILE_METRICS[metric]
+    path = ctx.files.get(src)
+    label, key, made_by = FILE_LABELS[src]
+    if not path or not Path(path).is_file():
+        return None, f"needs {made_by}'s summary ({path or 'not given'})"
+    df = pd.read_csv(path)
+    if label not in df.columns or col not in df.columns:
+        return None, f"{path} has no column '{label if label not in df.columns else col}'"
+    want = str(sel.get(key, ""))
+    hit = (df[df[label].astype(str).str.lower().str.startswith(POOL_PREFIXES.get(want, "\0").lower())]
+           if src == "score_dist" else df[df[label].astype(str) == want])
+    if len(hit) != 1:
+        return None, f"no single row for {key} '{want}' in {path}"
+    return f"{hit[label].iloc[0]} {_fmt(_r6(float(hit[col].iloc[0])))}", ""
+
+
+def _files_shown(ctx, check) -> Judged:
+    """shift/ and score/ claims: the values, shown; one analysis of one seed is not judged."""
+    sels = [s for side in ("a", "b", "select") for s in _as_list(check.get(side))]
+    for t in check.get("expect", []) if check["kind"] == "ordering" else []:
+        sels += [{"method": m} for m in t]
+    sels += [{"method": v} for v in _as_list(check.get("values"))]
+    shown, missing = [], []
+    for metric in _metrics_of(check):
+        vals = []
+        for sel in sels:
+            v, why = _file_values(ctx, metric, sel)
+            (vals.append(v) if v else missing.append(why))
+        if vals:
+            shown.append(f"{metric}: " + ", ".join(dict.fromkeys(vals)))
+    reason = "; ".join(dict.fromkeys(missing)) or (
+        f"one analysis of one training seed (one value per model); an empirical verdict needs {MIN_SEEDS} seeds")
+    return _nc(reason, " | ".join(shown), 1 if shown else None)
+
+
+# ------------------------------------------------------------------------------ dispatch
 def _metrics_of(check: dict) -> list[str]:
     return _as_list(check.get("metrics")) or _as_list(check.get("metric"))
 
 
-# ------------------------------------------------------------------------------ check kinds
-_EXPECT = re.compile(r"^\s*a\s*(<=|>=|<|>)\s*(?:([0-9.eE+-]+)\s*\*\s*)?b\s*$")
-_OPS = {"<": lambda x, y: x < y, ">": lambda x, y: x > y, "<=": lambda x, y: x <= y, ">=": lambda x, y: x >= y}
+def _benchmark(metric: str) -> bool:
+    return not metric.startswith(("probe/", "train/", "timing/", "toy/", "shift/", "score/"))
 
 
-def _pairs(A, B):
-    return [(a, b) for a in A for b in B]
-
-
-def _values(ctx, check, metric, side):
-    if metric.startswith("toy/frozen_lake/"):
-        return _fl_side(ctx, check.get(side), metric.split("/", 2)[2])
-    if _is_file_metric(metric):
-        return _file_side(ctx, check, metric, check.get(side))
-    agg = check.get("agg", "final")
-    return _side(ctx, check.get(side), metric, agg, check)
-
-
-def _timing_guard(ctx: Context, claim: dict, metric: str, sides) -> str | None:
-    """Timing comparisons need like-for-like runs; some claims need what the trainer cannot do."""
-    if not metric.startswith("timing/"):
-        return None
-    runs = [r for side in sides for _, _, r in side if r is not None]
-    for key, src in (("steps", "timing"), ("batch_size", "config"), ("max_len", "config")):
-        vals = {r.name: (r.timing if src == "timing" else r.config or {}).get(key) for r in runs}
-        if len(set(vals.values())) > 1:
-            return (f"runs differ in {key} ({', '.join(f'{k}: {v}' for k, v in vals.items())}); "
-                    "their costs are not comparable")
-    from ..losses import REGISTRY
-    notes = claim.get("notes") or ""
-    if "reference in the loop" in notes:
-        refs = [r for r in runs if REGISTRY[r.method].needs_reference]
-        if refs:
-            return (f"{', '.join(r.name for r in refs)} read precomputed reference log-probs (score_reference runs "
-                    "offline; the trainer has no in-loop reference model), but the claim times the reference in the loop")
-    if metric == "timing/peak_memory_mb" and "gpu" in _as_list(claim.get("requires")):
-        cpu = [r.name for r in runs if r.device == "CPU"]
-        if cpu:
-            return f"peak GPU memory needs an accelerator; {', '.join(cpu)} ran on CPU (provenance.json cuda = null)"
-    return None
-
-
-def _cpu_note(sides, metric) -> str:
-    if metric == "timing/peak_memory_mb":
-        devs = {r.device for side in sides for _, _, r in side if r is not None}
-        if devs == {"CPU"}:
-            return " [CPU: process max RSS]"
-    return ""
-
-
-def _agg_text(ctx, check, metric) -> str:
-    if metric.startswith("train/"):
-        return check.get("agg", "final")
-    if metric.startswith("toy"):
-        return "mean over seeds"
-    if _is_file_metric(metric):
-        fm, f, _ = _file_metric(ctx, metric, check)
-        return _file_desc(fm, f) if fm is not None else ""
-    return ""
-
-
-def check_compare(ctx, check, claim) -> Result:
-    m = _EXPECT.match(check["expect"])
-    if not m:
-        return _nc(f"cannot parse expect '{check['expect']}'")
-    op, factor = m.group(1), float(m.group(2)) if m.group(2) else 1.0
-    parts = []
-    for metric in _metrics_of(check):
-        A, why = _values(ctx, check, metric, "a")
-        if A is None:
-            parts.append(_nc(why))
-            continue
-        B, why = _values(ctx, check, metric, "b")
-        if B is None:
-            parts.append(_nc(why, f"{metric}: " + ", ".join(f"{l}={_fmt(v)}" for l, v, _ in A)
-                             if not isinstance(A[0][1], dict) else ""))
-            continue
-        guard = _timing_guard(ctx, claim, metric, (A, B))
-        meas_ab = ", ".join(f"{l}={_fmt(v)}" for l, v, _ in A + B if not isinstance(v, dict))
-        if guard:
-            parts.append(_nc(guard, f"{metric}: {meas_ab}"))
-            continue
-        agg = _agg_text(ctx, check, metric)
-        ok_all, lines = True, []
-        for (la, va, _), (lb, vb, _) in _pairs(A, B):
-            if isinstance(va, dict):   # every_step; step 1 is logged before the first update (policy = reference)
-                steps = [s for s in sorted(set(va) & set(vb)) if s > 1]
-                if not steps:
-                    parts.append(_nc(f"{la} and {lb} share no logged step"))
-                    ok_all = None
-                    break
-                held = [_OPS[op](va[s], factor * vb[s]) for s in steps]
-                ok_all = ok_all and all(held)
-                lines.append(f"{la} {op} {lb} at {sum(held)}/{len(steps)} steps after the first update ("
-                             + "; ".join(f"{s}: {_fmt(va[s])} vs {_fmt(vb[s])}" for s in steps) + ")")
-            else:
-                held = _OPS[op](va, factor * vb)
-                ok_all = ok_all and held
-                lines.append(f"{la} {_fmt(va)} {op} {'' if factor == 1 else _fmt(factor) + '*'}{lb} {_fmt(vb)}: "
-                             f"{'yes' if held else 'no'}")
-        if ok_all is None:
-            continue
-        parts.append(Result(bool(ok_all), f"{metric}{' (' + agg + ')' if agg else ''}{_cpu_note((A, B), metric)}: "
-                            + "; ".join(lines)))
-    return _combine(parts)
-
-
-def check_trend(ctx, check, claim) -> Result:
-    m = re.match(r"^\s*([<>])\s*0\s*$", check["expect"])
-    metric = check["metric"]
-    S, why = _side(ctx, check.get("select"), metric, "delta", check)
-    if S is None:
-        return _nc(why)
-    ok = all((v < 0) if m.group(1) == "<" else (v > 0) for _, v, _ in S)
-    lines = []
-    for l, v, r in S:
-        s = r.series(metric.split("/", 1)[1])
-        lines.append(f"{l}: {_fmt(s[0][1])} (step {s[0][0]}) -> {_fmt(s[-1][1])} (step {s[-1][0]}), "
-                     f"delta {_fmt(v)}")
-    return Result(ok, f"{metric} delta {check['expect']}: " + "; ".join(lines))
-
-
-def check_close(ctx, check, claim) -> Result:
-    parts = []
-    for metric in _metrics_of(check):
-        A, why = _values(ctx, check, metric, "a")
-        B, why2 = (None, why) if A is None else _values(ctx, check, metric, "b")
-        if A is None or B is None:
-            parts.append(_nc(why2 if A is not None else why))
-            continue
-        guard = _timing_guard(ctx, claim, metric, (A, B))
-        if guard:
-            parts.append(_nc(guard, f"{metric}: " + ", ".join(f"{l}={_fmt(v)}" for l, v, _ in A + B)))
-            continue
-        lines, ok = [], True
-        for (la, va, _), (lb, vb, _) in _pairs(A, B):
-            tol = check["abs_tol"] if "abs_tol" in check else check["rel_tol"] * abs(vb)
-            held = abs(va - vb) <= tol
-            ok = ok and held
-            lines.append(f"|{la} {_fmt(va)} - {lb} {_fmt(vb)}| = {_fmt(abs(va - vb))} <= {_fmt(tol)}: "
-                         f"{'yes' if held else 'no'}")
-        agg = (check.get("agg", "final") if metric.startswith("train/") else
-               _agg_text(ctx, check, metric) if _is_file_metric(metric) else "")
-        parts.append(Result(ok, f"{metric}{' (' + agg + ')' if agg else ''}: " + "; ".join(lines)))
-    return _combine(parts)
-
-
-def check_ratio(ctx, check, claim) -> Result:
-    metric = check["metric"]
-    A, why = _values(ctx, check, metric, "a")
-    if A is None:
-        return _nc(why)
-    B, why = _values(ctx, check, metric, "b")
-    if B is None:
-        return _nc(why, f"{metric}: " + ", ".join(f"{l}={_fmt(v)}" for l, v, _ in A))
-    meas = ", ".join(f"{l}={_fmt(v)}" for l, v, _ in A + B)
-    guard = _timing_guard(ctx, claim, metric, (A, B))
-    if guard:
-        return _nc(guard, f"{metric}: {meas}")
-    e, tol = check["expect_approx"], check["rel_tol"]
-    lines, ok = [], True
-    for (la, va, _), (lb, vb, _) in _pairs(A, B):
-        q = va / vb
-        held = abs(q - e) <= tol * abs(e)
-        ok = ok and held
-        lines.append(f"{la}/{lb} = {_fmt(va)}/{_fmt(vb)} = {_fmt(q)} vs {e} +- {tol * 100:g}%: {'yes' if held else 'no'}")
-    agg = _agg_text(ctx, check, metric) if _is_file_metric(metric) else ""
-    return Result(ok, f"{metric}{' (' + agg + ')' if agg else ''}{_cpu_note((A, B), metric)}: " + "; ".join(lines))
-
-
-def _ordering_values(ctx, check, metric, names):
-    """({name: value}, description, '') or (None, '', reason) for the methods an ordering names."""
-    if metric.startswith("toy/frozen_lake/"):
-        means, why = _fl_means(ctx, metric.split("/", 2)[2])
-        if means is None:
-            return None, "", why
-        absent = [m for m in names if m not in means]
-        if absent:
-            return None, "", f"no Frozen Lake rows for {', '.join(absent)}"
-        return {m: means[m] for m in names}, "mean over seeds", ""
-    fm, f, why = _file_metric(ctx, metric, check)
-    if fm is None:
-        return None, "", why
-    key = f.spec.selector
-    absent = [m for m in names if m not in f.labels()]
-    if absent:
-        names_ = ", ".join(map(repr, absent))
-        return None, "", (f"no row for {key}{'s' if len(absent) > 1 else ''} {names_} in {f.path} "
-                          f"(its {f.spec.label_column}s: {', '.join(f.labels()) or 'none'})")
-    vals = {}
-    for m in names:
-        label, v, why = _file_value(ctx, check, metric, {key: m})
-        if label is None:
-            return None, "", why
-        vals[m] = v
-    return vals, _file_desc(fm, f), ""
-
-
-def check_ordering(ctx, check, claim) -> Result:
-    metrics = _metrics_of(check)
-    if not all(m.startswith("toy/frozen_lake/") or _is_file_metric(m) for m in metrics):
-        return _nc("ordering on runs is implemented for toy/frozen_lake, shift/ and score/ only")
-    lower = check.get("lower_is_better", True)
-    tiers = check["expect"]
-    names = list(dict.fromkeys(m for t in tiers for m in t))
-    primary = Result(None)
-    extra = []
-    for i, metric in enumerate(metrics + _as_list(check.get("also_metrics"))):
-        means, desc, why = _ordering_values(ctx, check, metric, names)
-        if means is None:
-            return _nc(why)
-        better = (lambda x, y: x < y) if lower else (lambda x, y: x > y)
-        ok = all(better(means[a], means[b]) for t1, t2 in zip(tiers, tiers[1:]) for a in t1 for b in t2)
-        ranked = sorted(names, key=lambda m: means[m], reverse=not lower)
-        meas = (f"{metric} ({desc}, lower is better): "
-                + " < ".join(f"{m} {_fmt(means[m])}" for m in ranked) if lower else
-                f"{metric} ({desc}, higher is better): "
-                + " > ".join(f"{m} {_fmt(means[m])}" for m in ranked))
-        meas += f"; expected tiers {tiers}: {'held' if ok else 'violated'}"
-        if i < len(metrics):
-            primary = Result(ok, meas) if primary.ok is None else _combine([primary, Result(ok, meas)])
-        else:
-            extra.append(meas)
-    if extra:
-        primary.measurement += " | also (not part of the verdict): " + " | ".join(extra)
-    return primary
-
-
-def check_threshold(ctx, check, claim) -> Result:
-    """``select`` <op> ``value``, for every metric and every selector (shift/ and score/ files)."""
-    op, value = check["op"], check["value"]
-    if op not in _OPS:
-        return _nc(f"cannot parse op '{op}'")
-    parts = []
-    for metric in _metrics_of(check):
-        S, why = _values(ctx, check, metric, "select")
-        if S is None:
-            parts.append(_nc(why))
-            continue
-        held = [(label, v, _OPS[op](v, value)) for label, v, _ in S]
-        agg = _agg_text(ctx, check, metric)
-        parts.append(Result(all(h for *_, h in held), f"{metric}{' (' + agg + ')' if agg else ''}: " + "; ".join(
-            f"{label} {_fmt(v)} {op} {_fmt(value)}: {'yes' if h else 'no'}" for label, v, h in held)))
-    return _combine(parts)
-
-
-def check_argbest(ctx, check, claim) -> Result:
-    """argmin / argmax over the rows of a summary file (sweep = its selector key: method or pool).
-
-    The contenders are ``values`` when the check lists them (each must have a row), else every
-    row of the file; the measurement names them. ``expect`` must win strictly."""
-    kind = check["kind"]
-    lowest = kind == "argmin"
-    parts = []
-    for metric in _metrics_of(check):
-        fm, f, why = _file_metric(ctx, metric, check)
-        if fm is None:
-            parts.append(_nc(why))
-            continue
-        key = f.spec.selector
-        if check.get("sweep") != key:
-            parts.append(_nc(f"{kind} over '{check.get('sweep')}': {f.path} has one row per {key}"))
-            continue
-        if check.get("select"):
-            parts.append(_nc(f"{kind} with select {_sel_str(check['select'])}: {f.path} rows record only the {key}"))
-            continue
-        if "expect" not in check:
-            parts.append(_nc(f"{kind} without 'expect' (e.g. expect_in) is not evaluated on {f.path}"))
-            continue
-        listed = _as_list(check.get("values"))
-        names = [str(v) for v in listed] or f.labels()
-        vals, _, why = _ordering_values(ctx, check, metric, list(dict.fromkeys(names + [str(check["expect"])])))
-        if vals is None:
-            parts.append(_nc(why))
-            continue
-        want = str(check["expect"])
-        others = [m for m in vals if m != want]
-        ok = bool(others) and all((vals[want] < vals[m]) if lowest else (vals[want] > vals[m]) for m in others)
-        ranked = sorted(vals, key=vals.get, reverse=not lowest)
-        over = (f"the {len(vals)} listed {key}s" if listed else f"every {key} in {f.name} ({len(vals)})")
-        sep = " < " if lowest else " > "
-        meas = (f"{metric} ({_file_desc(fm, f)}, {'lowest' if lowest else 'highest'} wins) over {over}: "
-                + sep.join(f"{m} {_fmt(vals[m])}" for m in ranked)
-                + f"; {kind} {ranked[0]} (expected {want}, strictly): {'yes' if ok else 'no'}")
-        if not others:
-            parts.append(_nc(f"{kind} needs at least two {key}s; {f.path} has only {want}", meas))
-            continue
-        parts.append(Result(ok, meas))
-    return _combine(parts)
-
-
-def check_registry(ctx, check, claim) -> Result:
-    from ..losses import REGISTRY
-    name = check["method"]
-    if name not in REGISTRY:
-        return Result(False, f"method '{name}' is not registered")
-    desc = REGISTRY[name].describe()
-    prop = check["property"]
-    if prop not in desc:
-        return _nc(f"the registry's describe() has no field '{prop}'")
-    got, want = desc[prop], check["expect"]
-    return Result(got == want, f"negfree methods --json: {name}.{prop} = {got!r} (expected {want!r})")
-
-
-# ------------------------------------------------------------------------------ analytic
-def _analytic_table():
-    import torch
-    from ..logprobs import token_logprobs
-    from ..losses import LossInputs, Seq, asft_align, bnf_sequence_loss, get_method
-    from .analytic import BNF_LOSSES, _grad_abs
-
-    D = torch.float64
-    grid = np.linspace(0.01, 0.99, 99)
-
-    def nll_pll():
-        err, mono = 0.0, True
-        for name in ("nll", "pll"):
-            g = np.array([_grad_abs(BNF_LOSSES[name], float(p), 0.5) for p in grid])
-            err = max(err, float(np.max(np.abs(g - (1 - grid)))))
-            mono = mono and bool(np.all(np.diff(g) < 0))
-        ok = err < 1e-9 and mono
-        return ok, (f"autograd |dL/dz_y| vs 1 - p on {len(grid)} points p in [0.01, 0.99] for NLL and PLL: "
-                    f"max |error| {err:.2e}; decreasing in p (NLL shrinks as p rises, PLL grows as p falls): {mono}")
-
-    def bnf_eq9():
-        err, peak_ok = 0.0, True
-        peaks = []
-        for q in (0.2, 0.5, 0.8):
-            g = np.array([_grad_abs(BNF_LOSSES["bnf"], float(p), q) for p in grid])
-            closed = np.where(grid < q, grid * (1 - q) / q, 1 - grid)
-            err = max(err, float(np.max(np.abs(g - closed))))
-            pk = float(grid[int(np.argmax(g))])
-            peaks.append(f"q={q}: argmax p={pk:.2f}")
-            peak_ok = peak_ok and abs(pk - q) <= 0.01 + 1e-12
-        ok = err < 1e-9 and peak_ok
-        return ok, (f"autograd |dL/dz_y| of registry bnf vs Eq. 9 (p(1-q)/q below q, 1-p above) on 99 points x "
-                    f"3 references: max |error| {err:.2e}; peak at the reference: {'; '.join(peaks)}")
-
-    def _bnf_seq(p_y, q, vocab=8, seed=0):
-        gen = np.random.default_rng(seed)
-        rest = gen.uniform(0.5, 2.0, vocab - 1)
-        probs = np.concatenate([[p_y], (1 - p_y) * rest / rest.sum()])
-        z = torch.tensor(np.log(probs), dtype=D).view(1, 1, -1).requires_grad_(True)
-        labels = torch.zeros(1, 1, dtype=torch.long)
-        mask = torch.ones(1, 1, dtype=D)
-        tok, plogp = token_logprobs(z, labels, mask, with_plogp=True)
-        ref = torch.full_like(tok, float(np.log(q)))
-        return z, probs, tok, plogp, Seq(tok.sum(-1), mask.sum(-1), ref.sum(-1), tok, ref, plogp, mask)
-
-    def bnf_target():
-        # The loss is -label/|y| sum_j f_j log p_j with f detached; its weight on log p_j is read by autograd
-        # from d L / d tok (the log p_y slot) and d L / d tok_plogp (sum_j sg[p_j] log p_j).
-        worst_sum, worst_min, n = 0.0, 1.0, 0
-        for q in (0.1, 0.5, 0.9):
-            for p in np.linspace(0.02, 0.98, 25):
-                for label in (1.0, -1.0):
-                    _, probs, tok, plogp, s = _bnf_seq(float(p), q)
-                    loss = bnf_sequence_loss(s, label).sum()
-                    g_tok, g_pl = torch.autograd.grad(loss, (tok, plogp))
-                    c_tok, c_pl = -label * g_tok.item(), -label * g_pl.item()
-                    target = c_pl * probs
-                    target[0] += c_tok
-                    worst_sum = max(worst_sum, abs(target.sum() - 1))
-                    worst_min = min(worst_min, float(target.min()))
-                    n += 1
-        ok = worst_sum < 1e-9 and worst_min >= -1e-12
-        return ok, (f"target read by autograd from bnf_sequence_loss on {n} (p, q, label) cases, vocab 8: "
-                    f"max |sum - 1| {worst_sum:.2e}, min entry {worst_min:.3g}")
-
-    def bnf_other_mass():
-        worst = 0.0
-        n = 0
-        for q in (0.1, 0.5, 0.9):
-            for p in np.linspace(0.02, 0.98, 25):
-                z, _, _, _, s = _bnf_seq(float(p), q)
-                get_method("bnf")(LossInputs(pos=s)).loss.backward()
-                g = z.grad[0, 0].numpy()
-                worst = max(worst, abs(np.abs(g[1:]).sum() - abs(g[0])))
-                n += 1
-        return worst < 1e-9, (f"autograd on registry bnf, vocab 8, {n} (p, q) cases: "
-                              f"max |sum_(t != y) |dL/dz_t| - |dL/dz_y|| = {worst:.2e}")
-
-    def minorsft_init():
-        gen = torch.Generator().manual_seed(0)
-        worst = 0.0
-        for n_tok in (3, 7):
-            z = torch.randn(1, n_tok, 11, dtype=D, generator=gen)
-            labels = torch.randint(0, 11, (1, n_tok), generator=gen)
-            mask = torch.ones(1, n_tok, dtype=D)
-            grads = {}
-            for name in ("minorsft", "sft"):
-                zz = z.clone().requires_grad_(True)
-                tok, _ = token_logprobs(zz, labels, mask)
-                ref = tok.detach().sum(-1)               # at initialisation pi_theta = pi_ref
-                s = Seq(tok.sum(-1), mask.sum(-1), ref)
-                get_method(name)(LossInputs(pos=s)).loss.backward()
-                grads[name] = zz.grad
-            worst = max(worst, float((grads["minorsft"] - grads["sft"]).abs().max()))
-        return worst < 1e-12, (f"registry minorsft (beta 0.04) vs registry sft (one prompt: the length-averaged "
-                               f"NLL) at S = S0, |y| in {{3, 7}}, vocab 11: max |grad difference| {worst:.2e}")
-
-    def minorsft_weight():
-        beta = float(get_method("minorsft").resolve()["beta"])
-        rhos = np.linspace(-50, 50, 201)
-        m = 5.0
-        coefs = []
-        for rho in rhos:
-            S = torch.tensor([rho], dtype=D, requires_grad=True)
-            s = Seq(S, torch.tensor([m], dtype=D), torch.zeros(1, dtype=D))
-            get_method("minorsft")(LossInputs(pos=s)).loss.backward()
-            coefs.append(-m * S.grad.item())           # per-token weight of grad S in -(coef/m) grad S
-        coefs = np.array(coefs)
-        closed = 2 / (1 + np.exp(beta * rhos))
-        err = float(np.max(np.abs(coefs - closed)))
-        dec = bool(np.all(np.diff(coefs) < 0))
-        return dec and err < 1e-12, (f"coefficient -|y| dL/dS by autograd over log-ratio in [-50, 50] (beta {beta}): "
-                                     f"strictly decreasing {dec}; coef({rhos[0]:g}) = {coefs[0]:.4g}, coef(0) = "
-                                     f"{coefs[100]:.4g}, coef({rhos[-1]:g}) = {coefs[-1]:.4g}; max |coef - 2 sigma(-beta rho)| "
-                                     f"{err:.2e}")
-
-    def _bt_grads(beta):
-        g1d = np.linspace(0.05, 0.95, 19)
-        x1 = torch.tensor(np.repeat(g1d, len(g1d)), dtype=D, requires_grad=True)
-        x2 = torch.tensor(np.tile(g1d, len(g1d)), dtype=D, requires_grad=True)
-        zero, one = torch.zeros(1, dtype=D), torch.ones(1, dtype=D)
-        lw, ll = torch.log(x1), torch.log(x2)
-        dpo = get_method("dpo")
-        vals = torch.stack([dpo(LossInputs(pos=Seq(lw[i:i + 1], one, ref=zero),
-                                           neg=Seq(ll[i:i + 1].view(1, 1), one.view(1, 1), ref=zero.view(1, 1))),
-                                beta=beta).loss for i in range(len(lw))])
-        g1, g2 = torch.autograd.grad(vals.sum(), (x1, x2))
-        return x1.detach().numpy(), x2.detach().numpy(), g1.numpy(), g2.numpy()
-
-    def bt_eq16():
-        worst = 0.0
-        for b in (0.5, 1.0, 2.0):
-            x1, x2, g1, g2 = _bt_grads(b)
-            den = x1 ** b + x2 ** b
-            e1 = -b * x2 ** b / (x1 * den)
-            e2 = b * x2 ** (b - 1) / den
-            worst = max(worst, float(np.max(np.abs(g1 - e1) / np.abs(e1))), float(np.max(np.abs(g2 - e2) / np.abs(e2))))
-        return worst < 1e-9, (f"registry dpo (reference log-probs 0) on a 19 x 19 grid of (x1, x2), beta in "
-                              f"{{0.5, 1, 2}}: max relative error vs Eq. 16 {worst:.2e}")
-
-    def bt_x2_harder():
-        x1, x2, g1, g2 = _bt_grads(1.0)
-        dom = x1 > x2
-        held = np.abs(g2[dom]) > np.abs(g1[dom])
-        ratio_err = float(np.max(np.abs(np.abs(g2[dom]) / np.abs(g1[dom]) - x1[dom] / x2[dom])))
-        return bool(held.all()), (f"registry dpo, beta 1: |dL/dx2| > |dL/dx1| at {int(held.sum())}/{int(dom.sum())} "
-                                  f"grid points with x1 > x2; max |ratio - x1/x2| {ratio_err:.2e}")
-
-    def align_eq18():
-        g1d = np.linspace(0.025, 0.975, 20)
-        x1 = torch.tensor(np.repeat(g1d, 20), dtype=D, requires_grad=True)
-        x2 = torch.tensor(np.tile(g1d, 20), dtype=D, requires_grad=True)
-        g1, g2 = torch.autograd.grad(asft_align(torch.log(x1), torch.log(x2)).sum(), (x1, x2))
-        a, b = x1.detach().numpy(), x2.detach().numpy()
-        e1 = float(np.max(np.abs(g1.numpy() + 1 / a) * a))
-        e2 = float(np.max(np.abs(g2.numpy() - 1 / (1 - b)) * (1 - b)))
-        return max(e1, e2) < 1e-6, (f"asft_align by autograd on a 20 x 20 grid: max relative error vs -1/x1 "
-                                    f"{e1:.2e}, vs 1/(1-x2) {e2:.2e}")
-
-    def align_ratio():
-        t = np.array([0.4, 0.2, 0.1, 0.05, 0.01, 0.001])
-        x1 = torch.tensor(1 - t, dtype=D, requires_grad=True)
-        x2 = torch.tensor(t / 2, dtype=D, requires_grad=True)
-        g1, g2 = torch.autograd.grad(asft_align(torch.log(x1), torch.log(x2)).sum(), (x1, x2))
-        r = np.abs(g1.numpy()) / np.abs(g2.numpy())
-        dist = np.abs(r - 1)
-        ok = bool(np.all(np.diff(dist) < 0)) and dist[-1] < 1e-3
-        return ok, ("|dL/dx1| / |dL/dx2| along x1 = 1 - t, x2 = t/2: "
-                    + ", ".join(f"t={a:g}: {b:.4f}" for a, b in zip(t, r)) + " (tends to 1)")
-
-    return {
-        ("nll_pll", "abs_grad_equals_one_minus_p"): nll_pll,
-        ("bnf", "abs_grad_matches_eq9_and_peaks_at_ref"): bnf_eq9,
-        ("bnf", "target_nonnegative_sums_to_one"): bnf_target,
-        ("bnf", "other_tokens_abs_grad_sum_equals_token_abs_grad"): bnf_other_mass,
-        ("minorsft", "grad_equals_sft_grad_at_reference"): minorsft_init,
-        ("minorsft", "weight_decreasing_in_log_ratio"): minorsft_weight,
-        ("dpo", "bt_partials_match_eq16"): bt_eq16,
-        ("dpo", "abs_grad_x2_gt_abs_grad_x1"): bt_x2_harder,
-        ("asft", "align_partials_match_eq18"): align_eq18,
-        ("asft", "update_ratio_tends_to_one"): align_ratio,
-    }
-
-
-def check_analytic(ctx, check, claim) -> Result:
-    fn = _analytic_table().get((check["function"], check["property"]))
-    if fn is None:
-        return _nc(f"no autograd check implemented for {check['function']}/{check['property']}")
-    ok, meas = fn()
-    return Result(bool(ok), meas)
-
-
-# ------------------------------------------------------------------------------ dispatch
-RUN_KINDS = {"compare": check_compare, "trend": check_trend, "close": check_close, "ratio": check_ratio,
-             "ordering": check_ordering}
-SWEEP_KINDS = ("argmax", "argmin", "monotone", "top_drop")
-# on shift/ and score/ metrics: one value per row of a summary file, no series over steps
-FILE_KINDS = {"compare": check_compare, "close": check_close, "ratio": check_ratio, "ordering": check_ordering,
-              "threshold": check_threshold, "argmin": check_argbest, "argmax": check_argbest}
-
-
-def evaluate_check(ctx: Context, check: dict, claim: dict) -> Result:
+def evaluate_check(ctx: Context, check: dict, claim: dict) -> Judged:
     kind = check["kind"]
     if kind == "all":
-        return _combine([evaluate_check(ctx, c, claim) for c in check["checks"]])
+        return combine([evaluate_check(ctx, c, claim) for c in check["checks"]])
     if "for_each" in check:
         (key, values), = check["for_each"].items()
         subs = []
         for v in values:
             c = {k: val for k, val in check.items() if k != "for_each"}
-            sides = [s for s in ("a", "b", "select") if s in c] or ["select"]
-            for side in sides:
+            for side in [s for s in ("a", "b", "select") if s in c] or ["select"]:
                 c[side] = [{**s, key: v} for s in _as_list(c.get(side))] or [{key: v}]
             subs.append(evaluate_check(ctx, c, claim))
-        return _combine(subs)
-    if kind == "registry":
-        return check_registry(ctx, check, claim)
-    if kind == "analytic":
-        return check_analytic(ctx, check, claim)
+        return combine(subs)
+    if kind == "robustness":
+        return check_robustness(ctx, check, claim)
     metrics = _metrics_of(check)
-    gaps = [m for m in metrics if metric_unavailable(m, claim, ctx)]
-    if gaps:
-        bench = [m for m in gaps if not m.startswith(("shift/", "score/"))]
-        other = [metric_unavailable(m, claim, ctx) for m in gaps if m.startswith(("shift/", "score/"))]
-        if bench:
-            other.insert(0, f"paper-benchmark metric{'s' if len(bench) > 1 else ''} {', '.join(bench)}: not "
-                            "computed at this scale, and the offline twin (negfree_offline) is not a stand-in")
-        return _nc("; ".join(other))
-    if metrics and any(_is_file_metric(m) for m in metrics):
-        if not all(_is_file_metric(m) for m in metrics):
-            return _nc("a check mixing shift/ or score/ metrics with others is not evaluated")
-        if kind not in FILE_KINDS:
-            files = sorted({str(ctx.files[FILE_METRICS[m].source].path) for m in metrics})
-            return _nc(f"check kind '{kind}' is not evaluated on {', '.join(files)} (one value per row)")
-        return FILE_KINDS[kind](ctx, check, claim)
-    if kind in SWEEP_KINDS:
-        return _nc(f"'{kind}' over the sweep '{check.get('sweep')}' needs one run per sweep value")
-    if kind not in RUN_KINDS:
-        return _nc(f"check kind '{kind}' is not evaluated on runs")
-    return RUN_KINDS[kind](ctx, check, claim)
+    bench = [m for m in metrics if _benchmark(m)]
+    if bench:
+        return _nc(f"paper-benchmark metric{'s' if len(bench) > 1 else ''} {', '.join(bench)}: not computed at "
+                   "this scale, and the offline twin (negfree_offline) is not a stand-in")
+    if any(m.startswith(("shift/", "score/")) for m in metrics):
+        return _files_shown(ctx, check)
+    if kind in ("argmax", "argmin", "monotone", "top_drop", "threshold"):
+        return _nc(f"'{kind}' over '{check.get('sweep')}' needs one run per sweep value, with {MIN_SEEDS} seeds each")
+    if kind == "trend":
+        return check_trend(ctx, check, claim)
+    if kind == "ordering":
+        return check_ordering(ctx, check, claim)
+    return check_sides(ctx, check, claim)
 
 
-def _scale_of(ctx: Context, check: dict) -> str:
-    kinds, metrics = set(), []
+def implementation_check(check: dict) -> tuple[bool | None, str]:
+    if check["kind"] == "registry":
+        from ..losses import REGISTRY
 
-    def walk(c):
-        kinds.add(c["kind"])
-        for s in c.get("checks", []):
-            walk(s)
-        metrics.extend(_metrics_of(c))
-    walk(check)
-    if kinds <= {"analytic", "registry", "all"}:
-        return "analytic (loss code and registry; no training)"
-    if metrics and all(m.startswith("toy/frozen_lake/") for m in metrics):
-        return ctx.fl_scale
-    f = _file_of(ctx, metrics)
-    if f is not None:
-        return f"{ctx.scale}; {f.describe()}"
-    return ctx.scale
+        name, prop = check["method"], check["property"]
+        if name not in REGISTRY:
+            return False, f"method '{name}' is not registered"
+        got = REGISTRY[name].describe().get(prop, "<no such field>")
+        return got == check["expect"], f"negfree methods --json: {name}.{prop} = {got!r} (expected {check['expect']!r})"
+    from .analytic_checks import analytic_checks
 
-
-def _file_of(ctx: Context, metrics: list[str]) -> SummaryFile | None:
-    """The one readable summary file every metric is read from, if there is one."""
-    srcs = {FILE_METRICS[m].source if m in FILE_METRICS else None for m in metrics}
-    if not metrics or not all(_is_file_metric(m) for m in metrics) or len(srcs) != 1 or None in srcs:
-        return None
-    f = ctx.files[srcs.pop()]
-    return f if f.df is not None else None
+    fn = analytic_checks().get((check["function"], check["property"]))
+    if fn is None:
+        return None, f"no autograd check implemented for {check['function']}/{check['property']}"
+    ok, meas = fn()
+    return bool(ok), meas
 
 
-def _all_metrics(check: dict) -> list[str]:
-    out = list(_metrics_of(check))
-    for c in check.get("checks", []):
-        out += _all_metrics(c)
-    return out
+def _kinds(check: dict) -> set[str]:
+    return {check["kind"]} | {k for c in check.get("checks", []) for k in _kinds(c)}
 
 
 def evaluate_claim(ctx: Context, claim: dict) -> dict:
     row = {k: claim.get(k, "") for k in ("id", "paper", "statement", "source")}
     check = claim["check"]
-    missing_req = [r for r in _as_list(claim.get("requires")) if r in REQUIREMENTS]
+    if _kinds(check) <= {"analytic", "registry", "all"}:
+        results = [implementation_check(c) for c in (check.get("checks") or [check])]
+        ok = all(r[0] for r in results)
+        verdict = VERIFIED if ok else FAILED
+        row.update(kind="implementation", verdict=verdict, measurement=" | ".join(r[1] for r in results),
+                   scale="analytic (loss code and registry; no training)",
+                   reason="autograd through negfree.losses / the method registry: a check of our code")
+        return row
     res = evaluate_check(ctx, check, claim)
-    if missing_req:
-        why = "; ".join(f"needs {REQUIREMENTS[r]}" for r in missing_req)
-        res = Result(None, res.measurement, why + (f"; {res.reason}" if res.reason and res.ok is None else ""))
-    if res.ok is None:
-        runs = (claim.get("needs") or {}).get("runs") or []
-        if runs and "no run" not in res.reason and "differ in" not in res.reason:
-            res.reason += f" (runs the claim needs: {'; '.join(map(str, runs))})"
-    verdict = {True: REPRODUCED, False: NOT_REPRODUCED, None: NOT_CHECKABLE}[res.ok]
+    missing = [REQUIREMENTS[r] for r in _as_list(claim.get("requires")) if r in REQUIREMENTS]
+    if missing:
+        res.verdict, res.reason = NOT_CHECKABLE, "; ".join(f"needs {m}" for m in missing)
     reason = res.reason
-    if verdict != NOT_CHECKABLE and not reason:
-        sc = _scale_of(ctx, check)
-        f = _file_of(ctx, _all_metrics(check))
-        reason = (f"from {f.path} (written by {f.spec.made_by})" if f is not None else
-                  "from metrics.jsonl / timing.json of the runs named in the measurement" if sc == ctx.scale else
-                  f"from {ctx.fl_dir}/fig3.csv" if sc == ctx.fl_scale else
-                  "autograd through negfree.losses / the method registry, as the measurement says")
-        if res.ok is False and not res.reason:
-            reason = "the check fails (see measurement); " + reason
+    if res.verdict == NOT_CHECKABLE and (claim.get("needs") or {}).get("runs"):
+        reason += f" (runs the claim needs: {'; '.join(map(str, claim['needs']['runs']))})"
     if claim.get("paper_consistent") is False:
         reason += " [claims.yaml: the paper's own numbers do not fully bear the statement out]"
-    row.update(measurement=res.measurement, scale=_scale_of(ctx, check), verdict=verdict, reason=reason)
+    if claim.get("narrowed"):
+        reason += f" [narrowed: {claim['narrowed']}]"
+    metrics = [m for c in [check, *check.get("checks", [])] for m in _metrics_of(c)]
+    scale = (ctx.fl_scale if metrics and all(m.startswith("toy/") for m in metrics) else
+             "Frozen Lake robustness study" if check["kind"] == "robustness" else ctx.scale)
+    ci = res.ci or (None, None)
+    row.update(kind="empirical", verdict=res.verdict, n_seeds=res.n_seeds, estimate=res.estimate, ci_low=ci[0],
+               ci_high=ci[1], measurement=res.measurement, scale=scale, reason=reason.strip())
     return row
 
 
 # ------------------------------------------------------------------------------ ledger
 def claims_ledger(claims_yaml, runs_root, frozen_lake_dir, out_csv, out_md, scale: str, *, shifts=None,
                   score_dist=None) -> pd.DataFrame:
-    """Evaluate every claim; ``runs_root``: a directory searched for runs, or a list of run dirs.
-    ``shifts`` / ``score_dist``: optional shifts_summary.csv / fig1_summary.csv for the shift/ and score/ claims."""
+    """Evaluate every claim; ``runs_root``: a directory searched for runs, or a list of run dirs."""
     claims = yaml.safe_load(Path(claims_yaml).read_text())["claims"]
-    if isinstance(runs_root, (list, tuple)):      # explicit run directories
+    if isinstance(runs_root, (list, tuple)):
         runs = find_runs(runs_root)
     else:
         runs = find_runs(runs_root) if runs_root and Path(runs_root).exists() else []
     ctx = Context(runs, frozen_lake_dir, scale, shifts=shifts, score_dist=score_dist)
     df = pd.DataFrame([evaluate_claim(ctx, c) for c in claims], columns=COLUMNS)
+    df["n_seeds"] = df["n_seeds"].astype("Int64")
     atomic_write_text(out_csv, df.to_csv(index=False))
-    write_markdown_page(out_md, ledger_markdown(df, scale, runs, runs_root, frozen_lake_dir, shifts=shifts,
-                                              score_dist=score_dist))
+    write_markdown_page(out_md, ledger_markdown(df, scale, runs, runs_root, frozen_lake_dir))
     return df
 
 
 def _md(s) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+    return "" if s is None or (isinstance(s, float) and math.isnan(s)) else str(s).replace("|", "\\|").replace("\n", " ")
 
 
-def ledger_markdown(df: pd.DataFrame, scale: str, runs: list[Run], runs_root, fl_dir, *, shifts=None,
-                    score_dist=None) -> str:
-    counts = df.verdict.value_counts()
-    files = "".join(f" {what}: `{path}`." for what, path in (("Shift analysis (shift/ claims)", shifts),
-                                                            ("s_theta pools (score/ claims)", score_dist)) if path)
+def ledger_markdown(df: pd.DataFrame, scale: str, runs, runs_root, fl_dir) -> str:
+    seeds = sorted({int((r.config or {}).get("seed", 0)) for r in runs})
     lines = ["# Claims ledger", "",
-             f"Scale: {scale}. Runs read from `{runs_root}`: "
-             + (", ".join(f"{r.kind} ({r.name})" for r in runs) or "none")
-             + f". Frozen Lake outputs: `{fl_dir}`.{files}", "",
-             "| verdict | claims |", "|---|---|"]
-    for v in VERDICTS:
-        lines.append(f"| {v} | {int(counts.get(v, 0))} |")
-    lines.append(f"| total | {len(df)} |")
-    lines += ["", "| id | paper | verdict | measurement | reason |", "|---|---|---|---|---|"]
-    for _, r in df.iterrows():
-        lines.append(f"| {r.id} | {r.paper} | {r.verdict} | {_md(r.measurement)} | {_md(r.reason)} |")
-    return "\n".join(lines) + "\n"
+             f"Scale: {scale}. {len(runs)} runs read from `{runs_root}` (seeds {seeds}). Frozen Lake: `{fl_dir}`.",
+             "", f"An empirical verdict rests on at least {MIN_SEEDS} seeds: the effect's 95% t interval over seeds "
+             "(paired by seed) must exclude zero in the paper's direction (`reproduced`) or the other way "
+             "(`contradicted`); otherwise `inconclusive`. Implementation checks test our own code (`verified`).", ""]
+    for kind, verdicts in VERDICTS.items():
+        sub = df[df.kind == kind]
+        lines += [f"| {kind} verdict | claims |", "|---|---|"]
+        lines += [f"| {v} | {int((sub.verdict == v).sum())} |" for v in verdicts] + [f"| total | {len(sub)} |", ""]
+    for kind in VERDICTS:
+        lines += [f"## {kind.capitalize()} claims", "",
+                  "| id | verdict | seeds | estimate [95% CI] | measurement | reason |", "|---|---|---|---|---|---|"]
+        for _, r in df[df.kind == kind].iterrows():
+            est = "" if pd.isna(r.estimate) else f"{_fmt(r.estimate)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"
+            lines.append(f"| {r.id} | {r.verdict} | {_md(r.n_seeds if not pd.isna(r.n_seeds) else '')} | {est} | "
+                         f"{_md(r.measurement)} | {_md(r.reason)} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main_claims(argv=None) -> None:
@@ -1100,15 +628,13 @@ def main_claims(argv=None) -> None:
     p.add_argument("--out-md", required=True)
     p.add_argument("--scale", required=True)
     p.add_argument("--shifts", default=None, metavar="SHIFTS_SUMMARY.csv",
-                   help="shifts_summary.csv of `negfree shifts` (bnf.txt Fig. 3-4): evaluates the shift/ claims; "
-                        "without it they are not checkable")
+                   help="shifts_summary.csv of `negfree shifts` (bnf.txt Fig. 3-4): shown beside the shift/ claims")
     p.add_argument("--score-dist", default=None, metavar="FIG1_SUMMARY.csv",
-                   help="fig1_summary.csv of `negfree score-dist` (dft.txt Fig. 1): evaluates the score/ claims; "
-                        "without it they are not checkable")
+                   help="fig1_summary.csv of `negfree score-dist` (dft.txt Fig. 1): shown beside the score/ claims")
     a = p.parse_args(argv)
     df = claims_ledger(a.claims, a.runs_root, a.frozen_lake, a.out_csv, a.out_md, a.scale, shifts=a.shifts,
                        score_dist=a.score_dist)
-    print(df.verdict.value_counts().to_string())
+    print(df.groupby(["kind", "verdict"]).size().to_string())
     print(f"wrote {a.out_csv} and {a.out_md}")
 
 
