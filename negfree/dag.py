@@ -583,9 +583,15 @@ class Dag:
         out = [t for exp in self.experiments.values() for t in exp.targets()]
         out += ["figures/bnf/fig1.png", "figures/asft/fig1.png", "figures/ift/fig3.png"]
         # the Frozen Lake robustness grid joins `all` only where a config sizes it (the demo's reduced
-        # grid); otherwise it is its own target, `snakemake frozen_lake_robustness`
-        robust = ["results/toy/frozen_lake/robustness.csv"] if self.toy.get("frozen_lake_robustness") else []
+        # grid, in its own directory); the full grid is its own target, `snakemake frozen_lake_robustness`
+        robust = [f"{self.robustness_dir()}/robustness.csv"] if self.toy.get("frozen_lake_robustness") else []
         return out + robust
+
+    def robustness_dir(self) -> str:
+        """Where the Frozen Lake robustness study the ledger reads lives: a config-sized reduced grid
+        (the demo) apart from the full grid (workflows/toy.smk)."""
+        reduced = self.toy.get("frozen_lake_robustness")
+        return "results/toy/frozen_lake/demo_grid" if reduced else "results/toy/frozen_lake"
 
     def paper_targets(self, paper: str) -> list[str]:
         exps = [e for e in self.experiments.values() if e.paper() == paper]

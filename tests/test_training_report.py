@@ -267,11 +267,18 @@ def test_frozen_lake_claims_are_paired_over_seeds_and_the_study_is_read(ledger, 
                   {"claim": "ift much better than sft", "metric": "mse_params", "protocol": "final", "primary": True,
                    "fraction": 0.55, "ci_low": 0.4, "ci_high": 0.7, "n_holds": 26, "n_settings": 48}]
                  ).to_csv(lake / "robustness_claims.csv", index=False)
-    (lake / "robustness_config.json").write_text(json.dumps({"seeds": 5}))
+    (lake / "robustness_config.json").write_text(json.dumps({"grid": {
+        "maps": ["a", "b", "c", "d"], "steps": [50, 100, 200], "bases": ["x", "y"], "negatives": ["s", "t"],
+        "n_seeds": 5, "methods": ["sft", "ift", "dpo", "orpo"]}}))
     got = claims_ledger(ROOT / "configs/claims.yaml", seeded_root, lake, tmp_path / "c.csv", tmp_path / "c.md",
                         SCALE).set_index("id")
     r = got.loc["ift.fig3.ordering_robust_across_settings"]
     assert (r.verdict, r.estimate, r.ci_low, r.ci_high, r.n_seeds) == (CONTRADICTED, 0.1, 0.04, 0.2, 5)
-    assert "5 of 48 settings" in r.measurement
+    assert "5 of 48 settings" in r.measurement and "4 maps x steps [50, 100, 200] x 2 bases" in r.measurement
+    elsewhere = tmp_path / "study.csv"          # --robustness: a study outside the Frozen Lake directory
+    (lake / "robustness_claims.csv").rename(elsewhere)
+    got = claims_ledger(ROOT / "configs/claims.yaml", seeded_root, lake, tmp_path / "c.csv", tmp_path / "c.md",
+                        SCALE, robustness=elsewhere).set_index("id")
+    assert got.loc["ift.fig3.ordering_robust_across_settings", "estimate"] == 0.1
     assert got.loc["ift.fig3.ift_beats_sft_across_settings", "verdict"] == INCONCLUSIVE
     assert "does not exist" in df.loc["ift.fig3.ordering_robust_across_settings", "reason"]

@@ -26,8 +26,8 @@ def claims_inputs(wildcards):
     exp = exp_of(wildcards)
     out = {"runs": all_runs(wildcards), "lake": "results/toy/frozen_lake/fig3.csv",
            "claims": str(Path(workflow.basedir, "configs/claims.yaml"))}
-    if NF.toy.get("frozen_lake_robustness"):    # the study joins the DAG where a config sizes it (the demo)
-        out["robustness"] = "results/toy/frozen_lake/robustness_claims.csv"
+    if NF.toy.get("frozen_lake_robustness"):    # the reduced study is in the DAG where a config sizes it (the demo)
+        out["robustness"] = f"{NF.robustness_dir()}/robustness_claims.csv"
     if exp.shifts():
         out["shifts"] = f"figures/{exp.name}/bnf/shifts_summary.csv"
     if exp.score_dist():
@@ -37,7 +37,10 @@ def claims_inputs(wildcards):
 
 def claims_analysis_args(wildcards):
     inputs = claims_inputs(wildcards)
-    return " ".join(f"--{key.replace('_', '-')} {inputs[key]}" for key in ("shifts", "score_dist") if key in inputs)
+    # the full study is read where it exists, never forced (18 CPU minutes): `snakemake frozen_lake_robustness`
+    robust = f"--robustness {NF.robustness_dir()}/robustness_claims.csv"
+    return " ".join([robust] + [f"--{key.replace('_', '-')} {inputs[key]}" for key in ("shifts", "score_dist")
+                                if key in inputs])
 
 
 rule claims_ledger:

@@ -176,7 +176,7 @@ def results_table(runs, frozen_lake: pd.DataFrame | None = None) -> pd.DataFrame
 
 
 class Context:
-    def __init__(self, runs, frozen_lake_dir, scale: str, shifts=None, score_dist=None):
+    def __init__(self, runs, frozen_lake_dir, scale: str, shifts=None, score_dist=None, robustness=None):
         for r in runs:
             p = r.path / "probe.jsonl"
             r.extra["probe"] = [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
@@ -192,6 +192,8 @@ class Context:
         self.table = results_table(runs, fl)
         self.has_fl = fl is not None
         self.files = {"shifts": shifts, "score_dist": score_dist}
+        self.robustness = Path(robustness) if robustness else (self.fl_dir / "robustness_claims.csv" if self.fl_dir
+                                                                else None)
 
 
 # ------------------------------------------------------------------------------ per-seed values
@@ -401,7 +403,7 @@ def check_ordering(ctx, check, claim) -> Judged:
 def check_robustness(ctx, check, claim) -> Judged:
     """A claim's share of the Frozen Lake study's settings (robustness_claims.csv): its Wilson
     interval over settings against 1/2, as negfree.toy.robustness.verdict judges it."""
-    path = ctx.fl_dir / "robustness_claims.csv" if ctx.fl_dir else None
+    path = ctx.robustness
     if path is None or not path.exists():
         return _nc(f"no Frozen Lake robustness study ({path} does not exist; `snakemake frozen_lake_robustness`)")
     df = pd.read_csv(path)
@@ -411,15 +413,18 @@ def check_robustness(ctx, check, claim) -> Judged:
         return _nc(f"{path} has no single row for claim '{check['claim']}'")
     r = row.iloc[0]
     cfg = path.parent / "robustness_config.json"
-    seeds = json.loads(cfg.read_text()).get("seeds") if cfg.exists() else None
-    n = len(seeds) if isinstance(seeds, list) else seeds
+    grid = (json.loads(cfg.read_text()).get("grid") or {}) if cfg.exists() else {}
+    n = grid.get("n_seeds")
+    scale = (f"; grid {len(grid.get('maps', []))} maps x steps {grid.get('steps')} x {len(grid.get('bases', []))} bases "
+             f"x {len(grid.get('negatives', []))} negative sources x {n} seeds, {len(grid.get('methods') or [])} "
+             f"methods ({cfg})" if grid else "")
     lo, hi = _r6(r.ci_low), _r6(r.ci_high)
     verdict = REPRODUCED if lo > 0.5 else CONTRADICTED if hi < 0.5 else INCONCLUSIVE
     if n is not None and n < MIN_SEEDS:
         verdict = NOT_CHECKABLE
     return Judged(verdict, f"'{r.claim}' ({r.metric}, {r.protocol} step) holds in {int(r.n_holds)} of "
                   f"{int(r.n_settings)} settings (each judged over its seeds, paired): {_fmt(_r6(r.fraction))} "
-                  f"[{_fmt(lo)}, {_fmt(hi)}] (Wilson 95%); reproduced if the interval lies above 1/2",
+                  f"[{_fmt(lo)}, {_fmt(hi)}] (Wilson 95%); reproduced if the interval lies above 1/2{scale}",
                   "" if verdict != NOT_CHECKABLE else f"the study ran {n} seed(s); a verdict needs {MIN_SEEDS}",
                   n, _r6(r.fraction), (lo, hi))
 
@@ -578,14 +583,14 @@ def evaluate_claim(ctx: Context, claim: dict) -> dict:
 
 # ------------------------------------------------------------------------------ ledger
 def claims_ledger(claims_yaml, runs_root, frozen_lake_dir, out_csv, out_md, scale: str, *, shifts=None,
-                  score_dist=None) -> pd.DataFrame:
+                  score_dist=None, robustness=None) -> pd.DataFrame:
     """Evaluate every claim; ``runs_root``: a directory searched for runs, or a list of run dirs."""
     claims = yaml.safe_load(Path(claims_yaml).read_text())["claims"]
     if isinstance(runs_root, (list, tuple)):
         runs = find_runs(runs_root)
     else:
         runs = find_runs(runs_root) if runs_root and Path(runs_root).exists() else []
-    ctx = Context(runs, frozen_lake_dir, scale, shifts=shifts, score_dist=score_dist)
+    ctx = Context(runs, frozen_lake_dir, scale, shifts=shifts, score_dist=score_dist, robustness=robustness)
     df = pd.DataFrame([evaluate_claim(ctx, c) for c in claims], columns=COLUMNS)
     df["n_seeds"] = df["n_seeds"].astype("Int64")
     atomic_write_text(out_csv, df.to_csv(index=False))
@@ -631,9 +636,11 @@ def main_claims(argv=None) -> None:
                    help="shifts_summary.csv of `negfree shifts` (bnf.txt Fig. 3-4): shown beside the shift/ claims")
     p.add_argument("--score-dist", default=None, metavar="FIG1_SUMMARY.csv",
                    help="fig1_summary.csv of `negfree score-dist` (dft.txt Fig. 1): shown beside the score/ claims")
+    p.add_argument("--robustness", default=None, metavar="ROBUSTNESS_CLAIMS.csv",
+                   help="robustness_claims.csv of the Frozen Lake study (default: the one in --frozen-lake)")
     a = p.parse_args(argv)
     df = claims_ledger(a.claims, a.runs_root, a.frozen_lake, a.out_csv, a.out_md, a.scale, shifts=a.shifts,
-                       score_dist=a.score_dist)
+                       score_dist=a.score_dist, robustness=a.robustness)
     print(df.groupby(["kind", "verdict"]).size().to_string())
     print(f"wrote {a.out_csv} and {a.out_md}")
 
