@@ -141,7 +141,8 @@ def combine(parts: list[Judged]) -> Judged:
     if worst.verdict == REPRODUCED:   # the part whose interval comes closest to failing
         worst = min(parts, key=lambda p: p.parts[0] if p.parts else math.inf)
     meas = " | ".join(dict.fromkeys(p.measurement for p in parts if p.measurement))
-    reason = "; ".join(dict.fromkeys(p.reason for p in parts if p.reason and p.verdict == worst.verdict))
+    reason = "; ".join(dict.fromkeys([p.reason for p in parts if p.reason and p.verdict == worst.verdict] + [
+        f"part not checkable: {p.reason}" for p in parts if p.reason and p.verdict == NOT_CHECKABLE != worst.verdict]))
     ns = [p.n_seeds for p in parts if p.n_seeds is not None]
     return Judged(worst.verdict, meas, reason, min(ns) if ns else None, worst.estimate, worst.ci)
 
@@ -177,9 +178,6 @@ def results_table(runs, frozen_lake: pd.DataFrame | None = None) -> pd.DataFrame
 
 class Context:
     def __init__(self, runs, frozen_lake_dir, scale: str, shifts=None, score_dist=None, robustness=None):
-        for r in runs:
-            p = r.path / "probe.jsonl"
-            r.extra["probe"] = [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
         self.runs, self.scale = runs, scale
         self.fl_dir = Path(frozen_lake_dir) if frozen_lake_dir else None
         fig3 = self.fl_dir / "fig3.csv" if self.fl_dir else None

@@ -56,6 +56,16 @@ class Run:
             rows = self.perf
         return [(int(r["step"]), r[key]) for r in rows if key in r and r[key] is not None]
 
+    def curve(self, key: str) -> list[tuple[int, float]]:
+        """A training curve: the held-out probe set's (probe.jsonl, from step 0) where the run has one,
+        else each step's own batch (metrics.jsonl)."""
+        rows = self.extra.get("probe") or self.metrics
+        return [(int(r["step"]), r[key]) for r in rows if key in r and r[key] is not None]
+
+    @property
+    def curve_source(self) -> str:
+        return "probe.jsonl" if self.extra.get("probe") else "metrics.jsonl"
+
     @property
     def device(self) -> str:
         cuda = (self.provenance or {}).get("cuda")
@@ -109,6 +119,7 @@ def load_run(run_dir, root=None) -> Run:
     name = str(run_dir.relative_to(root)) if root is not None else run_dir.name
     run = Run(run_dir, name, method, config, metrics, perf, timing, _read_json(run_dir / "provenance.json"),
               source)
+    run.extra["probe"] = _read_jsonl(run_dir / "probe.jsonl")
     init = next((part[len("init~"):] for part in run_dir.parts if part.startswith("init~")), None)
     if init:
         run.extra["pipeline"] = f"{init.split('.')[-1]}->{method}"
@@ -150,9 +161,9 @@ def _missing_rows(fig: str, runs: list[Run], series_needed=()) -> tuple[list[dic
             continue
         for key in series_needed:
             for r in rs:
-                if not r.series(key):
+                if not r.curve(key):
                     rows.append({"method": m, "run": r.name, "step": "", "series": key, "value": "",
-                                 "note": f"missing: {key} not logged in metrics.jsonl"})
+                                 "note": f"missing: {key} not logged in {r.curve_source}"})
                     missing.append(f"{r.label}: {key} not logged")
     return rows, missing
 
@@ -161,8 +172,9 @@ def _series_rows(runs: list[Run], keys) -> list[dict]:
     rows = []
     for r in runs:
         for key in keys:
-            for step, v in r.series(key):
-                rows.append({"method": r.kind, "run": r.name, "step": step, "series": key, "value": v, "note": ""})
+            for step, v in r.curve(key):
+                rows.append({"method": r.kind, "run": r.name, "step": step, "series": key, "value": v,
+                             "note": r.curve_source})
     return rows
 
 
@@ -189,20 +201,40 @@ def _footer(fig, scale: str, missing: list[str], extra: str = "") -> None:
 STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 1)), "P")]
 
 
-def _line_panel(ax, runs: list[Run], key: str, ylabel: str, title: str) -> None:
-    """One line per run, each with its own dash pattern and marker; a series identical to one
-    already drawn (e.g. a method whose extra term has no gradient at this scale) says so in the
-    legend and is drawn hollow on top, so it cannot hide."""
-    drawn = []
+def _groups(runs: list[Run]) -> list[tuple[str, list[Run]]]:
+    """Runs that differ only in their seed (a methods: run and its replicates) form one group."""
+    out: dict[tuple, list[Run]] = {}
     for r in runs:
-        s = r.series(key)
-        if s:
-            same = next((lab for prev, lab in drawn if prev == s), None)
-            dash, marker = STYLES[len(drawn) % len(STYLES)]
-            label = f"{r.label} (lr {r.config.get('lr', '?')})" + (f" = {same}" if same else "")
-            ax.plot([x for x, _ in s], [y for _, y in s], ls=dash, marker=marker, ms=4 if same else 3,
-                    lw=1.4, label=label, mfc="none" if same else None, zorder=3 + len(drawn))
-            drawn.append((s, r.label))
+        c = r.config or {}
+        key = (r.kind, c.get("lr"), json.dumps(c.get("hparams") or {}, sort_keys=True),
+               r.name.rsplit("/seed~", 1)[0])
+        out.setdefault(key, []).append(r)
+    return [(rs[0].label if len(rs) == 1 else rs[0].kind, rs) for rs in out.values()]
+
+
+def _line_panel(ax, runs: list[Run], key: str, ylabel: str, title: str) -> None:
+    """One line per method: the mean over its seeds with the min-max band where it has several.
+    Each line has its own dash pattern and marker; a series identical to one already drawn (e.g.
+    a method whose extra term has no gradient at this scale) says so in the legend and is drawn
+    hollow on top, so it cannot hide."""
+    drawn = []
+    for name, rs in _groups(runs):
+        curves = [dict(r.curve(key)) for r in rs if r.curve(key)]
+        steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        if not steps:
+            continue
+        vals = [[c[x] for c in curves] for x in steps]
+        s = [(x, sum(v) / len(v)) for x, v in zip(steps, vals)]
+        same = next((lab for prev, lab in drawn if prev == s), None)
+        dash, marker = STYLES[len(drawn) % len(STYLES)]
+        seeds = f", mean of {len(curves)} seeds, band min-max" if len(curves) > 1 else ""
+        label = f"{name} (lr {rs[0].config.get('lr', '?')}{seeds})" + (f" = {same}" if same else "")
+        line, = ax.plot(steps, [y for _, y in s], ls=dash, marker=marker, ms=4 if same else 3, lw=1.4, label=label,
+                        mfc="none" if same else None, zorder=3 + len(drawn))
+        if len(curves) > 1:
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(),
+                            alpha=0.15, lw=0)
+        drawn.append((s, name))
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
@@ -258,6 +290,12 @@ def _cost_panels(axes, runs: list[Run]) -> None:
             ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
 
 
+def _source(runs: list[Run]) -> str:
+    src = sorted({r.curve_source for r in runs})
+    return {("probe.jsonl",): "held-out probe set, probe.jsonl",
+            ("metrics.jsonl",): "each step's training batch, metrics.jsonl"}.get(tuple(src), " / ".join(src) or "no runs")
+
+
 MEMORY_NOTE = "peak memory: CUDA max allocated on GPU, process max RSS on CPU"
 
 
@@ -271,8 +309,8 @@ def dft_fig3(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     _line_panel(axes[0], sel, "logp_pos_per_token", "mean log-likelihood per token", "(a) positives")
     _line_panel(axes[1], sel, "logp_neg_per_token", "mean log-likelihood per token", "(b) negatives")
-    fig.suptitle("dft.txt Fig. 3: log-likelihood of positives and negatives during training (metrics.jsonl)",
-                 fontsize=9)
+    fig.suptitle("dft.txt Fig. 3: log-likelihood of positives and negatives during training "
+                 f"({_source(sel)})", fontsize=9)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     _footer(fig, scale, missing)
     _save(fig, out_png)
@@ -300,7 +338,7 @@ def minorsft_fig1(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.4))
     _line_panel(ax, sel, "deviation", "m_theta = mean (S - S0) / |y|", "deviation from the reference (Eq. 8)")
-    fig.suptitle("minorsft.txt Fig. 1: deviation metric over training steps (metrics.jsonl)", fontsize=9)
+    fig.suptitle(f"minorsft.txt Fig. 1: deviation metric over training steps ({_source(sel)})", fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     _footer(fig, scale, missing, "paper: SFT lr 1e-5, SFT-using-DPO and MinorSFT lr 2e-5")
     _save(fig, out_png)
@@ -322,7 +360,8 @@ def asft_fig2(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
     _cost_panels(axes[1:], sel_b)
     axes[1].set_title("(b) runtime", fontsize=9)
     axes[2].set_title("(b) peak memory", fontsize=9)
-    fig.suptitle("asft.txt Fig. 2: (a) likelihood margin ASFT vs ORPO; (b) cost ASFT vs DPO", fontsize=9)
+    fig.suptitle(f"asft.txt Fig. 2: (a) likelihood margin ASFT vs ORPO ({_source(sel_a)}); (b) cost ASFT vs DPO",
+                 fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     devices = sorted({r.device for r in sel_b}) or ["no runs"]
     _footer(fig, scale, missing_a + missing_b, f"{MEMORY_NOTE}; device: {', '.join(devices)}; DPO reads "
