@@ -416,7 +416,7 @@ def check_robustness(ctx, check, claim) -> Judged:
     scale = (f"; grid {len(grid.get('maps', []))} maps x steps {grid.get('steps')} x {len(grid.get('bases', []))} bases "
              f"x {len(grid.get('negatives', []))} negative sources x {n} seeds, {len(grid.get('methods') or [])} "
              f"methods ({cfg})" if grid else "")
-    lo, hi = _r6(r.ci_low), _r6(r.ci_high)
+    lo, hi = _r6(round(float(r.ci_low), 12)), _r6(round(float(r.ci_high), 12))
     verdict = REPRODUCED if lo > 0.5 else CONTRADICTED if hi < 0.5 else INCONCLUSIVE
     if n is not None and n < MIN_SEEDS:
         verdict = NOT_CHECKABLE
@@ -442,10 +442,19 @@ def _timing_guard(ctx, claim: dict, metric: str, sels) -> str | None:
         if refs:
             return (f"{', '.join(refs)} read precomputed reference log-probs (score_reference runs offline; the "
                     "trainer has no in-loop reference model), but the claim times the reference in the loop")
-    if metric == "timing/peak_memory_mb":
-        cpu = sorted(set(t[t.method.isin(methods) & (t.device == "CPU")].run))
-        if cpu:
-            return f"peak GPU memory needs an accelerator; {', '.join(cpu)} ran on CPU (process RSS is not compared)"
+    sel = t[t.method.isin(methods)]
+    cpu = sorted(set(sel[sel.device == "CPU"].run))
+    if cpu and metric == "timing/peak_memory_mb":
+        return f"peak GPU memory needs an accelerator; {', '.join(cpu)} ran on CPU (process RSS is not compared)"
+    if cpu:
+        return (f"the papers' costs are GPU costs; {', '.join(cpu[:4])}{' ...' if len(cpu) > 4 else ''} ran on CPU, "
+                "where the balance of attention, projections and the output head differs (per-step medians are "
+                "shown, not judged)")
+    tracked = sorted({r.name for r in ctx.runs if r.kind in methods and not REGISTRY[r.method].needs_negatives
+                      and (r.config or {}).get("num_negatives")})
+    if tracked:
+        return (f"{', '.join(tracked)} forward{'s' if len(tracked) == 1 else ''} B negatives to log their likelihood "
+                "(train.track_negatives): its cost is not the method's")
     return None
 
 
