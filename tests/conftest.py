@@ -53,7 +53,9 @@ def tiny_dag_config(tiny_model_dir):
     cfg["generate"].update(max_new_tokens=6)
     cfg["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_len=96)
     cfg["score"]["max_len"] = 96
+    cfg["train"].update(probe_records=2, probe_every=1)   # 2 of the 8 prompts held out as the probe set
     cfg["methods"] = {"dft2": {"tau": 0.5}}
+    cfg.pop("replicates")                                 # tests that want seeds set their own
     cfg["evaluate"] = {"limit": 4, "chat_template": True}
     cfg["toy"] = {"frozen_lake": {"seeds": 1, "steps": 20, "methods": ["sft"]}}
     return cfg

@@ -612,7 +612,8 @@ def _md(s) -> str:
 def ledger_markdown(df: pd.DataFrame, scale: str, runs, runs_root, fl_dir) -> str:
     seeds = sorted({int((r.config or {}).get("seed", 0)) for r in runs})
     lines = ["# Claims ledger", "",
-             f"Scale: {scale}. {len(runs)} runs read from `{runs_root}` (seeds {seeds}). Frozen Lake: `{fl_dir}`.",
+             f"Scale: {scale}. {len(runs)} runs read from `{runs_root}` (seeds {seeds}): "
+             + (", ".join(f"{r.kind} ({r.name})" for r in runs) or "none") + f". Frozen Lake: `{fl_dir}`.",
              "", f"An empirical verdict rests on at least {MIN_SEEDS} seeds: the effect's 95% t interval over seeds "
              "(paired by seed) must exclude zero in the paper's direction (`reproduced`) or the other way "
              "(`contradicted`); otherwise `inconclusive`. Implementation checks test our own code (`verified`).", ""]
