@@ -105,7 +105,9 @@ class Experiment:
         t = c["train"]
         prompts = d.get("train_prompts") or d.get("n_train") or "all"
         length = f"{t['max_steps']} steps" if t.get("max_steps") else f"{t.get('epochs', 1)} epoch(s)"
-        self.scale = (f"{self.name} scale: {self.model}, {prompts} training prompts, {length} of "
+        held = t.get("probe_records") or 0
+        probe = f" ({held} of them held out as the probe set)" if held else ""
+        self.scale = (f"{self.name} scale: {self.model}, {prompts} training prompts{probe}, {length} of "
                       f"{t.get('batch_size')} prompts, B={t.get('num_negatives')}")
 
     def _replicates(self, block) -> list[str]:

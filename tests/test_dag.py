@@ -1,4 +1,5 @@
 """The whole DAG through Snakemake on the tiny model: every stage runs for real."""
+import json
 import os
 import subprocess
 import sys
@@ -32,9 +33,11 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_dag_config):
     assert list(sweep["tau"]) == [0.5, 2.0] and list(sweep["temperature"]) == [1.0, 1.0]
     point = tmp_path / "results/runs/demo/method~dft2/temperature~1.0/tau~2.0"
     assert '"tau": 2.0' in (point / "config.json").read_text()
-    assert "temperature~1.0/num~2/scored.jsonl" in (point / "config.json").read_text()
+    assert "temperature~1.0/num~4/scored.jsonl" in (point / "config.json").read_text()
     run = tmp_path / "results/runs/demo/method~dft2"
     assert (run / "final/model.safetensors").exists() and (run / "metrics.jsonl").read_text().count("\n") == 2
+    probe = [json.loads(x) for x in (run / "probe.jsonl").read_text().splitlines()]   # 2 held-out prompts
+    assert [r["step"] for r in probe] == [0, 1, 2] and all(r["records"] == 2 for r in probe)
     assert '"tau": 0.5' in (run / "config.json").read_text()
     for fig in ("bnf/fig1", "asft/fig1", "ift/fig3"):
         assert (tmp_path / f"figures/{fig}.png").stat().st_size > 0
