@@ -67,6 +67,22 @@ def rel(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1e-12)
 
 
+def test_the_probe_set_under_fsdp_equals_one_process(tmp_path, tiny_model_dir, data):
+    """Every process reads the whole probe set (each forward of a sharded model needs them all);
+    the first writes probe.jsonl, equal to one process's."""
+    kw = {"probe_records": 2, "probe_every": 1, "max_steps": 2}
+    one, two = tmp_path / "one", tmp_path / "fsdp"
+    train({"method": "dft", "model": str(tiny_model_dir), "data": str(data), "out_dir": str(one), **BASE, **kw})
+    p = launch("dft", tiny_model_dir, data, two, **kw)
+    assert p.returncode == 0, p.stderr[-3000:]
+    pa, pb = ([json.loads(x) for x in (run / "probe.jsonl").read_text().splitlines()] for run in (one, two))
+    assert [r["step"] for r in pa] == [r["step"] for r in pb] == [0, 1, 2]
+    for ra, rb in zip(pa, pb):
+        assert ra.keys() == rb.keys() and ra["records"] == 2
+        for k in set(ra) - {"step", "records"}:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), (ra["step"], k, ra[k], rb[k])
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_fsdp_on_two_processes_equals_one_process(tmp_path, tiny_model_dir, data, method):
     one, two = tmp_path / "one", tmp_path / "fsdp"
