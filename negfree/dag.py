@@ -309,6 +309,10 @@ class Experiment:
         return out
 
 
+# the Frozen Lake robustness study: the full grid (its own target) and a config-sized reduced one
+ROBUSTNESS_FULL, ROBUSTNESS_REDUCED = "results/toy/frozen_lake", "results/toy/frozen_lake/demo_grid"
+
+
 # -- the user's cluster (issue 16) ---------------------------------------------------------
 CLUSTER_ENV = {
     "NEGFREE_SLURM_ACCOUNT": "account",          # sbatch -A
@@ -592,8 +596,7 @@ class Dag:
     def robustness_dir(self) -> str:
         """Where the Frozen Lake robustness study the ledger reads lives: a config-sized reduced grid
         (the demo) apart from the full grid (workflows/toy.smk)."""
-        reduced = self.toy.get("frozen_lake_robustness")
-        return "results/toy/frozen_lake/demo_grid" if reduced else "results/toy/frozen_lake"
+        return ROBUSTNESS_REDUCED if self.toy.get("frozen_lake_robustness") else ROBUSTNESS_FULL
 
     def paper_targets(self, paper: str) -> list[str]:
         exps = [e for e in self.experiments.values() if e.paper() == paper]

@@ -9,12 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from negfree.data.embedded import load_jsonl
-from negfree.io import write_jsonl
 from negfree.report.claims import (COLUMNS, CONTRADICTED, INCONCLUSIVE, MIN_SEEDS, NOT_CHECKABLE, REPRODUCED,
                                    VERIFIED, band_verdict, claims_ledger, combine, Judged, sign_verdict, t_interval)
 from negfree.report.training import training_figures
-from negfree.score import score_records
 from negfree.toy.frozen_lake import run_frozen_lake
 from negfree.train.loop import train
 
@@ -35,15 +32,9 @@ def _train(tiny_model_dir, data, out_dir, method, seed=0, **kw):
 
 
 @pytest.fixture(scope="module")
-def scored(tiny_model_dir, embedded_dir, tmp_path_factory):
+def scored(scored_pool, tmp_path_factory):
     """12 records with pools of 3 negatives (B = 2 draws from them per seed), scored."""
-    out = tmp_path_factory.mktemp("training_report")
-    recs = load_jsonl(embedded_dir / "train.jsonl")[:12]
-    for i, r in enumerate(recs):
-        r["negatives"] = [recs[(i + k) % len(recs)]["positive"] for k in (1, 2, 3)]
-    write_jsonl(out / "neg.jsonl", recs)
-    score_records(tiny_model_dir, recs, out / "scored.jsonl", max_len=96)
-    return out / "scored.jsonl"
+    return scored_pool(tmp_path_factory.mktemp("training_report"), n=12, negatives=3)
 
 
 @pytest.fixture(scope="module")
@@ -169,9 +160,9 @@ def test_statistics_against_closed_forms():
     assert band_verdict(-0.1, 0.1, -0.2, 0.2) == REPRODUCED and band_verdict(0.3, 0.5, -0.2, 0.2) == CONTRADICTED
     assert band_verdict(0.1, 0.5, -0.2, 0.2) == INCONCLUSIVE
     # one contradicted part contradicts; a missing part leaves a claim open; all reproduced -> reproduced
-    parts = [Judged(REPRODUCED, "a", parts=[1.0]), Judged(CONTRADICTED, "b"), Judged(NOT_CHECKABLE, "c", "why")]
+    parts = [Judged(REPRODUCED, "a", slack=1.0), Judged(CONTRADICTED, "b"), Judged(NOT_CHECKABLE, "c", "why")]
     assert combine(parts).verdict == CONTRADICTED and combine(parts[::2]).verdict == NOT_CHECKABLE
-    assert combine([Judged(REPRODUCED, parts=[2.0], estimate=1), Judged(REPRODUCED, parts=[0.5], estimate=2)]).estimate == 2
+    assert combine([Judged(REPRODUCED, slack=2.0, estimate=1), Judged(REPRODUCED, slack=0.5, estimate=2)]).estimate == 2
 
 
 def test_ledger_has_kinds_seeds_and_intervals(ledger):

@@ -33,7 +33,7 @@ import argparse
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,14 +79,16 @@ def _fmt(x) -> str:
 # ------------------------------------------------------------------------------ statistics
 @dataclass
 class Judged:
-    """One check's outcome. ``effects``: the per-seed effect (or the per-seed values of a trend)."""
+    """One check's outcome. ``slack``: how far its interval is from failing (the distance to zero on
+    the paper's side for a compare or trend; 0 for close and ratio), so a combination of reproduced
+    parts reports the one closest to failing."""
     verdict: str
     measurement: str = ""
     reason: str = ""
     n_seeds: int | None = None
     estimate: float | None = None
     ci: tuple[float, float] | None = None
-    parts: list = field(default_factory=list)
+    slack: float = math.inf
 
 
 def _nc(reason: str, measurement: str = "", n: int | None = None) -> Judged:
@@ -139,7 +141,7 @@ def combine(parts: list[Judged]) -> Judged:
     order = (CONTRADICTED, NOT_CHECKABLE, INCONCLUSIVE, REPRODUCED)
     worst = min(parts, key=lambda p: order.index(p.verdict))
     if worst.verdict == REPRODUCED:   # the part whose interval comes closest to failing
-        worst = min(parts, key=lambda p: p.parts[0] if p.parts else math.inf)
+        worst = min(parts, key=lambda p: p.slack)
     meas = " | ".join(dict.fromkeys(p.measurement for p in parts if p.measurement))
     reason = "; ".join(dict.fromkeys([p.reason for p in parts if p.reason and p.verdict == worst.verdict] + [
         f"part not checkable: {p.reason}" for p in parts if p.reason and p.verdict == NOT_CHECKABLE != worst.verdict]))
@@ -260,11 +262,6 @@ def per_seed(ctx: Context, sel: dict, metric: str, agg: str) -> tuple[dict | Non
     return out, ""
 
 
-def _runs_note(ctx, sel, metric) -> str:
-    t, _ = _select(ctx, sel, metric)
-    return "" if t is None else ", ".join(sorted(set(t.run)))
-
-
 # ------------------------------------------------------------------------------ empirical checks
 _EXPECT = re.compile(r"^\s*a\s*(<=|>=|<|>)\s*(?:([0-9.eE+-]+)\s*\*\s*)?b\s*$")
 
@@ -321,33 +318,32 @@ def _pair(ctx, check, metric, sa, sb, kind, claim) -> Judged:
             def fn(a, b):
                 return a - factor * b
             what = f"{la} - {'' if factor == 1 else _fmt(factor) + ' * '}{lb}"
-        res = _interval(A, B, fn)
-        if isinstance(res, str):
-            return _nc(res, shown, min(len(A), len(B)))
-        n, est, lo, hi, design = res
+    elif kind == "close":
+        def fn(a, b):
+            return a - b
+        what = f"{la} - {lb}"
+    else:   # ratio, on the log scale
+        def fn(a, b):
+            return math.log(a / b)
+        what = f"{la} / {lb} (geometric mean)"
+    res = _interval(A, B, fn)
+    if isinstance(res, str):
+        return _nc(res, shown, min(len(A), len(B)))
+    n, est, lo, hi, design = res
+    if kind == "compare":
         if math.isnan(est):
             return _nc(f"{la} and {lb} share no logged step after the start", shown)
-        verdict = sign_verdict(lo, hi, neg)
-        expect = f"expect {check['expect']}"
+        verdict, expect = sign_verdict(lo, hi, neg), f"expect {check['expect']}"
     elif kind == "close":
-        res = _interval(A, B, lambda a, b: a - b)
-        if isinstance(res, str):
-            return _nc(res, shown, min(len(A), len(B)))
-        n, est, lo, hi, design = res
         tol = check["abs_tol"] if "abs_tol" in check else check["rel_tol"] * abs(float(np.mean(list(B.values()))))
-        verdict, what, expect = band_verdict(lo, hi, -tol, tol), f"{la} - {lb}", f"within +-{_fmt(_r6(tol))}"
-    else:   # ratio, on the log scale
-        res = _interval(A, B, lambda a, b: math.log(a / b))
-        if isinstance(res, str):
-            return _nc(res, shown, min(len(A), len(B)))
-        n, est, lo, hi, design = res
+        verdict, expect = band_verdict(lo, hi, -tol, tol), f"within +-{_fmt(_r6(tol))}"
+    else:
         est, lo, hi = (_r6(math.exp(v)) for v in (est, lo, hi))
         e, tol = check["expect_approx"], check["rel_tol"]
-        verdict, what = band_verdict(lo, hi, e * (1 - tol), e * (1 + tol)), f"{la} / {lb} (geometric mean)"
-        expect = f"expect {e} +- {tol * 100:g}%"
+        verdict, expect = band_verdict(lo, hi, e * (1 - tol), e * (1 + tol)), f"expect {e} +- {tol * 100:g}%"
     slack = (-hi if neg else lo) if kind == "compare" else 0.0
     return Judged(verdict, f"{shown}; {what}: {_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}], {n} seeds {design}; {expect}",
-                  n_seeds=n, estimate=est, ci=(lo, hi), parts=[slack])
+                  n_seeds=n, estimate=est, ci=(lo, hi), slack=slack)
 
 
 def check_sides(ctx, check, claim) -> Judged:
@@ -375,7 +371,7 @@ def check_trend(ctx, check, claim) -> Judged:
         n, est, lo, hi, design = res
         parts.append(Judged(sign_verdict(lo, hi, neg), f"{shown}; mean {_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}], {n} "
                             f"seeds; expect {check['expect']}", n_seeds=n, estimate=est, ci=(lo, hi),
-                            parts=[-hi if neg else lo]))
+                            slack=-hi if neg else lo))
     return combine(parts)
 
 
@@ -416,8 +412,10 @@ def check_robustness(ctx, check, claim) -> Judged:
     scale = (f"; grid {len(grid.get('maps', []))} maps x steps {grid.get('steps')} x {len(grid.get('bases', []))} bases "
              f"x {len(grid.get('negatives', []))} negative sources x {n} seeds, {len(grid.get('methods') or [])} "
              f"methods ({cfg})" if grid else "")
+    from ..toy.robustness import verdict as wilson_rule
+
     lo, hi = _r6(round(float(r.ci_low), 12)), _r6(round(float(r.ci_high), 12))
-    verdict = REPRODUCED if lo > 0.5 else CONTRADICTED if hi < 0.5 else INCONCLUSIVE
+    verdict = wilson_rule(lo, hi)
     if n is not None and n < MIN_SEEDS:
         verdict = NOT_CHECKABLE
     return Judged(verdict, f"'{r.claim}' ({r.metric}, {r.protocol} step) holds in {int(r.n_holds)} of "

@@ -34,6 +34,10 @@ CSV_COLUMNS = ["method", "run", "step", "series", "value", "note"]
 
 
 # ----------------------------------------------------------------------------- runs
+def _steps(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    return [(int(r["step"]), r[key]) for r in rows if key in r and r[key] is not None]
+
+
 @dataclass
 class Run:
     """One training run directory, as written by negfree.train.loop.train."""
@@ -54,13 +58,12 @@ class Run:
         rows = self.metrics
         if key in ("seconds", "tokens_per_s", "peak_memory_mb") and self.perf:
             rows = self.perf
-        return [(int(r["step"]), r[key]) for r in rows if key in r and r[key] is not None]
+        return _steps(rows, key)
 
     def curve(self, key: str) -> list[tuple[int, float]]:
         """A training curve: the held-out probe set's (probe.jsonl, from step 0) where the run has one,
         else each step's own batch (metrics.jsonl)."""
-        rows = self.extra.get("probe") or self.metrics
-        return [(int(r["step"]), r[key]) for r in rows if key in r and r[key] is not None]
+        return _steps(self.extra.get("probe") or self.metrics, key)
 
     @property
     def curve_source(self) -> str:
@@ -219,7 +222,7 @@ def _line_panel(ax, runs: list[Run], key: str, ylabel: str, title: str) -> None:
     hollow on top, so it cannot hide."""
     drawn = []
     for name, rs in _groups(runs):
-        curves = [dict(r.curve(key)) for r in rs if r.curve(key)]
+        curves = [c for c in (dict(r.curve(key)) for r in rs) if c]
         steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
         if not steps:
             continue
