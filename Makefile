@@ -2,7 +2,7 @@
 # default, CPU, offline) and `make test`. Both create .venv and install into it.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# CPU machines: the CPU build of torch. On a CUDA cluster: make setup TORCH=torch
+# CPU machines: the CPU build of torch. On a CUDA cluster: make setup TORCH=torch, then make setup-vllm
 TORCH  ?= torch==2.13.0
 CORES  ?= 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo report test bench clean-demo gpu-check
+.PHONY: setup setup-vllm demo report test bench clean-demo gpu-check
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,13 @@ demo: setup
 
 report: setup
 	$(VENV)/bin/snakemake --configfile configs/demo.yaml --report results/report.html
+
+# A CUDA cluster, after make setup TORCH=torch: vLLM in its own environment .venv-vllm (its pins do
+# not resolve beside .venv's: configs/vllm-env.txt); the generation rules use it when it exists.
+setup-vllm:
+	test -x .venv-vllm/bin/python || python3 -m venv .venv-vllm
+	.venv-vllm/bin/python -m pip install --quiet -r configs/vllm-env.txt
+	.venv-vllm/bin/python -m pip install --quiet --no-deps -e .
 
 test: setup
 	$(PY) -m pytest -q tests

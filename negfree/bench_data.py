@@ -19,17 +19,23 @@ batches of 16 sequences) on two length distributions:
   realistic spread, which is what padding depends on.
 
 Definitions (the same code paths the stages use where they exist):
-- ``score_before``: today's old scorer, sequences in record order, ``score.batch_size`` per
+- ``score_before``: the old scorer, sequences in record order, ``score.batch_size`` per
   batch; ``score_after``: negfree.score.plan_batches (sorted, token budget), what
-  ``negfree score`` now runs.
-- ``train_before``: the trainer's micro-batches (negfree/train/loop.py): a seeded random order
-  of prompts, ``micro_batch_size`` prompts per micro-batch, every row (positive, B negatives)
-  padded to the micro-batch's longest row. ``train_after``: **length bucketing computed here,
-  not run by the trainer** (negfree/train is unchanged): prompts sorted by their longest row
-  and cut into micro-batches. Rows of one prompt still share a micro-batch, so the padding
-  left is mostly within a prompt (a 40-token positive next to a 320-token negative); only
-  padding-free packing removes it (computed positions = real tokens), which the trainer does
-  not implement yet. The JSON says so under ``notes``.
+  ``negfree score`` runs.
+- ``train_before``: padded micro-batches (negfree/train/loop.py without packing or
+  bucketing): a seeded random order of prompts, ``micro_batch_size`` prompts per micro-batch,
+  every row (positive, B negatives) padded to the micro-batch's longest row.
+  ``train_bucketed``: length bucketing (``train.length_bucketing``): prompts sorted by their
+  longest row, then cut into micro-batches; rows of one prompt still share a micro-batch, so
+  the padding left is mostly within a prompt (a 40-token positive beside a 320-token
+  negative). ``train_after``: what the trainer computes under the config's settings:
+  packing (``train.packing``, negfree.logprobs.pack_inputs) feeds the model exactly the real
+  tokens (1.0); without it, bucketing or padding.
+- Packing's attention is another matter: with sdpa or eager attention the packed row's
+  block-diagonal mask is computed densely. ``attention_ratio_packed_dense`` and
+  ``attention_ratio_packed_varlen`` are the query-key pairs computed per micro-batch,
+  (sum of row lengths)^2 dense or sum of length^2 with a varlen kernel (flash-attention; flex
+  attention skips masked blocks, so close to it), over the padded path's rows x longest^2.
 
 Top-level keys are the worse of the two distributions; per-distribution values are under
 ``datasets``.
@@ -48,14 +54,15 @@ import numpy as np
 from .score import padded_positions, plan_batches
 
 KEYS = ("padding_ratio_train_before", "padding_ratio_train_after", "padding_ratio_score_before",
-        "padding_ratio_score_after")
+        "padding_ratio_score_after", "padding_ratio_train_bucketed", "attention_ratio_packed_dense",
+        "attention_ratio_packed_varlen")
 # (median tokens, sigma of the log) per part; see the module docstring
 UF_SHAPE = {"prompt": (110, 0.9), "chosen": (260, 0.7), "negative": (230, 0.6)}
-NOTES = ("padding_ratio_train_after is length bucketing (prompts sorted by their longest row, then cut "
-         "into micro-batches) computed from the same records; the trainer (negfree/train) does not bucket "
-         "or pack yet, so training today runs at padding_ratio_train_before. Packing would make computed "
-         "positions = real tokens (1.0). padding_ratio_score_after is what negfree score runs "
-         "(negfree.score.plan_batches). Top-level values: the worse of the datasets.")
+NOTES = ("padding_ratio_train_after is what the trainer computes under the config's settings (train.packing: "
+         "the real tokens only, 1.0; else length bucketing or padding). padding_ratio_score_after is what negfree "
+         "score runs (negfree.score.plan_batches). attention_ratio_*: query-key pairs of packed micro-batches over "
+         "the padded ones (dense: sdpa/eager masks; varlen: flash-attention). Top-level values: the worse of the "
+         "datasets.")
 
 
 def settings(configfile: str | Path) -> dict:
@@ -70,7 +77,8 @@ def settings(configfile: str | Path) -> dict:
     return {"configfile": str(configfile), "micro_batch_size": int(t.get("micro_batch_size") or 1),
             "num_negatives": int(t.get("num_negatives") or 2), "max_len": max_len, "score_batch_size": bs,
             "score_max_batch_tokens": int(s.get("max_batch_tokens") or bs * max_len),
-            "max_new_tokens": int(g.get("max_new_tokens") or 320), "seed": int(t.get("seed") or 0)}
+            "max_new_tokens": int(g.get("max_new_tokens") or 320), "seed": int(t.get("seed") or 0),
+            "packing": bool(t.get("packing", False)), "length_bucketing": bool(t.get("length_bucketing", False))}
 
 
 def synthetic_rows(n: int, B: int, max_len: int, max_new_tokens: int, seed: int = 0) -> list[list[int]]:
@@ -110,9 +118,19 @@ def ratios(rows: list[list[int]], st: dict) -> dict:
     mbs = st["micro_batch_size"]
     real = sum(sum(r) for r in rows)
 
+    def micro_batches(order):
+        return [order[k:k + mbs] for k in range(0, len(order), mbs)]
+
     def train_positions(order):
-        return sum(sum(len(rows[i]) for i in mb) * max(max(rows[i]) for i in mb)
-                   for mb in (order[k:k + mbs] for k in range(0, len(order), mbs)))
+        return sum(sum(len(rows[i]) for i in mb) * max(max(rows[i]) for i in mb) for mb in micro_batches(order))
+
+    def attention(order, how):
+        total = 0
+        for mb in micro_batches(order):
+            lens = [x for i in mb for x in rows[i]]
+            total += {"padded": len(lens) * max(lens) ** 2, "dense": sum(lens) ** 2,
+                      "varlen": sum(x * x for x in lens)}[how]
+        return total
 
     shuffled = list(range(len(rows)))
     random.Random(st["seed"]).shuffle(shuffled)
@@ -122,11 +140,20 @@ def ratios(rows: list[list[int]], st: dict) -> dict:
     seqs = [x for r in rows for x in r + [r[0]]]
     before = plan_batches(seqs, batch_size=st["score_batch_size"], sort=False)
     after = plan_batches(seqs, batch_size=st["score_batch_size"], max_batch_tokens=st["score_max_batch_tokens"])
+    order = bucketed if st.get("length_bucketing") else shuffled
+    train_after = real if st.get("packing") else train_positions(order)
+    padded_attention = attention(order, "padded")
     return {"padding_ratio_train_before": round(train_positions(shuffled) / real, 4),
-            "padding_ratio_train_after": round(train_positions(bucketed) / real, 4),
+            "padding_ratio_train_after": round(train_after / real, 4),
             "padding_ratio_score_before": round(padded_positions(seqs, before) / sum(seqs), 4),
             "padding_ratio_score_after": round(padded_positions(seqs, after) / sum(seqs), 4),
-            "records": len(rows), "real_train_tokens": real, "score_sequences": len(seqs)}
+            "padding_ratio_train_bucketed": round(train_positions(bucketed) / real, 4),
+            "attention_ratio_packed_dense": round(attention(order, "dense") / padded_attention, 4),
+            "attention_ratio_packed_varlen": round(attention(order, "varlen") / padded_attention, 4),
+            "records": len(rows), "real_train_tokens": real, "score_sequences": len(seqs),
+            # query-key pairs per layer and head, summed over micro-batches (negfree plan reads these)
+            "attention_pairs": {"padded_before": attention(shuffled, "padded"), "padded_after": padded_attention,
+                                "packed_dense": attention(order, "dense"), "varlen": attention(order, "varlen")}}
 
 
 def run(configfile: str, n_synthetic: int, with_embedded: bool = True) -> dict:

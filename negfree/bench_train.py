@@ -8,8 +8,14 @@ process, so peak memory is that run's own, on the same model, data and batch:
   with the benchmarked model;
 - each method runs ``--warmup + --steps`` optimizer steps; the first ``--warmup``
   are dropped, the median of the rest is ``median_step_s``;
-- ``ratio_to_sft`` compares seconds per processed token (positives + negatives +
-  padding, as fed to the model) with SFT's, measured in the same invocation;
+- ``ratio_to_sft`` compares seconds per real token (positives + negatives, padding not
+  counted) with SFT's, measured in the same invocation;
+- ``packed_speedup`` (per method, on by default; ``--no-packed`` skips it): the same run
+  with ``train.packing`` on (each micro-batch's rows padding-free in one row), its real
+  tokens per second over the padded run's. ``padding_ratio`` is the padded run's computed
+  positions per real token, what packing removes. On CPU with sdpa the packed row's
+  block-diagonal mask is computed densely, so attention costs more while the rest costs
+  less; a varlen kernel on a GPU (flash_attention_2) pays only for the real blocks;
 - ``--full-logits-too`` repeats every method with ``chunked_head`` off, so the effect
   of applying the output head at answer positions only is measured in the same run;
 - ``--vs-trl`` runs TRL's DPOTrainer (optional dependency ``trl``) with its
@@ -72,10 +78,12 @@ def _data(model_dir: Path, n: int, b: int, max_len: int, work: Path) -> Path:
     return work / "scored.jsonl"
 
 
-def _ours(method: str, model_dir: Path, data: Path, out: Path, args, chunked_head: bool = True) -> dict:
+def _ours(method: str, model_dir: Path, data: Path, out: Path, args, chunked_head: bool = True,
+          packing: bool = False) -> dict:
     cfg = {"batch_size": args.batch_size, "micro_batch_size": args.batch_size, "num_negatives": args.negatives,
            "max_len": args.max_len, "max_steps": args.warmup + args.steps, "lr": 1e-6, "scheduler": "constant",
-           "warmup_ratio": 0.0, "gradient_checkpointing": args.gradient_checkpointing, "chunked_head": chunked_head}
+           "warmup_ratio": 0.0, "gradient_checkpointing": args.gradient_checkpointing, "chunked_head": chunked_head,
+           "packing": packing}
     cmd = [sys.executable, "-m", "negfree.cli", "train", "--method", method, "--model", str(model_dir),
            "--data", str(data), "--out-dir", str(out), "--train-json", json.dumps(cfg)]
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -85,9 +93,13 @@ def _ours(method: str, model_dir: Path, data: Path, out: Path, args, chunked_hea
     mets = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][args.warmup:]
     med = statistics.median(r["seconds"] for r in perf)
     tokens = statistics.mean(r["tokens"] for r in mets)
+    info = json.loads((out / "run_info.json").read_text())
+    if packing and not info["packing"]:
+        raise RuntimeError(f"bench: {method} did not pack: {info['packing_unsupported']}")
+    positions = statistics.mean(r["padded_positions_rank0"] for r in perf)
     return {"method": method, "median_step_s": round(med, 4), "tokens_per_step": tokens,
             "tokens_per_s": round(tokens / med, 1), "seconds_per_token": med / tokens,
-            "peak_mem_mb": max(r["peak_memory_mb"] for r in perf)}
+            "padding_ratio": round(positions / tokens, 4), "peak_mem_mb": max(r["peak_memory_mb"] for r in perf)}
 
 
 # ----------------------------------------------------------------------------- TRL
@@ -179,9 +191,19 @@ def run(args) -> dict:
             for m in methods:
                 print(f"[bench] {m} (full logits)", file=sys.stderr, flush=True)
                 full[m] = _ours(m, model_dir, data, work / f"{m}_full", args, chunked_head=False)
+        packed = {}
+        if not args.no_packed:   # the same runs, rows packed padding-free
+            for m in methods:
+                print(f"[bench] {m} (packed)", file=sys.stderr, flush=True)
+                packed[m] = _ours(m, model_dir, data, work / f"{m}_packed", args, packing=True)
         base = next(r for r in results if r["method"] == "sft")["seconds_per_token"]
         for r in results:
             r["ratio_to_sft"] = round(r.pop("seconds_per_token") / base, 3)
+            if r["method"] in packed:
+                k = packed[r["method"]]
+                r["packed"] = {"median_step_s": k["median_step_s"], "tokens_per_s": k["tokens_per_s"],
+                               "padding_ratio": k["padding_ratio"], "peak_mem_mb": k["peak_mem_mb"]}
+                r["packed_speedup"] = round(k["tokens_per_s"] / r["tokens_per_s"], 3)
             if r["method"] in full:
                 f = full[r["method"]]
                 r["full_logits"] = {"median_step_s": f["median_step_s"], "peak_mem_mb": f["peak_mem_mb"],
@@ -189,6 +211,8 @@ def run(args) -> dict:
                                     "peak_mem_ratio": round(r["peak_mem_mb"] / f["peak_mem_mb"], 3)}
         out = {"device": _device(), "model": args.model, "batch_size": args.batch_size, "negatives": args.negatives,
                "max_len": args.max_len, "steps": args.steps, "warmup": args.warmup, "results": results}
+        if packed:
+            out["packed_speedup"] = {r["method"]: r["packed_speedup"] for r in results}
         if args.vs_trl:
             print("[bench] trl dpo", file=sys.stderr, flush=True)
             import copy
@@ -219,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--full-logits-too", action="store_true",
                    help="also run every method with chunked_head off (full [R, T, V] logits) and report "
                         "chunked / full time and memory ratios")
+    p.add_argument("--no-packed", action="store_true",
+                   help="skip the packed runs (packed_speedup: packed / padded real tokens per second)")
     p.add_argument("--vs-trl", action="store_true", help="also run TRL's DPOTrainer (needs trl)")
     p.add_argument("--trl-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-shards", type=int, default=1)
     s.add_argument("--from-shards", nargs="+", default=None, metavar="PART",
                    help="gather: write --out from the outputs of shards 0..k-1 (no model is loaded)")
-    s.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    s.add_argument("--backend", choices=["auto", "transformers", "vllm"], default="auto")
     s.add_argument("--device", default=None)
     s.add_argument("--dtype", default=None, help="auto (default): bf16 on CUDA, fp32 on the CPU; or bf16, fp32")
     s.set_defaults(fn=cmd_generate)
@@ -362,7 +362,8 @@ FLAG_HELP = {
     ("generate", "--data"): "JSONL records whose prompts are sampled",
     ("generate", "--fallback-template"): "render prompts with the Zephyr-style template when the model has none",
     ("score", "--fallback-template"): "render prompts with the Zephyr-style template when the model has none",
-    ("generate", "--backend"): "transformers, or vllm (a CUDA machine with the vllm package)",
+    ("generate", "--backend"): "auto (vllm where a CUDA GPU and the vllm package are, else transformers), "
+                               "transformers, or vllm",
     ("textsim", "--prompt-field"): "the column holding the prompt",
     ("textsim", "--reference-field"): "the column holding the reference answer",
     ("table", "--evals"): "evals.csv of the experiment (negfree eval-csv)",

@@ -387,7 +387,7 @@ class NegSpec:
     model_dir: str        # the generating and scoring model
     model_ready: str      # the file that exists once that model does
     data_dir: str
-    gen: tuple            # max_new_tokens, batch_size, seed, prompts limit
+    gen: tuple            # max_new_tokens, batch_size, seed, prompts limit, backend
     template: str
     score: str
     shards: tuple = (1, 1)    # jobs per pool (generate.shards) and per scored file (score.shards)
@@ -543,7 +543,7 @@ class Dag:
                     model_dir, ready = self.checkpoint(init_label(exp.name, init))
                 spec = NegSpec(model_dir, ready, exp.data_dir,
                                (g["max_new_tokens"], g["batch_size"], g["seed"],
-                                exp.config["data"].get("train_prompts") or 0),
+                                exp.config["data"].get("train_prompts") or 0, g.get("backend", "auto")),
                                exp.template_flag(), exp.score_flags(), self._shards(exp))
                 root = exp.neg_root(init)
                 self.neg_owner.setdefault(root, exp.name)

@@ -18,7 +18,9 @@ generator, inverse-CDF over the top-k/top-p distribution). The one remaining
 dependence on batching is float rounding of the logits under different padding;
 it changes a token only when a draw lands within ~1e-7 of a CDF boundary.
 
-Backends: ``transformers`` (default, the loop above) and ``vllm`` (GPU; imported
+Backends: ``auto`` (the default: ``vllm`` when a CUDA GPU is visible and the vllm package is
+installed, else ``transformers``; the manifest records which ran), ``transformers`` (the loop
+above) and ``vllm`` (GPU; imported
 lazily; prompts go in as pre-rendered token ids, so no second BOS and no second
 chat template; max_tokens is always set, since vLLM's default is 16; one request
 per sample with its per-sample seed). Both write the same file format. ``dtype`` auto
@@ -57,7 +59,7 @@ STRATEGIES = {
     "chat_good": dict(chat=True, system=GOOD_SYSTEM),
     "chat_bad": dict(chat=True, system=BAD_SYSTEM),
 }
-BACKENDS = ("transformers", "vllm")
+BACKENDS = ("auto", "transformers", "vllm")
 PARTIAL_FORMAT = "negfree-generate-partial/1"
 
 
@@ -155,7 +157,17 @@ class TransformersBackend:
         return [(self.tok.decode(o, skip_special_tokens=True).strip(), len(o)) for o in outs]
 
 
-VLLM_INSTALL = "pip install -e '.[vllm]' in the environment of a CUDA machine"
+VLLM_INSTALL = "make setup-vllm (its own environment .venv-vllm, configs/vllm-env.txt; the generation rules use it)"
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto``: vllm where it can run (a CUDA GPU and the package), else transformers. The two
+    give different samples for the same seed, so the pool's manifest names the one that ran."""
+    if backend != "auto":
+        return backend
+    import importlib.util
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None else "transformers"
 
 
 def check_backend(backend: str) -> None:
@@ -164,7 +176,7 @@ def check_backend(backend: str) -> None:
         return
     if not torch.cuda.is_available():
         raise ValueError(f"backend 'vllm' needs a CUDA GPU and none is visible here; use backend "
-                         f"'transformers' on this machine (on a GPU machine: {VLLM_INSTALL})")
+                         f"'transformers' or 'auto' on this machine (on a GPU machine: {VLLM_INSTALL})")
     try:
         import vllm  # noqa: F401
     except ImportError:
@@ -282,7 +294,7 @@ def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str
                        strategy_name: str = "chat_bad", temperature: float = 0.7, top_p: float = 1.0,
                        top_k: int | None = 50, max_new_tokens: int = 320, batch_size: int = 8, seed: int = 0,
                        fallback_template: bool = False, shard: int = 0, num_shards: int = 1,
-                       backend: str = "transformers", device: str | None = None, dtype: str | None = None,
+                       backend: str = "auto", device: str | None = None, dtype: str | None = None,
                        progress: bool = True) -> dict:
     """Write ``records[shard::num_shards]`` with a pool of ``num`` negatives each to ``out_path``.
 
@@ -299,6 +311,7 @@ def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str
     mine = records[shard::num_shards]
     if not mine:
         raise ValueError(f"shard {shard} of {num_shards} gets no records (the input has {len(records)})")
+    backend = resolve_backend(backend)
     check_backend(backend)
     from .models import resolve_device
 

@@ -16,6 +16,16 @@ soft-capping, cap * tanh(logits / cap), is applied in each chunk after the proje
 (the model's own capping is off while its head is swapped out). Other architectures
 (logit scaling) and sharded training (FSDP, whose parameters exist only inside the
 wrapped forward) take the full-logits path.
+
+Padding-free packing (``packed=True``, architectures in ``PACKABLE_MODELS``): the real tokens
+of the right-padded rows are laid end to end in one row, with ``position_ids`` restarting at 0
+for each sequence and no attention mask. transformers (masking_utils) reads the restarts as
+sequence boundaries and builds a block-diagonal causal mask, or hands the boundaries to a
+varlen kernel (flash-attention; flex attention skips the masked blocks). No position is spent
+on padding, and values and gradients equal the padded path (tests/test_packing.py, float64).
+The per-token results are laid back on the padded [R, T] grid, so the losses never see the
+difference. With sdpa or eager attention the block-diagonal mask is dense: attention then
+costs (sum of lengths)^2 instead of rows x longest^2 (``negfree bench data`` reports both).
 """
 from __future__ import annotations
 
@@ -31,6 +41,41 @@ PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_mo
                                "olmo", "olmo2", "phi3"})
 # ...and those whose forward then soft-caps them with config.final_logit_softcapping (Gemma2ForCausalLM)
 SOFTCAP_HEAD_MODELS = frozenset({"gemma2"})
+# model_type values whose decoder builds its causal mask with transformers' create_causal_mask, which
+# detects packed sequences from position_ids when attention_mask is None (checked in the modeling
+# files of transformers 5.23; each is tested packed = padded in tests/test_packing.py)
+PACKABLE_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma2"})
+
+
+def packing_support(model) -> str | None:
+    """None when ``model`` can be trained packed, else why not (one line)."""
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind not in PACKABLE_MODELS:
+        return (f"model_type {kind!r} is not one of {', '.join(sorted(PACKABLE_MODELS))}, whose packed "
+                f"forward is tested equal to the padded one")
+    return None
+
+
+def pack_inputs(inputs: dict) -> tuple[dict, Tensor]:
+    """The packed form of right-padded ``inputs`` (input_ids or inputs_embeds, attention_mask):
+    one row of the real positions, position_ids restarting per sequence, no attention mask,
+    no KV cache (a cache would hide the packing from the mask builder). Also returns ``keep``
+    [R, T], the real positions, for :func:`unpack`."""
+    keep = inputs["attention_mask"].bool()
+    if keep.any() and not bool((keep[:, :-1] | ~keep[:, 1:]).all()):
+        raise ValueError("packing needs right-padded rows (a real token follows a padding position)")
+    pos = (keep.long().cumsum(1) - 1)[keep].unsqueeze(0)
+    out = {"position_ids": pos, "use_cache": False}
+    for k in ("input_ids", "inputs_embeds"):
+        if k in inputs:
+            out[k] = inputs[k][keep].unsqueeze(0)
+    return out, keep
+
+
+def unpack(packed: Tensor, keep: Tensor, fill: float = 0) -> Tensor:
+    """A [1, L] per-position tensor back on the padded [R, T] grid (``fill`` at padding)."""
+    out = packed.new_full(keep.shape, fill)
+    return out.masked_scatter(keep, packed.reshape(-1))
 
 
 def plain_output_head(model) -> tuple[str, nn.Linear] | None:
@@ -141,20 +186,33 @@ def _forward(model, raw_model, chunked_head: bool, inputs: dict) -> tuple[Tensor
 
 
 def model_token_logprobs(model, raw_model, labels: Tensor, mask: Tensor, *, with_plogp: bool = False,
-                         chunk: int = 1024, chunked_head: bool = True, **inputs) -> tuple[Tensor, Tensor | None]:
+                         chunk: int = 1024, chunked_head: bool = True, packed: bool = False,
+                         **inputs) -> tuple[Tensor, Tensor | None]:
     """``token_logprobs`` of ``model(**inputs)``. ``model`` is what is trained (possibly
     DDP-wrapped), ``raw_model`` its module; ``chunked_head`` asks for the hidden-state
-    path, taken when ``plain_output_head(raw_model)`` allows it."""
-    out, head = _forward(model, raw_model, chunked_head, inputs)
-    return token_logprobs(out, labels, mask, with_plogp=with_plogp, chunk=chunk, head=head,
-                          softcap=output_softcap(raw_model) if head is not None else None)
+    path, taken when ``plain_output_head(raw_model)`` allows it. ``packed``: one forward over
+    the padding-free packed rows (``pack_inputs``); the results come back on the [R, T] grid."""
+    if not packed:
+        out, head = _forward(model, raw_model, chunked_head, inputs)
+        return token_logprobs(out, labels, mask, with_plogp=with_plogp, chunk=chunk, head=head,
+                              softcap=output_softcap(raw_model) if head is not None else None)
+    pk, keep = pack_inputs(inputs)
+    out, head = _forward(model, raw_model, chunked_head, pk)
+    tok, plogp = token_logprobs(out, labels[keep].unsqueeze(0), mask[keep].unsqueeze(0), with_plogp=with_plogp,
+                                chunk=chunk, head=head, softcap=output_softcap(raw_model) if head is not None else None)
+    return unpack(tok, keep), (unpack(plogp, keep) if plogp is not None else None)
 
 
 @torch.no_grad()
 def model_greedy_tokens(model, positions: Tensor, *, chunk: int = 1024, chunked_head: bool = True,
-                        **inputs) -> Tensor:
+                        packed: bool = False, **inputs) -> Tensor:
     """argmax_v of the logits at ``positions`` (a [R, T] mask), -1 elsewhere; the vocabulary
-    projection only at those positions when the model allows it."""
+    projection only at those positions when the model allows it. ``packed``: as in
+    :func:`model_token_logprobs`."""
+    if packed:
+        pk, keep = pack_inputs(inputs)
+        return unpack(model_greedy_tokens(model, positions[keep].unsqueeze(0), chunk=chunk,
+                                          chunked_head=chunked_head, **pk), keep, fill=-1)
     out, head = _forward(model, model, chunked_head, inputs)
     flat = out.reshape(-1, out.shape[-1])
     idx = positions.reshape(-1).bool().nonzero(as_tuple=True)[0]

@@ -116,7 +116,7 @@ def load_named(path, what: str, fn):
 
     try:
         return fn()
-    except (OSError, ValueError, SafetensorError) as err:
+    except (OSError, ValueError, ImportError, SafetensorError) as err:
         detail = " ".join(str(err).split())
         raise ValueError(f"cannot load the {what} in {path}: {detail}") from err
 
@@ -144,13 +144,16 @@ def inference_dtype(device: str) -> torch.dtype:
     return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None):
-    """The model of a directory, on ``device`` (default: the GPU a cluster job was given, else the CPU)."""
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None,
+               attn_implementation: str | None = None):
+    """The model of a directory, on ``device`` (default: the GPU a cluster job was given, else the CPU).
+    ``attn_implementation``: transformers' attention kernel (None: its default, sdpa where supported)."""
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(device)
     check_model_dir(path)
-    model = load_named(path, "model", lambda: AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype))
+    kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = load_named(path, "model", lambda: AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kw))
     if device.startswith("cuda"):
         # TF32 for the fp32 matmuls left outside autocast (bf16 runs keep fp32 only where autocast does)
         torch.set_float32_matmul_precision("high")

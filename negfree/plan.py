@@ -61,6 +61,7 @@ is retried with twice as much (``attempt``).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -75,6 +76,7 @@ FRAGMENTATION = 1.10    # caching-allocator fragmentation on top of the tensors
 HOST_BASE_GB = {True: 3.0, False: 1.5}   # one process with / without CUDA
 MFU_TRAIN, MFU_FORWARD, BW_EFFICIENCY = 0.35, 0.40, 0.5
 STARTUP_H = 0.15        # load + save per job (hours), added before the safety factor
+LAYOUT_RECORDS = 2048   # synthetic records behind each experiment's padding and attention factors
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,17 @@ class Gpu:
     bf16_tflops: float   # dense, from the vendor datasheet
     hbm_tbps: float
     source: str
+    fp32_tflops: float = 0.0   # plain FP32 (no TF32), for the baseline estimate (``before``)
 
 
 GPUS = {
-    "a100-80gb": Gpu(80, 312, 2.039, "NVIDIA A100 Tensor Core GPU datasheet (SXM 80GB): BF16 312 TFLOPS, 2,039 GB/s"),
-    "h100-80gb": Gpu(80, 989, 3.35, "NVIDIA H100 Tensor Core GPU datasheet (SXM): BF16 989 TFLOPS dense, 3.35 TB/s"),
+    "a100-80gb": Gpu(80, 312, 2.039, "NVIDIA A100 Tensor Core GPU datasheet (SXM 80GB): BF16 312 TFLOPS, FP32 "
+                     "19.5 TFLOPS, 2,039 GB/s", 19.5),
+    "h100-80gb": Gpu(80, 989, 3.35, "NVIDIA H100 Tensor Core GPU datasheet (SXM): BF16 989 TFLOPS dense, FP32 67 "
+                     "TFLOPS, 3.35 TB/s", 67),
 }
+# attn_implementation values whose packed attention pays only for each sequence's own blocks
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 @dataclass(frozen=True)
@@ -258,19 +265,35 @@ def _gb(x: float) -> float:
     return x / 1e9
 
 
-def _forward_flops(a: Arch, tokens: float, mean_len: float) -> float:
-    return tokens * (2 * a.params + 2 * a.layers * a.hidden * mean_len)
+def _forward_flops(a: Arch, tokens: float, mean_len: float, pad: float = 1.0, attn: float = 1.0) -> float:
+    """Forward FLOPs of ``tokens`` real tokens: the weights' 2 x params per computed position (``pad``
+    positions per real token) and the attention term, times ``attn`` (query-key pairs computed over
+    those of a varlen kernel on the real sequences)."""
+    return tokens * (2 * a.params * pad + 2 * a.layers * a.hidden * mean_len * attn)
 
 
-def _hours(flops: float, mfu: float, gpu: Gpu) -> float:
-    return flops / (mfu * gpu.bf16_tflops * 1e12) / 3600
+def _hours(flops: float, mfu: float, gpu: Gpu, fp32: bool = False) -> float:
+    return flops / (mfu * (gpu.fp32_tflops if fp32 else gpu.bf16_tflops) * 1e12) / 3600
 
 
-def _decode_hours(a: Arch, new_tokens: float, batch: int, gpu: Gpu) -> float:
-    """Bandwidth-bound decoding: one read of the bf16 weights per step serves the batch."""
-    per_s = batch * BW_EFFICIENCY * gpu.hbm_tbps * 1e12 / (2 * a.params)
-    per_s = min(per_s, MFU_FORWARD * gpu.bf16_tflops * 1e12 / (2 * a.params))
+def _decode_hours(a: Arch, new_tokens: float, batch: int, gpu: Gpu, fp32: bool = False) -> float:
+    """Bandwidth-bound decoding: one read of the weights (bf16, or fp32 for the baseline) per step
+    serves the batch."""
+    width = 4 if fp32 else 2
+    per_s = batch * BW_EFFICIENCY * gpu.hbm_tbps * 1e12 / (width * a.params)
+    per_s = min(per_s, MFU_FORWARD * (gpu.fp32_tflops if fp32 else gpu.bf16_tflops) * 1e12 / (2 * a.params))
     return new_tokens / per_s / 3600
+
+
+@functools.lru_cache(maxsize=None)
+def _layout_of(mbs: int, B: int, max_len: int, max_new_tokens: int, score_bs: int, score_tokens: int, seed: int,
+               packing: bool, bucketing: bool) -> dict:
+    from .bench_data import ratios, synthetic_rows
+
+    st = {"micro_batch_size": mbs, "num_negatives": B, "max_len": max_len, "score_batch_size": score_bs,
+          "score_max_batch_tokens": score_tokens, "max_new_tokens": max_new_tokens, "seed": seed,
+          "packing": packing, "length_bucketing": bucketing}
+    return ratios(synthetic_rows(LAYOUT_RECORDS, max(B, 1), max_len, max_new_tokens, seed), st)
 
 
 def _layer_act(a: Arch) -> int:
@@ -290,7 +313,9 @@ def _finish(parts: dict, on_gpu: bool) -> float:
     return round((sum(parts.values()) + FIXED_GPU_GB) * FRAGMENTATION, 1) if on_gpu else 0.0
 
 
-def train_job(exp, run: str, basedir: Path, gpu_type: str | None = None) -> Job:
+def train_job(exp, run: str, basedir: Path, gpu_type: str | None = None, before: bool = False) -> Job:
+    """``before``: the baseline of issue 15 (padded micro-batches, neither packing nor bucketing)."""
+    from .logprobs import PACKABLE_MODELS
     from .losses import get_method
     from .train.loop import DEFAULTS
 
@@ -313,7 +338,21 @@ def train_job(exp, run: str, basedir: Path, gpu_type: str | None = None) -> Job:
     steps = t["max_steps"] or math.ceil(d["rows"] * t["epochs"] / t["batch_size"])
     prompts = steps * t["batch_size"]
     passes = 4 if t["gradient_checkpointing"] else 3
-    flops = passes * _forward_flops(a, prompts * grad_seq, pos) + _forward_flops(a, prompts * fwd_seq, pos)
+    # computed positions and attention pairs per real token (negfree bench data's arithmetic); the
+    # trainer falls back to bucketing where the architecture cannot pack
+    packs = bool(t.get("packing")) and a.model_type in PACKABLE_MODELS and not before
+    lay = _layout_of(int(t["micro_batch_size"]), max(int(t["num_negatives"] or 0), 1), int(L),
+                     int(spec["generate"]["max_new_tokens"]), 16, 16 * int(L), 0, packs,
+                     bool(t.get("length_bucketing") or t.get("packing")) and not before)
+    pairs = lay["attention_pairs"]
+    if packs:
+        pad = 1.0
+        attn = 1.0 if t.get("attn_implementation") in VARLEN_ATTENTION else pairs["packed_dense"] / pairs["varlen"]
+    else:
+        pad = lay["padding_ratio_train_before" if before else "padding_ratio_train_after"]
+        attn = pairs["padded_before" if before else "padded_after"] / pairs["varlen"]
+    flops = passes * _forward_flops(a, prompts * grad_seq, pos, pad, attn) + \
+        _forward_flops(a, prompts * fwd_seq, pos, pad, attn)
     # memory of one micro-batch at max_len
     seqs = 1 + (B if method.needs_negatives else 0)
     mb_tokens = t["micro_batch_size"] * seqs * L
@@ -357,7 +396,8 @@ def _inference(a: Arch, n_gpu: int, batch_tokens: float, logit_bytes: float,
 
 
 def generate_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None = None, rule="generate_negatives",
-                 prompts: int | None = None) -> Job:
+                 prompts: int | None = None, before: bool = False) -> Job:
+    """``before``: the baseline of issue 15, fp32 weights without TF32."""
     la = launch_of(exp)
     gt = gpu_type or la["gpu_type"]
     gpu, a, d = GPUS[gt], arch_of(exp, basedir), data_of(exp, basedir)
@@ -366,8 +406,8 @@ def generate_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None =
     n = prompts or d["rows"]
     new = n * gen["num"] * gen["max_new_tokens"]
     batch = gen["batch_size"]
-    hours = _hours(_forward_flops(a, n * d["prompt"], d["prompt"]), MFU_FORWARD, gpu) + \
-        _decode_hours(a, new, batch, gpu)
+    hours = _hours(_forward_flops(a, n * d["prompt"], d["prompt"]), MFU_FORWARD, gpu, before) + \
+        _decode_hours(a, new, batch, gpu, before)
     peak, host, parts = _inference(a, la["gpus"]["generate"], batch * d["prompt"], 12 * batch * a.vocab,
                                    batch * (d["prompt"] + gen["max_new_tokens"]))
     return Job(out, exp.name, exp.paper(), rule, la["gpus"]["generate"], gt, int(new + n * d["prompt"]),
@@ -375,7 +415,9 @@ def generate_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None =
 
 
 def score_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None = None, rule="score_reference",
-              prompts: int | None = None) -> Job:
+              prompts: int | None = None, before: bool = False) -> Job:
+    """Batches sorted by length under a token budget, bf16 (``before``: record order, fp32
+    without TF32); the padding factor is negfree bench data's for these batch settings."""
     la = launch_of(exp)
     gt = gpu_type or la["gpu_type"]
     gpu, a, d = GPUS[gt], arch_of(exp, basedir), data_of(exp, basedir)
@@ -390,12 +432,18 @@ def score_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None = No
     if not _chunked(a, exp.config["train"], False):
         logit_bytes += 4 * batch_tokens * a.vocab
     peak, host, parts = _inference(a, la["gpus"]["score"], batch_tokens, logit_bytes)
+    sc = exp.config["score"]
+    bs = int(sc.get("batch_size") or 16)
+    lay = _layout_of(1, max(int(gen["num"]), 1), int(L), int(gen["max_new_tokens"]), bs,
+                     int(sc.get("max_batch_tokens") or bs * L), 0, False, False)
+    pad = lay["padding_ratio_score_before" if before else "padding_ratio_score_after"]
     return Job(out, exp.name, exp.paper(), rule, la["gpus"]["score"], gt, int(tokens), peak, host, host,
-               round(_hours(_forward_flops(a, tokens, L / 2), MFU_FORWARD, gpu), 2), parts)
+               round(_hours(_forward_flops(a, tokens, L / 2, pad, pad), MFU_FORWARD, gpu, before), 2), parts)
 
 
 def evaluate_job(exp, who: str, protocol: str, out: str, basedir: Path, gpu_type: str | None = None,
-                 rule="evaluate_protocol") -> Job:
+                 rule="evaluate_protocol", before: bool = False) -> Job:
+    """``before``: the baseline of issue 15, fp32 weights without TF32."""
     la = launch_of(exp)
     gt = gpu_type or la["gpu_type"]
     gpu, a, d = GPUS[gt], arch_of(exp, basedir), data_of(exp, basedir)
@@ -410,10 +458,11 @@ def evaluate_job(exp, who: str, protocol: str, out: str, basedir: Path, gpu_type
         loglik, gens = 0, [(n, d["prompt"], a_cfg.get("max_new_tokens") or (512 if protocol == "textsim" else 2048))]
     if ev.get("limit"):
         loglik, gens = min(loglik, ev["limit"] * 4 * EVAL_CONTEXT), [(min(n, ev["limit"]), p, m) for n, p, m in gens]
-    hours = _hours(_forward_flops(a, loglik, EVAL_CONTEXT / 2), MFU_FORWARD, gpu)
+    hours = _hours(_forward_flops(a, loglik, EVAL_CONTEXT / 2), MFU_FORWARD, gpu, before)
     new = 0
     for n, p, m in gens:
-        hours += _hours(_forward_flops(a, n * p, p), MFU_FORWARD, gpu) + _decode_hours(a, n * m, EVAL_BATCH, gpu)
+        hours += _hours(_forward_flops(a, n * p, p), MFU_FORWARD, gpu, before) + \
+            _decode_hours(a, n * m, EVAL_BATCH, gpu, before)
         new += n * (p + m)
     bt = EVAL_BATCH * EVAL_CONTEXT
     # lm-eval's log-likelihood requests: bf16 logits and their log-softmax for every position
@@ -423,8 +472,10 @@ def evaluate_job(exp, who: str, protocol: str, out: str, basedir: Path, gpu_type
 
 
 # -- every job of a DAG ---------------------------------------------------------------------
-def jobs_of(dag, gpu_type: str | None = None) -> list[Job]:
-    """One estimate per GPU job of the DAG (shared jobs once, under the first experiment)."""
+def jobs_of(dag, gpu_type: str | None = None, before: bool = False) -> list[Job]:
+    """One estimate per GPU job of the DAG (shared jobs once, under the first experiment).
+    ``before``: every job as it ran before issue 15 (padded training, unsorted fp32 scoring,
+    fp32 generation and evaluation), the baseline the README compares with."""
     out: dict[str, Job] = {}
     base = dag.basedir
 
@@ -433,12 +484,12 @@ def jobs_of(dag, gpu_type: str | None = None) -> list[Job]:
 
     for exp in dag.experiments.values():
         for run, spec in exp.run_specs.items():
-            add(train_job(exp, run, base, gpu_type))
+            add(train_job(exp, run, base, gpu_type, before))
             scored = exp.scored(run)
             neg_dir = scored.rsplit("/", 2 if "/ref~" in scored else 1)[0]
-            add(generate_job(exp, spec["generate"], f"{neg_dir}/negatives.jsonl", base, gpu_type))
+            add(generate_job(exp, spec["generate"], f"{neg_dir}/negatives.jsonl", base, gpu_type, before=before))
             add(score_job(exp, spec["generate"], scored, base, gpu_type,
-                          "score_reference_checkpoint" if "/ref~" in scored else "score_reference"))
+                          "score_reference_checkpoint" if "/ref~" in scored else "score_reference", before=before))
         for who in [exp.base_run(), *exp.evaluated_runs()]:
             for p in exp.protocols:
                 rule = {"offline": "evaluate_run", "textsim": "evaluate_generation",
@@ -446,13 +497,13 @@ def jobs_of(dag, gpu_type: str | None = None) -> list[Job]:
                 if who.startswith("base~") and rule != "evaluate_generation":
                     rule = "evaluate_base" if p == "offline" else "evaluate_protocol_base"
                 name = "negfree_offline" if p == "offline" else p
-                add(evaluate_job(exp, who, p, f"{exp.run_dir(who)}/eval/{name}.json", base, gpu_type, rule))
-        for job in analysis_jobs(exp, base, gpu_type).values():
+                add(evaluate_job(exp, who, p, f"{exp.run_dir(who)}/eval/{name}.json", base, gpu_type, rule, before))
+        for job in analysis_jobs(exp, base, gpu_type, before).values():
             add(job)
     return list(out.values())
 
 
-def analysis_jobs(exp, base: Path, gpu_type: str | None = None) -> dict[str, Job]:
+def analysis_jobs(exp, base: Path, gpu_type: str | None = None, before: bool = False) -> dict[str, Job]:
     """dft Fig. 1 (a pool sampled at high temperature, both pools scored under the checkpoint)
     and bnf Fig. 3-4 (greedy answers of each checkpoint, scored under it and the base)."""
     out = {}
@@ -460,15 +511,15 @@ def analysis_jobs(exp, base: Path, gpu_type: str | None = None) -> dict[str, Job
     if sd:
         gen = {**exp.gen, "temperature": sd["temperature"], "num": sd["num"]}
         out["score_dist_pool"] = generate_job(exp, gen, f"work/analysis/{exp.name}/score_dist/negatives.jsonl", base,
-                                              gpu_type, "score_dist_pool", prompts=sd["limit"])
+                                              gpu_type, "score_dist_pool", prompts=sd["limit"], before=before)
         out["score_distribution"] = score_job(exp, gen, f"figures/{exp.name}/dft/fig1.png", base, gpu_type,
-                                              "score_distribution", prompts=sd["limit"])
+                                              "score_distribution", prompts=sd["limit"], before=before)
     sh = exp.shifts()
     if sh:
         gen = {**exp.gen, "strategy": "chat", "num": len(sh["runs"]) + 1, "max_new_tokens": sh["max_new_tokens"],
                "batch_size": EVAL_BATCH}
         out["shift_figures"] = generate_job(exp, gen, f"figures/{exp.name}/bnf/fig3.png", base, gpu_type,
-                                            "shift_figures", prompts=sh["limit"])
+                                            "shift_figures", prompts=sh["limit"], before=before)
     return out
 
 
@@ -494,7 +545,9 @@ def job_for(dag, rule: str, wc: dict) -> Job:
     return analysis_jobs(exp, base)[rule]
 
 
-def by_paper(jobs: list[Job]) -> dict[str, dict]:
+def by_paper(jobs: list[Job], baseline: list[Job] | None = None) -> dict[str, dict]:
+    """Per paper: jobs, GPU-hours (training's share), the largest per-GPU peak; with ``baseline``
+    (``jobs_of(..., before=True)``, the same jobs) also the baseline's GPU-hours."""
     papers: dict[str, dict] = {}
     for j in jobs:
         p = papers.setdefault(j.paper or j.experiment, {"jobs": 0, "gpu_hours": 0.0, "max_gpu_mem_gb": 0.0,
@@ -503,6 +556,9 @@ def by_paper(jobs: list[Job]) -> dict[str, dict]:
         p["gpu_hours"] = round(p["gpu_hours"] + j.est_gpu_hours, 1)
         p["train_gpu_hours"] = round(p["train_gpu_hours"] + (j.est_gpu_hours if j.rule == "train" else 0), 1)
         p["max_gpu_mem_gb"] = max(p["max_gpu_mem_gb"], j.est_peak_gpu_mem_gb)
+    for j in baseline or []:
+        p = papers[j.paper or j.experiment]
+        p["baseline_gpu_hours"] = round(p.get("baseline_gpu_hours", 0.0) + j.est_gpu_hours, 1)
     return papers
 
 
@@ -511,7 +567,8 @@ def main(args) -> int:
 
     root = Path(args.directory or ".").resolve()
     cfg = yaml.safe_load((root / (args.configfile or "configs/papers.yaml")).read_text())
-    jobs = jobs_of(Dag(cfg, root), args.gpu)
+    dag = Dag(cfg, root)
+    jobs = jobs_of(dag, args.gpu)
     if args.json:
         print(json.dumps([{**asdict(j), "runtime_min": j.runtime_min(), "mem_mb": j.mem_mb()} for j in jobs],
                          indent=1))
@@ -522,10 +579,15 @@ def main(args) -> int:
     for j in sorted(jobs, key=lambda j: (j.paper or "", j.experiment, j.rule, j.job)):
         print(f"{j.rule:<26} {j.experiment:<18} {j.gpus:>4} {j.tokens / 1e6:>8.1f} {j.est_peak_gpu_mem_gb:>7.1f} "
               f"{j.est_host_mem_gb:>8.1f} {j.est_gpu_hours:>8.2f}  {j.job}")
-    print(f"\n{'paper':<12} {'jobs':>5} {'GPU-hours':>10} {'of which train':>15} {'max GB/GPU':>11}")
-    for paper, p in by_paper(jobs).items():
+    baseline = jobs_of(dag, args.gpu, before=True)
+    print(f"\n{'paper':<12} {'jobs':>5} {'GPU-hours':>10} {'of which train':>15} {'max GB/GPU':>11} "
+          f"{'baseline GPU-h':>15}")
+    for paper, p in by_paper(jobs, baseline).items():
         print(f"{paper:<12} {p['jobs']:>5} {p['gpu_hours']:>10.1f} {p['train_gpu_hours']:>15.1f} "
-              f"{p['max_gpu_mem_gb']:>11.1f}")
+              f"{p['max_gpu_mem_gb']:>11.1f} {p['baseline_gpu_hours']:>15.1f}")
     total = sum(j.est_gpu_hours for j in jobs)
-    print(f"{'total':<12} {len(jobs):>5} {total:>10.1f}")
+    print(f"{'total':<12} {len(jobs):>5} {total:>10.1f} {'':>15} {'':>11} "
+          f"{sum(j.est_gpu_hours for j in baseline):>15.1f}")
+    print("baseline: as before issue 15 (padded training micro-batches, scoring in record order, fp32 without TF32 "
+          "for scoring, generation and evaluation); padding factors: negfree bench data's arithmetic per experiment")
     return 0

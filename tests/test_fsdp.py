@@ -69,18 +69,23 @@ def rel(a, b):
 
 def test_the_probe_set_under_fsdp_equals_one_process(tmp_path, tiny_model_dir, data):
     """Every process reads the whole probe set (each forward of a sharded model needs them all);
-    the first writes probe.jsonl, equal to one process's."""
+    the first writes probe.jsonl, equal to one process's. The FSDP run also packs its rows
+    padding-free (train.packing), the single process pads them: same probe, same losses."""
     kw = {"probe_records": 2, "probe_every": 1, "max_steps": 2}
     one, two = tmp_path / "one", tmp_path / "fsdp"
     train({"method": "dft", "model": str(tiny_model_dir), "data": str(data), "out_dir": str(one), **BASE, **kw})
-    p = launch("dft", tiny_model_dir, data, two, **kw)
+    p = launch("dft", tiny_model_dir, data, two, packing=True, **kw)
     assert p.returncode == 0, p.stderr[-3000:]
+    info = json.loads((two / "run_info.json").read_text())
+    assert info["packing"] is True and info["distributed"] == "DistributedType.FSDP"
     pa, pb = ([json.loads(x) for x in (run / "probe.jsonl").read_text().splitlines()] for run in (one, two))
     assert [r["step"] for r in pa] == [r["step"] for r in pb] == [0, 1, 2]
     for ra, rb in zip(pa, pb):
         assert ra.keys() == rb.keys() and ra["records"] == 2
         for k in set(ra) - {"step", "records"}:
             assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), (ra["step"], k, ra[k], rb[k])
+    for ra, rb in zip(metrics(one), metrics(two)):
+        assert rel(ra["grad_norm"], rb["grad_norm"]) < 1e-5 and rel(ra["loss"], rb["loss"]) < 1e-5
 
 
 @pytest.mark.parametrize("method", METHODS)

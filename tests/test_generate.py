@@ -192,13 +192,32 @@ def test_bad_records(tiny_model_dir, recs, tmp_path):
 # ---------------------------------------------------------------- vLLM
 def test_vllm_missing_is_a_clear_error(tiny_model_dir, recs, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="backend 'vllm' needs a CUDA GPU.*pip install"):
+    with pytest.raises(ValueError, match="backend 'vllm' needs a CUDA GPU.*make setup-vllm"):
         generate_negatives(tiny_model_dir, recs, tmp_path / "x.jsonl", backend="vllm", **KW)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setitem(sys.modules, "vllm", None)          # import vllm -> ImportError
-    with pytest.raises(ValueError, match="backend 'vllm' needs the vllm package.*pip install"):
+    with pytest.raises(ValueError, match="backend 'vllm' needs the vllm package.*make setup-vllm"):
         generate_negatives(tiny_model_dir, recs, tmp_path / "x.jsonl", backend="vllm", **KW)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_backend_auto_is_vllm_only_where_it_can_run(tiny_model_dir, recs, tmp_path, monkeypatch):
+    """auto: transformers on this CPU machine (the manifest says so), vllm where a CUDA GPU and
+    the package are, transformers on a GPU without the package."""
+    import importlib.util
+
+    m = generate_negatives(tiny_model_dir, recs[:1], tmp_path / "a.jsonl", backend="auto", **KW)
+    assert m["backend"] == "transformers"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    assert gen.resolve_backend("auto") == "transformers"         # no CUDA here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert gen.resolve_backend("auto") == "vllm"
+    assert gen.resolve_backend("transformers") == "transformers"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    assert gen.resolve_backend("auto") == "transformers"
+    with pytest.raises(ValueError, match="unknown backend 'vllm2'"):
+        generate_negatives(tiny_model_dir, recs, tmp_path / "x.jsonl", backend="vllm2", **KW)
 
 
 def test_dtype_auto_is_bf16_only_on_cuda():

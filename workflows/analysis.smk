@@ -106,7 +106,7 @@ rule score_dist_pool:
     log:
         "logs/{exp}/score_dist_pool.log",
     shell:
-        "{NEGFREE} generate --model {params.model} --data {input.data} --out {output} --num {params.sd[num]} "
+        "{NEGFREE_GENERATE} generate --model {params.model} --data {input.data} --out {output} --num {params.sd[num]} "
         "--strategy {params.gen[strategy]} --temperature {params.sd[temperature]} "
         "--max-new-tokens {params.gen[max_new_tokens]} --batch-size {params.gen[batch_size]} "
         "--seed {params.gen[seed]} --limit {params.sd[limit]} {params.template}" + LOG

@@ -26,6 +26,11 @@ _METHOD_RE = "|".join(sorted(REGISTRY, key=len, reverse=True))
 PY = shlex.quote(sys.executable)
 NEGFREE = f"{PY} -m negfree.cli"
 ACCELERATE = f"{PY} -m accelerate.commands.launch"
+# Generation runs in the vLLM environment when `make setup-vllm` made one (configs/vllm-env.txt:
+# vLLM's pins do not resolve beside .venv's), else in the project's; `--backend auto` picks vLLM
+# only where a GPU and the package are.
+_VLLM_PY = Path(workflow.basedir) / ".venv-vllm" / "bin" / "python"
+NEGFREE_GENERATE = f"{shlex.quote(str(_VLLM_PY))} -m negfree.cli" if _VLLM_PY.exists() else NEGFREE
 
 wildcard_constraints:
     exp=NF.exp_re(),

@@ -3,7 +3,8 @@
 # per generation setting (strategy, temperature, pool size): sweeps over them share what they can.
 # With `generate.shards: k > 1`, k jobs sample prompts i::k (each resumes after a kill) and
 # generate_negatives only gathers their outputs in record order, on the CPU.
-# `--dtype auto`: bf16 on a CUDA GPU, fp32 on the CPU.
+# `--dtype auto`: bf16 on a CUDA GPU, fp32 on the CPU. `--backend` from generate.backend (default auto:
+# vLLM where a CUDA GPU and the vllm package are, else transformers; the manifest names the one that ran).
 def gen_shard_parts(wildcards):
     """The shard outputs the pool is gathered from ([]: one job samples the whole pool)."""
     k = neg_spec(wildcards).shards[0]
@@ -32,7 +33,7 @@ def gen_runtime(wildcards):
 
 GEN_ARGS = ("--num {wildcards.num} --strategy {wildcards.strategy} --temperature {wildcards.temperature} "
             "--max-new-tokens {params.s.gen[0]} --batch-size {params.s.gen[1]} --seed {params.s.gen[2]} "
-            "--limit {params.s.gen[3]} --dtype auto {params.s.template}")
+            "--limit {params.s.gen[3]} --backend {params.s.gen[4]} --dtype auto {params.s.template}")
 
 
 rule generate_negatives:
@@ -54,7 +55,7 @@ rule generate_negatives:
     log:
         f"logs/{NEG}/generate.log",
     shell:
-        "{NEGFREE} generate --model {params.s.model_dir} --data {input.data} --out {output} "
+        "{NEGFREE_GENERATE} generate --model {params.s.model_dir} --data {input.data} --out {output} "
         + GEN_ARGS + " {params.gather}" + LOG
 
 
@@ -79,5 +80,5 @@ rule generate_negatives_shard:
     log:
         f"logs/{NEG}/shards~{{k}}/generate~{{shard}}.log",
     shell:
-        "{NEGFREE} generate --model {params.s.model_dir} --data {input.data} --out {output} "
+        "{NEGFREE_GENERATE} generate --model {params.s.model_dir} --data {input.data} --out {output} "
         "--shard {wildcards.shard} --num-shards {wildcards.k} " + GEN_ARGS + LOG

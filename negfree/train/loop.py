@@ -35,7 +35,7 @@ import torch
 from ..data.tokenize import encode, render_prompt
 from ..io import check_writable, write_json
 from ..losses import LossInputs, get_method
-from ..logprobs import plain_output_head
+from ..logprobs import packing_support, plain_output_head
 from ..losses.core import masked_mean
 from ..score import mismatched_of
 from .batch import collate, loss_inputs
@@ -68,7 +68,14 @@ DEFAULTS = {
                                        # their pool's negatives) whose likelihoods go to probe.jsonl at step 0,
                                        # every probe_every steps and at the end (the training curves of the claims)
     "probe_every": 1,
+    "packing": False,                  # padding-free: each micro-batch's rows packed into one row, position_ids
+                                       # restarting per sequence (negfree.logprobs.pack_inputs); same values and
+                                       # gradients as padding. Architectures outside PACKABLE_MODELS fall back to
+                                       # length bucketing (run_info.json says why)
+    "attn_implementation": None,       # None: transformers' default (sdpa); flash_attention_2 / flex_attention
+                                       # make packed attention varlen on a GPU (sdpa and eager mask it densely)
 }
+ATTN_IMPLEMENTATIONS = (None, "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 # Keys that may change between a run and its resumption without changing what it computes.
 _RESUME_FREE = {"save_every", "keep_checkpoints", "keep_checkpoints_at_end", "resume", "report_to", "out_dir"}
 # Per-step wall-clock quantities: kept out of metrics.jsonl so that file is a deterministic function of the seed.
@@ -121,6 +128,11 @@ def resolve_config(cfg: dict) -> dict:
         raise ValueError(f"train: overlong_prompts={out['overlong_prompts']!r} is not one of error, skip")
     if out["mixed_precision"] not in ("auto", "no", "bf16", "fp16"):
         raise ValueError(f"train: mixed_precision={out['mixed_precision']!r} is not one of auto, no, bf16, fp16")
+    if not isinstance(out["packing"], bool):
+        raise ValueError(f"train: packing={out['packing']!r} must be true or false")
+    if out["attn_implementation"] not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"train: attn_implementation={out['attn_implementation']!r} is not one of "
+                         f"{', '.join(str(a).replace('None', 'null') for a in ATTN_IMPLEMENTATIONS)}")
     if out["report_to"] not in (None, "tensorboard", "wandb"):
         raise ValueError(f"train: report_to={out['report_to']!r} is not one of null, tensorboard, wandb")
     return out
@@ -180,15 +192,16 @@ def sequence_metrics(inp: LossInputs) -> dict[str, float]:
 
 
 def forward_micro(model, raw_model, batch, method, hp: dict, log_u, mi: list[int], cfg: dict,
-                  chunked_head: bool, dev, autocast, gather=None):
+                  chunked_head: bool, dev, autocast, gather=None, packed: bool = False):
     """One micro-batch's forward and loss. DFT's state ``log_u`` (float64, on the CPU, one
     value per record) goes to ``dev`` for the loss; the caller brings the update back.
     ``autocast``: the accelerator's context, so the chunked output head (applied outside
     ``model.forward``) and IFT's greedy pass compute in the same precision as the model.
-    ``gather``: concatenates a tensor over processes (KTO's z0 is a mean over all of them)."""
+    ``gather``: concatenates a tensor over processes (KTO's z0 is a mean over all of them).
+    ``packed``: the rows go through the model packed padding-free (the run's effective packing)."""
     lu = log_u[mi].to(dev) if log_u is not None else None
     with autocast():
-        inp = loss_inputs(model, raw_model, batch, method, hp, lu, cfg["logit_chunk"], chunked_head)
+        inp = loss_inputs(model, raw_model, batch, method, hp, lu, cfg["logit_chunk"], chunked_head, packed)
     inp.gather = gather
     return inp, method.fn(inp, **hp)
 
@@ -198,7 +211,7 @@ _PROBE_READER = types.SimpleNamespace(two_pass=False, vocab_term=False)
 
 
 def probe_metrics(model, raw_model, tok, probe: list[dict], cfg: dict, chunked_head: bool, autocast,
-                  use_ref: bool) -> dict[str, float]:
+                  use_ref: bool, packed: bool = False) -> dict[str, float]:
     """sequence_metrics over the fixed probe set, without gradient: every positive and the first
     B' negatives of each pool (B' = the smallest pool among the probe records), whatever the
     method trains on, so every run's curve is measured on the same sequences. Every process
@@ -214,7 +227,7 @@ def probe_metrics(model, raw_model, tok, probe: list[dict], cfg: dict, chunked_h
                 batch = collate(tok, recs, [list(range(b))] * len(recs), cfg, [], use_ref)
                 with autocast():
                     inp = loss_inputs(model, raw_model, batch, _PROBE_READER, {}, None, cfg["logit_chunk"],
-                                      chunked_head)
+                                      chunked_head, packed)
                 for k, v in sequence_metrics(inp).items():
                     sums[k] = sums.get(k, 0.0) + v * len(recs) / len(probe)
     finally:
@@ -273,11 +286,6 @@ def train(cfg: dict) -> dict:
         check_records(probe, method, 0, cfg["data"], negatives=False)
     check_records(records, method, cfg["num_negatives"], cfg["data"], negatives=cfg["num_negatives"] > 0)
     use_ref = method.needs_reference or all(r.get("ref") for r in records)
-    # characters of the prompt and its longest answer: a cheap proxy for the padded row length.
-    # Not for methods with a per-micro-batch estimate (KTO's z0): grouping would change it.
-    bucketing = bool(cfg["length_bucketing"]) and not method.needs_mismatched
-    lengths = [len(str(r["prompt"])) + max([len(r.get("positive") or "")] + [len(a) for a in r.get("negatives") or []])
-               for r in records] if bucketing else []
     if use_ref:
         check_references(tok, records, method, cfg, cfg["data"])
 
@@ -301,7 +309,17 @@ def train(cfg: dict) -> dict:
     if cfg["max_steps"] is not None:
         total = min(total, int(cfg["max_steps"]))
 
-    model = load_model(cfg["model"], device="cpu")   # accelerate places (or shards) it
+    model = load_model(cfg["model"], device="cpu",   # accelerate places (or shards) it
+                       attn_implementation=cfg["attn_implementation"])
+    unpackable = packing_support(model) if cfg["packing"] else None
+    packed = cfg["packing"] and unpackable is None
+    if unpackable:
+        accelerator.print(f"[train] packing: off, {unpackable}; length bucketing instead")
+    # characters of the prompt and its longest answer: a cheap proxy for the padded row length.
+    # Not for methods with a per-micro-batch estimate (KTO's z0): grouping would change it.
+    bucketing = bool(cfg["length_bucketing"] or unpackable) and not method.needs_mismatched
+    lengths = [len(str(r["prompt"])) + max([len(r.get("positive") or "")] + [len(a) for a in r.get("negatives") or []])
+               for r in records] if bucketing else []
     if cfg["gradient_checkpointing"]:
         model.gradient_checkpointing_enable()
     model.train()
@@ -343,6 +361,9 @@ def train(cfg: dict) -> dict:
                                                "total_steps": total, "resumed_from_step": start,
                                                "probe_records": [r["id"] for r in probe],
                                                "chunked_head": chunked_head, "length_bucketing": bucketing,
+                                               "packing": packed, "packing_unsupported": unpackable,
+                                               "attn_implementation": getattr(raw_model.config, "_attn_implementation",
+                                                                              None),
                                                "config_hash": chash})
     probe_log = MetricsLog(out_dir / "probe.jsonl", keep_steps=start, enabled=main and bool(probe))
     probe_ref = bool(probe) and all(r.get("ref") for r in probe)
@@ -350,7 +371,7 @@ def train(cfg: dict) -> dict:
     def write_probe(at: int) -> None:
         if probe:
             probe_log.write({"step": at, "records": len(probe), **probe_metrics(
-                model, raw_model, tok, probe, cfg, chunked_head, accelerator.autocast, probe_ref)})
+                model, raw_model, tok, probe, cfg, chunked_head, accelerator.autocast, probe_ref, packed)})
 
     if start == 0:
         write_probe(0)   # the starting policy (= the reference where S0 exists)
@@ -391,7 +412,7 @@ def train(cfg: dict) -> dict:
             for mi, batch in micro:
                 with accelerator.accumulate(model):
                     inp, out = forward_micro(model, raw_model, batch, method, hp, log_u, mi, cfg, chunked_head,
-                                             dev, accelerator.autocast, gather)
+                                             dev, accelerator.autocast, gather, packed)
                     if not torch.isfinite(out.loss):
                         raise FloatingPointError(f"step {step + 1}: method '{method.name}' gave loss "
                                                  f"{out.loss.item()} (record ids {[records[i]['id'] for i in mi]})")
@@ -401,7 +422,8 @@ def train(cfg: dict) -> dict:
                     if out.log_u is not None:
                         log_u[mi] = out.log_u.detach().to(device="cpu", dtype=log_u.dtype)
                     n_tokens += int(batch.attn.sum())
-                    padded += batch.attn.numel()   # positions computed, padding included (this process)
+                    # positions computed, padding included (this process): packing computes real tokens only
+                    padded += int(batch.attn.sum()) if packed else batch.attn.numel()
                     w = len(mi) / bs
                     row = {**sequence_metrics(inp), **{k: float(v.detach()) for k, v in out.metrics.items()}}
                     for k, v in row.items():
