@@ -36,6 +36,10 @@ Definitions (the same code paths the stages use where they exist):
   ``attention_ratio_packed_varlen`` are the query-key pairs computed per micro-batch,
   (sum of row lengths)^2 dense or sum of length^2 with a varlen kernel (flash-attention; flex
   attention skips masked blocks, so close to it), over the padded path's rows x longest^2.
+  ``*_packed_capacity``: packed rows of ``train.pack_capacity`` tokens (``max_len`` when the
+  config leaves it null), first-fit decreasing (negfree.logprobs.pack_bins): positions per
+  real token and attention pairs. Packed rows no wider than the micro-batch's longest row never
+  cost more attention than padding; wider ones pack more but can (short rows, a wide capacity).
 
 Top-level keys are the worse of the two distributions; per-distribution values are under
 ``datasets``.
@@ -51,11 +55,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .logprobs import pack_bins
 from .score import padded_positions, plan_batches
 
 KEYS = ("padding_ratio_train_before", "padding_ratio_train_after", "padding_ratio_score_before",
         "padding_ratio_score_after", "padding_ratio_train_bucketed", "attention_ratio_packed_dense",
-        "attention_ratio_packed_varlen")
+        "attention_ratio_packed_varlen", "padding_ratio_train_packed_capacity", "attention_ratio_packed_capacity")
 # (median tokens, sigma of the log) per part; see the module docstring
 UF_SHAPE = {"prompt": (110, 0.9), "chosen": (260, 0.7), "negative": (230, 0.6)}
 NOTES = ("padding_ratio_train_after is what the trainer computes under the config's settings (train.packing: "
@@ -78,7 +83,8 @@ def settings(configfile: str | Path) -> dict:
             "num_negatives": int(t.get("num_negatives") or 2), "max_len": max_len, "score_batch_size": bs,
             "score_max_batch_tokens": int(s.get("max_batch_tokens") or bs * max_len),
             "max_new_tokens": int(g.get("max_new_tokens") or 320), "seed": int(t.get("seed") or 0),
-            "packing": bool(t.get("packing", False)), "length_bucketing": bool(t.get("length_bucketing", False))}
+            "packing": bool(t.get("packing", False)), "pack_capacity": t.get("pack_capacity"),
+            "length_bucketing": bool(t.get("length_bucketing", False))}
 
 
 def synthetic_rows(n: int, B: int, max_len: int, max_new_tokens: int, seed: int = 0) -> list[list[int]]:
@@ -124,12 +130,25 @@ def ratios(rows: list[list[int]], st: dict) -> dict:
     def train_positions(order):
         return sum(sum(len(rows[i]) for i in mb) * max(max(rows[i]) for i in mb) for mb in micro_batches(order))
 
+    cap = st.get("pack_capacity") or st["max_len"]
+
+    def bins_of(lens):   # packed rows of cap tokens (train.pack_capacity; default here: max_len)
+        return [[lens[i] for i in b] for b in pack_bins(lens, cap)]
+
     def attention(order, how):
         total = 0
         for mb in micro_batches(order):
             lens = [x for i in mb for x in rows[i]]
             total += {"padded": len(lens) * max(lens) ** 2, "dense": sum(lens) ** 2,
-                      "varlen": sum(x * x for x in lens)}[how]
+                      "varlen": sum(x * x for x in lens),
+                      "bins": sum(sum(b) ** 2 for b in bins_of(lens))}[how]
+        return total
+
+    def bin_positions(order):
+        total = 0
+        for mb in micro_batches(order):
+            bins = bins_of([x for i in mb for x in rows[i]])
+            total += len(bins) * max(sum(b) for b in bins)
         return total
 
     shuffled = list(range(len(rows)))
@@ -141,7 +160,10 @@ def ratios(rows: list[list[int]], st: dict) -> dict:
     before = plan_batches(seqs, batch_size=st["score_batch_size"], sort=False)
     after = plan_batches(seqs, batch_size=st["score_batch_size"], max_batch_tokens=st["score_max_batch_tokens"])
     order = bucketed if st.get("length_bucketing") else shuffled
-    train_after = real if st.get("packing") else train_positions(order)
+    if st.get("packing"):
+        train_after = bin_positions(order) if st.get("pack_capacity") else real
+    else:
+        train_after = train_positions(order)
     padded_attention = attention(order, "padded")
     return {"padding_ratio_train_before": round(train_positions(shuffled) / real, 4),
             "padding_ratio_train_after": round(train_after / real, 4),
@@ -150,10 +172,13 @@ def ratios(rows: list[list[int]], st: dict) -> dict:
             "padding_ratio_train_bucketed": round(train_positions(bucketed) / real, 4),
             "attention_ratio_packed_dense": round(attention(order, "dense") / padded_attention, 4),
             "attention_ratio_packed_varlen": round(attention(order, "varlen") / padded_attention, 4),
+            "padding_ratio_train_packed_capacity": round(bin_positions(order) / real, 4),
+            "attention_ratio_packed_capacity": round(attention(order, "bins") / padded_attention, 4),
             "records": len(rows), "real_train_tokens": real, "score_sequences": len(seqs),
             # query-key pairs per layer and head, summed over micro-batches (negfree plan reads these)
             "attention_pairs": {"padded_before": attention(shuffled, "padded"), "padded_after": padded_attention,
-                                "packed_dense": attention(order, "dense"), "varlen": attention(order, "varlen")}}
+                                "packed_dense": attention(order, "dense"), "varlen": attention(order, "varlen"),
+                                "packed_capacity": attention(order, "bins")}}
 
 
 def run(configfile: str, n_synthetic: int, with_embedded: bool = True) -> dict:

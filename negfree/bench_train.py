@@ -83,7 +83,7 @@ def _ours(method: str, model_dir: Path, data: Path, out: Path, args, chunked_hea
     cfg = {"batch_size": args.batch_size, "micro_batch_size": args.batch_size, "num_negatives": args.negatives,
            "max_len": args.max_len, "max_steps": args.warmup + args.steps, "lr": 1e-6, "scheduler": "constant",
            "warmup_ratio": 0.0, "gradient_checkpointing": args.gradient_checkpointing, "chunked_head": chunked_head,
-           "packing": packing}
+           "packing": packing, "pack_capacity": args.pack_capacity if packing else None}
     cmd = [sys.executable, "-m", "negfree.cli", "train", "--method", method, "--model", str(model_dir),
            "--data", str(data), "--out-dir", str(out), "--train-json", json.dumps(cfg)]
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -210,6 +210,7 @@ def run(args) -> dict:
                                     "step_time_ratio": round(r["median_step_s"] / f["median_step_s"], 3),
                                     "peak_mem_ratio": round(r["peak_mem_mb"] / f["peak_mem_mb"], 3)}
         out = {"device": _device(), "model": args.model, "batch_size": args.batch_size, "negatives": args.negatives,
+               "pack_capacity": args.pack_capacity,
                "max_len": args.max_len, "steps": args.steps, "warmup": args.warmup, "results": results}
         if packed:
             out["packed_speedup"] = {r["method"]: r["packed_speedup"] for r in results}
@@ -245,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
                         "chunked / full time and memory ratios")
     p.add_argument("--no-packed", action="store_true",
                    help="skip the packed runs (packed_speedup: packed / padded real tokens per second)")
+    p.add_argument("--pack-capacity", type=int, default=None,
+                   help="packed runs: rows of this many tokens (train.pack_capacity; default one row per micro-batch)")
     p.add_argument("--vs-trl", action="store_true", help="also run TRL's DPOTrainer (needs trl)")
     p.add_argument("--trl-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

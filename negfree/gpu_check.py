@@ -211,11 +211,15 @@ def big_stages(work: Path, tiny: Path, device: str, expect: str, world: int, bas
                                  ref_device=device))
     except Exception as e:
         return rows + [_row("score", "-", label, False, _error(e))], []
-    jobs = [{"model_label": label, "method": m, "out_dir": str(work / "big_runs" / m),
-             "cfg": {**base, "batch_size": 8 * world, "micro_batch_size": 4, "num_negatives": 1, "max_len": 512,
-                     "lr": 1e-5, "method": m, "model": str(big), "data": str(work / "big_scored.jsonl"),
-                     "out_dir": str(work / "big_runs" / m)}} for m in BIG_METHODS]
-    return rows, jobs
+    def job(m, packing=False):
+        out = str(work / "big_runs" / (m + ("_packed" if packing else "")))
+        return {"model_label": label + (" (packed)" if packing else ""), "method": m, "out_dir": out,
+                "cfg": {**base, "batch_size": 8 * world, "micro_batch_size": 4, "num_negatives": 1, "max_len": 512,
+                        "lr": 1e-5, "method": m, "model": str(big), "data": str(work / "big_scored.jsonl"),
+                        "out_dir": out, "packing": packing}}
+
+    # packed vs padded tokens/s of the same runs: the GPU side of bench train's packed_speedup
+    return rows, [job(m) for m in BIG_METHODS] + [job(m, packing=True) for m in BIG_METHODS]
 
 
 # ----------------------------------------------------------------------------- training
@@ -287,6 +291,31 @@ def train_jobs(spec: dict) -> list[dict]:
                          saved_dtypes=sorted({h.get_slice(k).get_dtype() for f in files[:1]
                                               for h in [safe_open(str(f), "pt")] for k in h.keys()})))
     return rows
+
+
+PACKED_LOSS_RTOL = 2e-2   # bf16: the same step-1 loss from the same weights, up to bf16 summation order
+
+
+def compare_packed(rows: list[dict]) -> None:
+    """Each ``<model> (packed)`` training row against ``<model>``'s row of the same method: the first
+    step's loss must agree (same weights, same data; packing changes no value); the note gets packed
+    / padded tokens per second. A packed row whose loss disagrees is failed."""
+    by = {(r["model"], r["method"]): r for r in rows if r.get("stage") == "train"}
+    for (model, method), r in by.items():
+        if not model.endswith(" (packed)") or not r.get("passed"):
+            continue
+        ref = by.get((model[:-len(" (packed)")], method))
+        la, lb = (ref or {}).get("details", {}).get("losses"), r.get("details", {}).get("losses")
+        if not ref or not ref.get("passed") or not la or not lb:
+            continue
+        a, b = la[0], lb[0]
+        agree = abs(a - b) <= PACKED_LOSS_RTOL * max(abs(a), abs(b), 1e-6)
+        speed = (f"; packed / padded tokens/s {r['tokens_per_s'] / ref['tokens_per_s']:.2f}"
+                 if r.get("tokens_per_s") and ref.get("tokens_per_s") else "")
+        r["note"] = f"step-1 loss {b:.4f} vs padded {a:.4f}" + speed
+        if not agree:
+            r["passed"] = False
+            r["note"] += f": differs by more than {PACKED_LOSS_RTOL:.0%}"
 
 
 def _train_fsdp(spec: dict, work: Path, nproc: int) -> list[dict]:
@@ -462,6 +491,11 @@ def _stages(args, work: Path, tiny: Path, device: str, world: int, steps: int, d
     jobs = [{"model_label": "tiny", "method": m, "out_dir": str(work / "runs" / m), "check_weights": True,
              "cfg": {**base, "method": m, "model": str(tiny), "data": str(work / "scored.jsonl"),
                      "out_dir": str(work / "runs" / m)}} for m in methods]
+    if "dft" in methods:   # packed rows (train.packing) against the padded dft run: step 1's loss
+        jobs.append({"model_label": "tiny (packed)", "method": "dft", "out_dir": str(work / "runs" / "dft_packed"),
+                     "check_weights": True, "cfg": {**base, "method": "dft", "model": str(tiny), "packing": True,
+                                                    "data": str(work / "scored.jsonl"),
+                                                    "out_dir": str(work / "runs" / "dft_packed")}})
 
     big_rows = []
     if not cuda:
@@ -477,7 +511,8 @@ def _stages(args, work: Path, tiny: Path, device: str, world: int, steps: int, d
         torch.cuda.empty_cache()
     spec = {"jobs": jobs, "deadline": deadline, "world": world, "device": device, "expect": _expected("train", device)}
     train_rows = _train_fsdp(spec, work, world) if world > 1 else train_jobs(spec)
-    rows += [r for r in train_rows if r["model"] == "tiny"]
+    compare_packed(train_rows)
+    rows += [r for r in train_rows if r["model"].startswith("tiny")]
 
     test = _records(work / "data", 4, long=False)
     try:
@@ -507,7 +542,7 @@ def _stages(args, work: Path, tiny: Path, device: str, world: int, steps: int, d
                                         _expected("evaluate", device)))
         except Exception as e:
             rows.append(_row("evaluate", "lm-eval", "tiny", False, _error(e)))
-    return rows + big_rows + [r for r in train_rows if r["model"] != "tiny"]
+    return rows + big_rows + [r for r in train_rows if not r["model"].startswith("tiny")]
 
 
 def _finish(args, rows, t_start, device, n_gpus, world, steps) -> int:

@@ -18,14 +18,17 @@ soft-capping, cap * tanh(logits / cap), is applied in each chunk after the proje
 wrapped forward) take the full-logits path.
 
 Padding-free packing (``packed=True``, architectures in ``PACKABLE_MODELS``): the real tokens
-of the right-padded rows are laid end to end in one row, with ``position_ids`` restarting at 0
-for each sequence and no attention mask. transformers (masking_utils) reads the restarts as
+of the right-padded rows are laid end to end in one row (or, with ``pack_capacity``, in rows of
+that many tokens, first-fit decreasing), with ``position_ids`` restarting at 0 for each sequence
+and no attention mask. transformers (masking_utils) reads the restarts as
 sequence boundaries and builds a block-diagonal causal mask, or hands the boundaries to a
-varlen kernel (flash-attention; flex attention skips the masked blocks). No position is spent
-on padding, and values and gradients equal the padded path (tests/test_packing.py, float64).
+varlen kernel (flash-attention; flex attention skips the masked blocks). One packed row spends
+no position on padding (rows of ``pack_capacity`` only their tails), and values and gradients
+equal the padded path (tests/test_packing.py, float64).
 The per-token results are laid back on the padded [R, T] grid, so the losses never see the
-difference. With sdpa or eager attention the block-diagonal mask is dense: attention then
-costs (sum of lengths)^2 instead of rows x longest^2 (``negfree bench data`` reports both).
+difference. With sdpa or eager attention the block-diagonal mask is dense: one packed row
+costs (sum of lengths)^2 query-key pairs instead of rows x longest^2; rows of ``pack_capacity``
+= the longest row never cost more than padding (``negfree bench data`` reports all three).
 """
 from __future__ import annotations
 
@@ -56,26 +59,77 @@ def packing_support(model) -> str | None:
     return None
 
 
-def pack_inputs(inputs: dict) -> tuple[dict, Tensor]:
+def pack_bins(lengths: list[int], capacity: int | None = None) -> list[list[int]]:
+    """Which rows share each packed row: all of them (``capacity`` None), or first-fit decreasing
+    into rows of ``capacity`` tokens, raised to the longest row when it is shorter."""
+    if capacity is None:
+        return [list(range(len(lengths)))]
+    cap = max(int(capacity), max(lengths, default=1))
+    bins: list[list[int]] = []
+    fill: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        b = next((b for b in range(len(bins)) if fill[b] + lengths[i] <= cap), None)
+        if b is None:
+            bins.append([])
+            fill.append(0)
+            b = len(bins) - 1
+        bins[b].append(i)
+        fill[b] += lengths[i]
+    return bins
+
+
+class Packing:
+    """Where each real token of right-padded rows ([R, T], ``keep``) sits once packed: rows are
+    laid end to end in ``n_bins`` packed rows of ``width`` positions, first-fit decreasing by length
+    when ``capacity`` (tokens per packed row, at least the longest row) is given, else all in
+    one. Each packed row's unused tail gets positions restarting at 0, a block of its own that no
+    real token sees."""
+
+    def __init__(self, keep: Tensor, capacity: int | None = None):
+        if keep.any() and not bool((keep[:, :-1] | ~keep[:, 1:]).all()):
+            raise ValueError("packing needs right-padded rows (a real token follows a padding position)")
+        self.keep = keep
+        lengths = keep.sum(1).tolist()
+        bins = pack_bins(lengths, capacity)
+        fill = [sum(lengths[i] for i in b) for b in bins]
+        self.n_bins, self.width = len(bins), max(max(fill), 1)
+        start = [0] * len(lengths)
+        pos = torch.zeros(self.n_bins, self.width, dtype=torch.long)
+        for b, rows in enumerate(bins):
+            at = 0
+            for i in sorted(rows):
+                start[i] = b * self.width + at
+                pos[b, at:at + lengths[i]] = torch.arange(lengths[i])
+                at += lengths[i]
+            pos[b, at:] = torch.arange(self.width - at)
+        # flat packed index of every real token, in keep's (row-major) order
+        self.src = torch.cat([torch.arange(n) + s for n, s in zip(lengths, start)]).to(keep.device) if lengths \
+            else torch.zeros(0, dtype=torch.long, device=keep.device)
+        self.position_ids = pos.to(keep.device)
+
+    def pack(self, x: Tensor, fill: float = 0) -> Tensor:
+        """[R, T, ...] -> [n_bins, width, ...]: the real positions moved, ``fill`` elsewhere."""
+        out = x.new_full((self.n_bins * self.width, *x.shape[2:]), fill)
+        out = out.index_put((self.src,), x[self.keep])
+        return out.view(self.n_bins, self.width, *x.shape[2:])
+
+    def unpack(self, y: Tensor, fill: float = 0) -> Tensor:
+        """[n_bins, width] -> [R, T]: each real position's value back, ``fill`` at padding."""
+        out = y.new_full(self.keep.shape, fill)
+        return out.masked_scatter(self.keep, y.reshape(-1).index_select(0, self.src))
+
+
+def pack_inputs(inputs: dict, capacity: int | None = None) -> tuple[dict, Packing]:
     """The packed form of right-padded ``inputs`` (input_ids or inputs_embeds, attention_mask):
-    one row of the real positions, position_ids restarting per sequence, no attention mask,
-    no KV cache (a cache would hide the packing from the mask builder). Also returns ``keep``
-    [R, T], the real positions, for :func:`unpack`."""
-    keep = inputs["attention_mask"].bool()
-    if keep.any() and not bool((keep[:, :-1] | ~keep[:, 1:]).all()):
-        raise ValueError("packing needs right-padded rows (a real token follows a padding position)")
-    pos = (keep.long().cumsum(1) - 1)[keep].unsqueeze(0)
-    out = {"position_ids": pos, "use_cache": False}
-    for k in ("input_ids", "inputs_embeds"):
-        if k in inputs:
-            out[k] = inputs[k][keep].unsqueeze(0)
-    return out, keep
-
-
-def unpack(packed: Tensor, keep: Tensor, fill: float = 0) -> Tensor:
-    """A [1, L] per-position tensor back on the padded [R, T] grid (``fill`` at padding)."""
-    out = packed.new_full(keep.shape, fill)
-    return out.masked_scatter(keep, packed.reshape(-1))
+    position_ids restarting per sequence, no attention mask, no KV cache (a cache would hide the
+    packing from the mask builder); and the :class:`Packing` that maps results back."""
+    pk = Packing(inputs["attention_mask"].bool(), capacity)
+    out = {"position_ids": pk.position_ids, "use_cache": False}
+    if "input_ids" in inputs:
+        out["input_ids"] = pk.pack(inputs["input_ids"], fill=0)
+    if "inputs_embeds" in inputs:
+        out["inputs_embeds"] = pk.pack(inputs["inputs_embeds"])
+    return out, pk
 
 
 def plain_output_head(model) -> tuple[str, nn.Linear] | None:
@@ -187,32 +241,33 @@ def _forward(model, raw_model, chunked_head: bool, inputs: dict) -> tuple[Tensor
 
 def model_token_logprobs(model, raw_model, labels: Tensor, mask: Tensor, *, with_plogp: bool = False,
                          chunk: int = 1024, chunked_head: bool = True, packed: bool = False,
-                         **inputs) -> tuple[Tensor, Tensor | None]:
+                         pack_capacity: int | None = None, **inputs) -> tuple[Tensor, Tensor | None]:
     """``token_logprobs`` of ``model(**inputs)``. ``model`` is what is trained (possibly
     DDP-wrapped), ``raw_model`` its module; ``chunked_head`` asks for the hidden-state
     path, taken when ``plain_output_head(raw_model)`` allows it. ``packed``: one forward over
-    the padding-free packed rows (``pack_inputs``); the results come back on the [R, T] grid."""
+    the padding-free packed rows (``pack_inputs``: one row, or rows of ``pack_capacity`` tokens);
+    the results come back on the [R, T] grid."""
     if not packed:
         out, head = _forward(model, raw_model, chunked_head, inputs)
         return token_logprobs(out, labels, mask, with_plogp=with_plogp, chunk=chunk, head=head,
                               softcap=output_softcap(raw_model) if head is not None else None)
-    pk, keep = pack_inputs(inputs)
-    out, head = _forward(model, raw_model, chunked_head, pk)
-    tok, plogp = token_logprobs(out, labels[keep].unsqueeze(0), mask[keep].unsqueeze(0), with_plogp=with_plogp,
-                                chunk=chunk, head=head, softcap=output_softcap(raw_model) if head is not None else None)
-    return unpack(tok, keep), (unpack(plogp, keep) if plogp is not None else None)
+    inp, pk = pack_inputs(inputs, pack_capacity)
+    out, head = _forward(model, raw_model, chunked_head, inp)
+    tok, plogp = token_logprobs(out, pk.pack(labels), pk.pack(mask), with_plogp=with_plogp, chunk=chunk, head=head,
+                                softcap=output_softcap(raw_model) if head is not None else None)
+    return pk.unpack(tok), (pk.unpack(plogp) if plogp is not None else None)
 
 
 @torch.no_grad()
 def model_greedy_tokens(model, positions: Tensor, *, chunk: int = 1024, chunked_head: bool = True,
-                        packed: bool = False, **inputs) -> Tensor:
+                        packed: bool = False, pack_capacity: int | None = None, **inputs) -> Tensor:
     """argmax_v of the logits at ``positions`` (a [R, T] mask), -1 elsewhere; the vocabulary
     projection only at those positions when the model allows it. ``packed``: as in
     :func:`model_token_logprobs`."""
     if packed:
-        pk, keep = pack_inputs(inputs)
-        return unpack(model_greedy_tokens(model, positions[keep].unsqueeze(0), chunk=chunk,
-                                          chunked_head=chunked_head, **pk), keep, fill=-1)
+        inp, pk = pack_inputs(inputs, pack_capacity)
+        return pk.unpack(model_greedy_tokens(model, pk.pack(positions), chunk=chunk, chunked_head=chunked_head,
+                                             **inp), fill=-1)
     out, head = _forward(model, model, chunked_head, inputs)
     flat = out.reshape(-1, out.shape[-1])
     idx = positions.reshape(-1).bool().nonzero(as_tuple=True)[0]

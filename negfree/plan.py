@@ -54,6 +54,16 @@ The model, with its sources (summarised in README.md, "Running on a cluster"):
 * **Tokens** use each dataset's mean prompt and answer lengths (``DATASETS``, our estimates
   from samples of the hub sets, rounded up), sampled negatives at ``max_new_tokens``, all
   capped at ``max_len``.
+* **Padding and packing.** The weights' FLOPs are paid per computed position, so training
+  and scoring tokens are multiplied by the positions per real token that ``negfree bench data``
+  computes for the experiment's batch settings on ``LAYOUT_RECORDS`` UltraFeedback-shaped
+  records (padded, length-bucketed, packed into one row or into rows of ``pack_capacity``;
+  scoring sorted under its token budget), and the attention term by the query-key pairs
+  computed over those of a varlen kernel (packed rows under sdpa are masked densely). The
+  ``before`` estimate (``negfree plan`` prints it as the baseline) is the DAG as it ran before
+  issue 15: padded micro-batches, scoring in record order, and plain FP32 without TF32 for
+  scoring, generation and evaluation (A100 19.5, H100 67 TFLOPS, same datasheets; decoding
+  reads 4 B per parameter).
 
 These are estimates to size Slurm requests and to catch a config that cannot fit, not
 measurements: ``SAFETY`` (1.5) multiplies runtime and host memory, and a job killed for memory
@@ -287,12 +297,13 @@ def _decode_hours(a: Arch, new_tokens: float, batch: int, gpu: Gpu, fp32: bool =
 
 @functools.lru_cache(maxsize=None)
 def _layout_of(mbs: int, B: int, max_len: int, max_new_tokens: int, score_bs: int, score_tokens: int, seed: int,
-               packing: bool, bucketing: bool) -> dict:
+               packing: bool, bucketing: bool, pack_capacity: int | None = None) -> dict:
+    """negfree bench data's ratios for these batch settings on the UltraFeedback-shaped lengths."""
     from .bench_data import ratios, synthetic_rows
 
     st = {"micro_batch_size": mbs, "num_negatives": B, "max_len": max_len, "score_batch_size": score_bs,
           "score_max_batch_tokens": score_tokens, "max_new_tokens": max_new_tokens, "seed": seed,
-          "packing": packing, "length_bucketing": bucketing}
+          "packing": packing, "length_bucketing": bucketing, "pack_capacity": pack_capacity}
     return ratios(synthetic_rows(LAYOUT_RECORDS, max(B, 1), max_len, max_new_tokens, seed), st)
 
 
@@ -343,11 +354,12 @@ def train_job(exp, run: str, basedir: Path, gpu_type: str | None = None, before:
     packs = bool(t.get("packing")) and a.model_type in PACKABLE_MODELS and not before
     lay = _layout_of(int(t["micro_batch_size"]), max(int(t["num_negatives"] or 0), 1), int(L),
                      int(spec["generate"]["max_new_tokens"]), 16, 16 * int(L), 0, packs,
-                     bool(t.get("length_bucketing") or t.get("packing")) and not before)
+                     bool(t.get("length_bucketing") or t.get("packing")) and not before, t.get("pack_capacity"))
     pairs = lay["attention_pairs"]
     if packs:
-        pad = 1.0
-        attn = 1.0 if t.get("attn_implementation") in VARLEN_ATTENTION else pairs["packed_dense"] / pairs["varlen"]
+        pad = lay["padding_ratio_train_after"]   # 1.0 for one packed row; the bins' tails with pack_capacity
+        dense = pairs["packed_capacity" if t.get("pack_capacity") else "packed_dense"]
+        attn = 1.0 if t.get("attn_implementation") in VARLEN_ATTENTION else dense / pairs["varlen"]
     else:
         pad = lay["padding_ratio_train_before" if before else "padding_ratio_train_after"]
         attn = pairs["padded_before" if before else "padded_after"] / pairs["varlen"]

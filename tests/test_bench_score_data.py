@@ -15,12 +15,18 @@ def test_bench_data_keys_and_hand_computed_ratios(tmp_path):
     padded 2 x 16 + 2 x 9 = 50; packed with a dense mask 36 + 36 = 72; varlen 16 + 4 + 9 + 9 = 38.
     Scoring (with each record's positive again as KTO's mismatched answer) sequences 4, 2, 4,
     3, 3, 3 in one unsorted batch of 8: 6 x 4 = 24 for 19."""
-    st = {"micro_batch_size": 1, "score_batch_size": 8, "score_max_batch_tokens": 100, "seed": 0}
+    st = {"micro_batch_size": 1, "score_batch_size": 8, "score_max_batch_tokens": 100, "seed": 0, "max_len": 6}
     r = ratios([[4, 2], [3, 3]], st)
     assert r["padding_ratio_train_before"] == r["padding_ratio_train_after"] == round(14 / 12, 4)
     assert r["padding_ratio_train_bucketed"] == round(14 / 12, 4)
     assert r["attention_ratio_packed_dense"] == round(72 / 50, 4)
     assert r["attention_ratio_packed_varlen"] == round(38 / 50, 4)
+    # packed rows of max_len = 6 tokens: [4, 2] and [3, 3] each fill one, 12 positions, 36 + 36 pairs;
+    # of 4 tokens: [4], [2] and [3], [3]: 2 x 4 + 2 x 3 = 14 positions, 16 + 4 + 9 + 9 = 38 pairs
+    assert r["padding_ratio_train_packed_capacity"] == 1.0 and r["attention_ratio_packed_capacity"] == round(72 / 50, 4)
+    r4 = ratios([[4, 2], [3, 3]], {**st, "packing": True, "pack_capacity": 4})
+    assert r4["padding_ratio_train_after"] == r4["padding_ratio_train_packed_capacity"] == round(14 / 12, 4)
+    assert r4["attention_ratio_packed_capacity"] == round(38 / 50, 4)
     assert r["padding_ratio_score_before"] == round(24 / 19, 4)
     assert r["padding_ratio_score_after"] == round(24 / 19, 4)   # one batch either way (6 x 4 <= 100)
     assert ratios([[4, 2], [3, 3]], {**st, "packing": True})["padding_ratio_train_after"] == 1.0

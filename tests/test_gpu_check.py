@@ -62,6 +62,8 @@ def test_cpu_mode_runs_every_stage_as_on_a_bare_node(tmp_path):
         assert r["passed"], r
         assert len(r["details"]["losses"]) == 4 and r["details"]["compute"].keys() == {"float32@cpu"}
         assert r["tokens_per_s"] > 0 and r["peak_gpu_gb"] is None
+    packed = [r for r in doc["stages"] if r["model"] == "tiny (packed)"]
+    assert len(packed) == 1 and packed[0]["passed"] and packed[0]["note"].startswith("step-1 loss")
     assert by[("generate", "transformers")]["passed"]
     assert by[("generate", "vllm")]["passed"] is None
     assert by[("evaluate", "lm-eval")]["passed"] is None and "not installed" in by[("evaluate", "lm-eval")]["note"]
@@ -112,11 +114,23 @@ def test_big_model_stages_on_a_scaled_down_shape(tmp_path, tiny_model_dir, embed
     rows, jobs = gpu_check.big_stages(tmp_path, tiny_model_dir, "cpu", "float32@cpu", 1, base)
     assert [r["passed"] for r in rows] == [True, True], rows
     assert rows[0]["details"]["parameters"] > 0 and "random bf16" in rows[0]["note"]
-    assert [j["method"] for j in jobs] == list(gpu_check.BIG_METHODS)
+    assert [j["method"] for j in jobs] == list(gpu_check.BIG_METHODS) * 2
+    assert [j["cfg"]["packing"] for j in jobs] == [False] * 2 + [True] * 2
     trained = gpu_check.train_jobs({"jobs": jobs, "deadline": time.time() + 300, "world": 1, "device": "cpu",
                                     "expect": "float32@cpu"})
+    gpu_check.compare_packed(trained)
     assert all(r["passed"] for r in trained), trained
+    assert all("packed / padded tokens/s" in r["note"] for r in trained if r["model"].endswith("(packed)"))
     assert min(len(r["positive"]) for r in gpu_check._records(embedded_dir, 16, long=True)) > 1200
+
+
+def test_a_packed_run_whose_loss_differs_fails():
+    row = lambda model, loss, tps: gpu_check._row("train", "dft", model, True, "", tps, losses=[loss])  # noqa: E731
+    rows = [row("tiny", 2.0, 100.0), row("tiny (packed)", 2.01, 130.0), row("big", 2.0, 10.0),
+            row("big (packed)", 2.5, 12.0)]
+    gpu_check.compare_packed(rows)
+    assert rows[1]["passed"] and rows[1]["note"] == "step-1 loss 2.0100 vs padded 2.0000; packed / padded tokens/s 1.30"
+    assert rows[3]["passed"] is False and "differs by more than 2%" in rows[3]["note"]
 
 
 @pytest.mark.multiprocess

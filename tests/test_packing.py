@@ -9,8 +9,8 @@ import pytest
 import torch
 import transformers
 
-from negfree.logprobs import (PACKABLE_MODELS, model_greedy_tokens, model_token_logprobs, pack_inputs,
-                              packing_support, shift_for_causal_lm, unpack)
+from negfree.logprobs import (PACKABLE_MODELS, Packing, model_greedy_tokens, model_token_logprobs, pack_inputs,
+                              packing_support, shift_for_causal_lm, token_logprobs)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,9 +51,26 @@ def test_every_allowed_architecture_is_tested():
     assert set(ARCHS) == set(PACKABLE_MODELS)
 
 
+def test_first_fit_decreasing_bins_by_hand():
+    """Rows of 11, 4, 8, 1, 9 tokens, capacity 12: 11 + 1, then 9, then 8 + 4 -> 3 rows of 12
+    positions (36 for 33 tokens; padding computes 5 x 11 = 55); one row: 33 positions. Tails get
+    positions restarting at 0."""
+    _, attn, *_ = _batch()
+    pk = Packing(attn.bool(), 12)
+    assert (pk.n_bins, pk.width) == (3, 12)
+    assert pk.position_ids.tolist() == [list(range(11)) + [0], list(range(9)) + [0, 1, 2],
+                                        list(range(4)) + list(range(8))]
+    x = torch.arange(attn.numel()).view(attn.shape) * attn
+    assert torch.equal(pk.unpack(pk.pack(x)), x)
+    one = Packing(attn.bool())
+    assert (one.n_bins, one.width) == (1, 33) and torch.equal(one.unpack(one.pack(x)), x)
+    assert Packing(attn.bool(), 4).width == 11   # a capacity below the longest row is raised to it
+
+
 @pytest.mark.parametrize("kind", sorted(ARCHS))
 @pytest.mark.parametrize("chunked", [True, False])
-def test_packed_equals_padded_values_and_gradients(kind, chunked):
+@pytest.mark.parametrize("capacity", [None, 12])
+def test_packed_equals_padded_values_and_gradients(kind, chunked, capacity):
     model = _model(kind)
     ids, attn, _, labels, mask = _batch()
     seen = []
@@ -62,7 +79,8 @@ def test_packed_equals_padded_values_and_gradients(kind, chunked):
     def run(packed):
         model.zero_grad()
         tok, plogp = model_token_logprobs(model, model, labels, mask, with_plogp=True, chunk=7, chunked_head=chunked,
-                                          packed=packed, input_ids=ids, attention_mask=attn)
+                                          packed=packed, pack_capacity=capacity, input_ids=ids,
+                                          attention_mask=attn)
         w = torch.linspace(0.5, 1.5, tok.numel(), dtype=tok.dtype).view_as(tok)
         ((tok * w).sum() + 0.3 * plogp.sum()).backward()
         return tok.detach(), plogp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -70,7 +88,8 @@ def test_packed_equals_padded_values_and_gradients(kind, chunked):
     tok_p, pl_p, g_p = run(True)
     tok_d, pl_d, g_d = run(False)
     hook.remove()
-    assert seen == [torch.Size([1, int(attn.sum())]), torch.Size(ids.shape)]   # one packed row, then the grid
+    packed_shape = [1, int(attn.sum())] if capacity is None else [3, 12]
+    assert seen == [torch.Size(packed_shape), torch.Size(ids.shape)]   # the packed rows, then the padded grid
     tol = 1e-12 if kind != "gemma2" else 1e-7   # eager attention adds a finite mask value, not -inf
     assert (tok_p * (1 - mask)).abs().max() == 0 and (pl_p * (1 - mask)).abs().max() == 0
     assert torch.allclose(tok_p, tok_d, atol=tol, rtol=0)
@@ -86,21 +105,20 @@ def test_without_restarting_positions_the_sequences_would_mix():
     ids, attn, _, labels, mask = _batch()
     with torch.no_grad():
         padded, _ = model_token_logprobs(model, model, labels, mask, input_ids=ids, attention_mask=attn)
-        pk, keep = pack_inputs({"input_ids": ids, "attention_mask": attn})
-        pk["position_ids"] = torch.arange(pk["input_ids"].shape[1]).unsqueeze(0)
-        out = model(**pk).logits
-        from negfree.logprobs import token_logprobs
-        flat, _ = token_logprobs(out, labels[keep].unsqueeze(0), mask[keep].unsqueeze(0))
-        mixed = unpack(flat, keep)
+        inp, pk = pack_inputs({"input_ids": ids, "attention_mask": attn})
+        inp["position_ids"] = torch.arange(inp["input_ids"].shape[1]).unsqueeze(0)
+        flat, _ = token_logprobs(model(**inp).logits, pk.pack(labels), pk.pack(mask))
+        mixed = pk.unpack(flat)
     assert (mixed - padded).abs().max() > 1e-3
 
 
-def test_greedy_tokens_packed_equal_padded():
+@pytest.mark.parametrize("capacity", [None, 12])
+def test_greedy_tokens_packed_equal_padded(capacity):
     model = _model("qwen2")
     ids, attn, answer, _, _ = _batch()
     _, before = shift_for_causal_lm(ids, answer)
     a = model_greedy_tokens(model, before, packed=False, input_ids=ids, attention_mask=attn)
-    b = model_greedy_tokens(model, before, packed=True, input_ids=ids, attention_mask=attn)
+    b = model_greedy_tokens(model, before, packed=True, pack_capacity=capacity, input_ids=ids, attention_mask=attn)
     assert torch.equal(a, b) and (a[before.bool()] >= 0).all() and (a[~before.bool()] == -1).all()
 
 
@@ -118,8 +136,9 @@ def data(scored_pool, tmp_path_factory):
     return scored_pool(tmp_path_factory.mktemp("packing"), negatives=2)
 
 
-@pytest.mark.parametrize("method", ["dft", "ift", "bnf", "dpo"])
-def test_losses_and_gradients_packed_equal_padded(tiny_model_dir, data, method):
+@pytest.mark.parametrize("method,capacity", [("dft", None), ("ift", None), ("bnf", None), ("dpo", None),
+                                             ("ift", 1), ("bnf", 1)])
+def test_losses_and_gradients_packed_equal_padded(tiny_model_dir, data, method, capacity):
     """The losses read the per-token grid: packed and padded micro-batches give the same loss and
     gradients (float64 model, the scored pool's references), IFT's greedy pass and BNF's vocabulary
     term included."""
@@ -143,7 +162,7 @@ def test_losses_and_gradients_packed_equal_padded(tiny_model_dir, data, method):
 
     def run(packed):
         model.zero_grad()
-        inp = loss_inputs(model, model, batch, m, cfg["hparams"], log_u, 1024, True, packed)
+        inp = loss_inputs(model, model, batch, m, cfg["hparams"], log_u, 1024, True, packed, capacity)
         out = m.fn(inp, **cfg["hparams"])
         out.loss.backward()
         return out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -167,17 +186,20 @@ def _train(out, model, data, **kw):
 
 
 def test_the_trainer_packs_and_says_so(tmp_path, tiny_model_dir, data):
-    """Same metrics as the padded run (fp32: summation order), fewer positions computed, and
+    """Same metrics as the padded run (fp32: summation order), fewer positions computed (one
+    packed row: exactly the real tokens; rows of the longest row's width: in between), and
     run_info.json records it."""
     m_pad, p_pad, i_pad = _train(tmp_path / "padded", tiny_model_dir, data)
     m_pk, p_pk, i_pk = _train(tmp_path / "packed", tiny_model_dir, data, packing=True)
+    m_bin, p_bin, _ = _train(tmp_path / "bins", tiny_model_dir, data, packing=True, pack_capacity=1)
     assert i_pk["packing"] is True and i_pk["packing_unsupported"] is None and i_pad["packing"] is False
     assert i_pk["attn_implementation"] == "sdpa"
-    for a, b in zip(m_pad, m_pk):
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
-        assert abs(a["loss"] - b["loss"]) <= 1e-6 * max(abs(a["loss"]), abs(a["logp_pos"]), abs(a["logp_neg"]))
+    for a, b, c in zip(m_pad, m_pk, m_bin):
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5) == c["grad_norm"]
+        for x in (b, c):
+            assert abs(a["loss"] - x["loss"]) <= 1e-6 * max(abs(a["loss"]), abs(a["logp_pos"]), abs(a["logp_neg"]))
     pos = lambda p: sum(r["padded_positions_rank0"] for r in p)   # noqa: E731
-    assert pos(p_pk) < pos(p_pad)
+    assert pos(p_pk) == sum(m["tokens"] for m in m_pk) and pos(p_pk) <= pos(p_bin) < pos(p_pad)
 
 
 def test_an_unsupported_architecture_falls_back_to_bucketing(tmp_path, tiny_model_dir, data, monkeypatch):
@@ -190,6 +212,7 @@ def test_an_unsupported_architecture_falls_back_to_bucketing(tmp_path, tiny_mode
 
 
 @pytest.mark.parametrize("key,value,match", [("packing", "yes", "packing='yes' must be true or false"),
+                                             ("pack_capacity", 0, "pack_capacity=0 must be null or an integer >= 1"),
                                              ("attn_implementation", "flash", "attn_implementation='flash' is not")])
 def test_bad_packing_settings_name_the_key(tmp_path, tiny_model_dir, data, key, value, match):
     with pytest.raises(ValueError, match=match):

@@ -143,3 +143,29 @@ def test_slurm_dry_run_asks_each_experiments_gpus():
             assert re.search(r"\bgpu=0\b", res), res
     assert seen["dft_uf"] == 8 and seen["asft_llama3_uf"] == 4 and seen["dft_qwen"] == 4
     assert len(seen) == len(dag.experiments)
+
+
+def test_the_baseline_before_issue_15_by_hand():
+    """The baseline (padded training, record-order fp32 scoring without TF32) against today's plan,
+    job by job: never cheaper; a scoring job costs the fp32/bf16 peak ratio (312 / 19.5 = 16 on
+    A100) times the padding ratios of record order over sorted batches; a packed training run
+    pays for its padded positions again."""
+    from negfree.plan import GPUS, _layout_of
+
+    dag = _papers_dag()
+    now = {j.job: j for j in jobs_of(dag)}
+    before = {j.job: j for j in jobs_of(dag, before=True)}
+    assert now.keys() == before.keys()
+    assert all(before[k].est_gpu_hours >= now[k].est_gpu_hours for k in now)
+    exp = dag.experiments["dft_uf"]
+    run = "method~sft"
+    score = next(k for k in now if k == exp.scored(run))
+    gen = exp.run_specs[run]["generate"]
+    lay = _layout_of(1, gen["num"], exp.config["score"]["max_len"], gen["max_new_tokens"], 16,
+                     16 * exp.config["score"]["max_len"], 0, False, False)
+    fp32 = GPUS["a100-80gb"].bf16_tflops / GPUS["a100-80gb"].fp32_tflops
+    want = fp32 * lay["padding_ratio_score_before"] / lay["padding_ratio_score_after"]
+    assert before[score].est_gpu_hours / now[score].est_gpu_hours == pytest.approx(want, rel=0.02)
+    t = f"{exp.run_dir(run)}/timing.json"
+    assert exp.config["train"]["packing"] is True
+    assert 1.2 < before[t].est_gpu_hours / now[t].est_gpu_hours < 1.6   # padded 1.58 positions per token

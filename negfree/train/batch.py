@@ -80,7 +80,7 @@ def collate(tok, records: list[dict], neg_idx: list[list[int]], cfg: dict, kl_re
 
 
 def fused_embeddings(model, ids, attn, answer, lam: float, freeze: bool, chunk: int = 1024,
-                     chunked_head: bool = True, packed: bool = False):
+                     chunked_head: bool = True, packed: bool = False, pack_capacity: int | None = None):
     """IFT pass 1 (no gradient): greedy guesses at answer positions, fused into the input embeddings.
 
     ``model`` is the unwrapped module: the no-gradient pass must not touch DDP's hooks.
@@ -88,7 +88,7 @@ def fused_embeddings(model, ids, attn, answer, lam: float, freeze: bool, chunk: 
     with torch.no_grad():
         _, before = shift_for_causal_lm(ids, answer)   # logit position t predicts token t + 1
         greedy = model_greedy_tokens(model, before, chunk=chunk, chunked_head=chunked_head, packed=packed,
-                                     input_ids=ids, attention_mask=attn)
+                                     pack_capacity=pack_capacity, input_ids=ids, attention_mask=attn)
         guess = torch.cat([ids[:, :1], greedy[:, :-1]], dim=1)          # position t: the model's guess for token t
         mixed_ids = torch.where(answer.bool(), guess, ids)              # prompt positions keep the true tokens
     emb = model.get_input_embeddings()
@@ -99,23 +99,26 @@ def fused_embeddings(model, ids, attn, answer, lam: float, freeze: bool, chunk: 
 
 
 def loss_inputs(model, raw_model, batch: Batch, method, hp: dict, log_u: torch.Tensor | None,
-                chunk: int, chunked_head: bool = True, packed: bool = False) -> LossInputs:
+                chunk: int, chunked_head: bool = True, packed: bool = False,
+                pack_capacity: int | None = None) -> LossInputs:
     """``model`` is what the optimizer trains (possibly DDP/FSDP-wrapped); ``raw_model`` its module.
     ``chunked_head``: apply the output projection chunk-wise at answer positions only
     (``negfree.logprobs.model_token_logprobs``); the loop turns it off under FSDP/ZeRO-3.
     ``packed``: each forward (IFT's greedy pass too) runs over the micro-batch's rows packed
-    padding-free into one row (``negfree.logprobs.pack_inputs``); the results are the same."""
+    padding-free into one row, or rows of ``pack_capacity`` tokens (``negfree.logprobs.pack_inputs``);
+    the results are the same."""
     dev = next(raw_model.parameters()).device
     ids, attn, ans = batch.ids.to(dev), batch.attn.to(dev), batch.answer.to(dev)
     labels, mask = shift_for_causal_lm(ids, ans)
     if method.two_pass:
         emb = fused_embeddings(raw_model, ids, attn, ans, hp["lam"], hp["freeze_embedding"], chunk, chunked_head,
-                               packed)
+                               packed, pack_capacity)
         inputs = {"inputs_embeds": emb, "attention_mask": attn}
     else:
         inputs = {"input_ids": ids, "attention_mask": attn}
     tok, plogp = model_token_logprobs(model, raw_model, labels, mask, with_plogp=method.vocab_term, chunk=chunk,
-                                      chunked_head=chunked_head, packed=packed, **inputs)
+                                      chunked_head=chunked_head, packed=packed, pack_capacity=pack_capacity,
+                                      **inputs)
     mask = mask.to(tok.dtype)
     ref_tok = batch.ref_tok.to(dev)
     N, B = batch.n_prompts, batch.n_neg

@@ -35,7 +35,7 @@ import torch
 from ..data.tokenize import encode, render_prompt
 from ..io import check_writable, write_json
 from ..losses import LossInputs, get_method
-from ..logprobs import packing_support, plain_output_head
+from ..logprobs import Packing, packing_support, plain_output_head
 from ..losses.core import masked_mean
 from ..score import mismatched_of
 from .batch import collate, loss_inputs
@@ -72,6 +72,9 @@ DEFAULTS = {
                                        # restarting per sequence (negfree.logprobs.pack_inputs); same values and
                                        # gradients as padding. Architectures outside PACKABLE_MODELS fall back to
                                        # length bucketing (run_info.json says why)
+    "pack_capacity": None,             # None: one packed row per micro-batch; N: packed rows of N tokens (at least
+                                       # the longest row), first-fit decreasing; with sdpa/eager, whose mask is
+                                       # dense, a row of N tokens never costs more attention than padding to N
     "attn_implementation": None,       # None: transformers' default (sdpa); flash_attention_2 / flex_attention
                                        # make packed attention varlen on a GPU (sdpa and eager mask it densely)
 }
@@ -130,6 +133,9 @@ def resolve_config(cfg: dict) -> dict:
         raise ValueError(f"train: mixed_precision={out['mixed_precision']!r} is not one of auto, no, bf16, fp16")
     if not isinstance(out["packing"], bool):
         raise ValueError(f"train: packing={out['packing']!r} must be true or false")
+    pc = out["pack_capacity"]
+    if pc is not None and (isinstance(pc, bool) or not isinstance(pc, int) or pc < 1):
+        raise ValueError(f"train: pack_capacity={pc!r} must be null or an integer >= 1 (tokens per packed row)")
     if out["attn_implementation"] not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"train: attn_implementation={out['attn_implementation']!r} is not one of "
                          f"{', '.join(str(a).replace('None', 'null') for a in ATTN_IMPLEMENTATIONS)}")
@@ -191,6 +197,14 @@ def sequence_metrics(inp: LossInputs) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in m.items()}
 
 
+def packed_positions(attn: torch.Tensor, capacity: int | None) -> int:
+    """Positions the model computes for ``attn``'s rows packed (one row: the real tokens)."""
+    if capacity is None:
+        return int(attn.sum())
+    pk = Packing(attn.bool(), capacity)
+    return pk.n_bins * pk.width
+
+
 def forward_micro(model, raw_model, batch, method, hp: dict, log_u, mi: list[int], cfg: dict,
                   chunked_head: bool, dev, autocast, gather=None, packed: bool = False):
     """One micro-batch's forward and loss. DFT's state ``log_u`` (float64, on the CPU, one
@@ -201,7 +215,8 @@ def forward_micro(model, raw_model, batch, method, hp: dict, log_u, mi: list[int
     ``packed``: the rows go through the model packed padding-free (the run's effective packing)."""
     lu = log_u[mi].to(dev) if log_u is not None else None
     with autocast():
-        inp = loss_inputs(model, raw_model, batch, method, hp, lu, cfg["logit_chunk"], chunked_head, packed)
+        inp = loss_inputs(model, raw_model, batch, method, hp, lu, cfg["logit_chunk"], chunked_head, packed,
+                          cfg["pack_capacity"])
     inp.gather = gather
     return inp, method.fn(inp, **hp)
 
@@ -227,7 +242,7 @@ def probe_metrics(model, raw_model, tok, probe: list[dict], cfg: dict, chunked_h
                 batch = collate(tok, recs, [list(range(b))] * len(recs), cfg, [], use_ref)
                 with autocast():
                     inp = loss_inputs(model, raw_model, batch, _PROBE_READER, {}, None, cfg["logit_chunk"],
-                                      chunked_head, packed)
+                                      chunked_head, packed, cfg["pack_capacity"])
                 for k, v in sequence_metrics(inp).items():
                     sums[k] = sums.get(k, 0.0) + v * len(recs) / len(probe)
     finally:
@@ -422,8 +437,8 @@ def train(cfg: dict) -> dict:
                     if out.log_u is not None:
                         log_u[mi] = out.log_u.detach().to(device="cpu", dtype=log_u.dtype)
                     n_tokens += int(batch.attn.sum())
-                    # positions computed, padding included (this process): packing computes real tokens only
-                    padded += int(batch.attn.sum()) if packed else batch.attn.numel()
+                    # positions computed, padding included (this process): packing computes its rows' widths
+                    padded += packed_positions(batch.attn, cfg["pack_capacity"]) if packed else batch.attn.numel()
                     w = len(mi) / bs
                     row = {**sequence_metrics(inp), **{k: float(v.detach()) for k, v in out.metrics.items()}}
                     for k, v in row.items():
