@@ -42,7 +42,7 @@ def test_every_loss_runs_on_the_device_with_the_loops_cpu_state(monkeypatch, nam
     method = REGISTRY[name]
     log_u = torch.zeros(8, dtype=torch.float64) if method.stateful else None   # as the loop keeps it
     inp, leaves = device_inputs(method)
-    def fake_loss_inputs(model, raw_model, batch, method, hp, lu, chunk, chunked_head):
+    def fake_loss_inputs(model, raw_model, batch, method, hp, lu, chunk, chunked_head, packed=False, pack_capacity=None):
         assert lu is None or lu.device == DEV, "the loop handed the loss a state slice on the CPU"
         inp.log_u = lu   # what the real one does with it
         return inp

@@ -216,7 +216,7 @@ def forward_micro(model, raw_model, batch, method, hp: dict, log_u, mi: list[int
     lu = log_u[mi].to(dev) if log_u is not None else None
     with autocast():
         inp = loss_inputs(model, raw_model, batch, method, hp, lu, cfg["logit_chunk"], chunked_head, packed,
-                          cfg["pack_capacity"])
+                          cfg.get("pack_capacity"))
     inp.gather = gather
     return inp, method.fn(inp, **hp)
 
