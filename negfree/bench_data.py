@@ -120,36 +120,26 @@ def embedded_rows(B: int, max_len: int) -> list[list[int]]:
 
 
 def ratios(rows: list[list[int]], st: dict) -> dict:
-    """The four padding ratios of one set of records (rows: per record, its row lengths)."""
+    """The padding and attention ratios of one set of records (rows: per record, its row lengths)."""
     mbs = st["micro_batch_size"]
     real = sum(sum(r) for r in rows)
 
-    def micro_batches(order):
-        return [order[k:k + mbs] for k in range(0, len(order), mbs)]
+    cap = st.get("pack_capacity") or st["max_len"]   # packed rows of train.pack_capacity (default here: max_len)
 
-    def train_positions(order):
-        return sum(sum(len(rows[i]) for i in mb) * max(max(rows[i]) for i in mb) for mb in micro_batches(order))
-
-    cap = st.get("pack_capacity") or st["max_len"]
-
-    def bins_of(lens):   # packed rows of cap tokens (train.pack_capacity; default here: max_len)
-        return [[lens[i] for i in b] for b in pack_bins(lens, cap)]
-
-    def attention(order, how):
-        total = 0
-        for mb in micro_batches(order):
-            lens = [x for i in mb for x in rows[i]]
-            total += {"padded": len(lens) * max(lens) ** 2, "dense": sum(lens) ** 2,
-                      "varlen": sum(x * x for x in lens),
-                      "bins": sum(sum(b) ** 2 for b in bins_of(lens))}[how]
-        return total
-
-    def bin_positions(order):
-        total = 0
-        for mb in micro_batches(order):
-            bins = bins_of([x for i in mb for x in rows[i]])
-            total += len(bins) * max(sum(b) for b in bins)
-        return total
+    def layout(order) -> dict:
+        """Positions computed and attention pairs, summed over the micro-batches of ``order``."""
+        sums = dict.fromkeys(("padded_positions", "capacity_positions", "padded", "packed_dense", "varlen",
+                              "packed_capacity"), 0)
+        for k in range(0, len(order), mbs):
+            lens = [x for i in order[k:k + mbs] for x in rows[i]]
+            fills = [sum(lens[i] for i in b) for b in pack_bins(lens, cap)]
+            sums["padded_positions"] += len(lens) * max(lens)
+            sums["capacity_positions"] += len(fills) * max(fills)
+            sums["padded"] += len(lens) * max(lens) ** 2
+            sums["packed_dense"] += sum(lens) ** 2
+            sums["varlen"] += sum(x * x for x in lens)
+            sums["packed_capacity"] += sum(f * f for f in fills)
+        return sums
 
     shuffled = list(range(len(rows)))
     random.Random(st["seed"]).shuffle(shuffled)
@@ -160,25 +150,26 @@ def ratios(rows: list[list[int]], st: dict) -> dict:
     before = plan_batches(seqs, batch_size=st["score_batch_size"], sort=False)
     after = plan_batches(seqs, batch_size=st["score_batch_size"], max_batch_tokens=st["score_max_batch_tokens"])
     order = bucketed if st.get("length_bucketing") else shuffled
+    lay_before, lay_bucketed = layout(shuffled), layout(bucketed)
+    lay = lay_bucketed if order is bucketed else lay_before
     if st.get("packing"):
-        train_after = bin_positions(order) if st.get("pack_capacity") else real
+        train_after = lay["capacity_positions"] if st.get("pack_capacity") else real
     else:
-        train_after = train_positions(order)
-    padded_attention = attention(order, "padded")
-    return {"padding_ratio_train_before": round(train_positions(shuffled) / real, 4),
+        train_after = lay["padded_positions"]
+    return {"padding_ratio_train_before": round(lay_before["padded_positions"] / real, 4),
             "padding_ratio_train_after": round(train_after / real, 4),
             "padding_ratio_score_before": round(padded_positions(seqs, before) / sum(seqs), 4),
             "padding_ratio_score_after": round(padded_positions(seqs, after) / sum(seqs), 4),
-            "padding_ratio_train_bucketed": round(train_positions(bucketed) / real, 4),
-            "attention_ratio_packed_dense": round(attention(order, "dense") / padded_attention, 4),
-            "attention_ratio_packed_varlen": round(attention(order, "varlen") / padded_attention, 4),
-            "padding_ratio_train_packed_capacity": round(bin_positions(order) / real, 4),
-            "attention_ratio_packed_capacity": round(attention(order, "bins") / padded_attention, 4),
+            "padding_ratio_train_bucketed": round(lay_bucketed["padded_positions"] / real, 4),
+            "attention_ratio_packed_dense": round(lay["packed_dense"] / lay["padded"], 4),
+            "attention_ratio_packed_varlen": round(lay["varlen"] / lay["padded"], 4),
+            "padding_ratio_train_packed_capacity": round(lay["capacity_positions"] / real, 4),
+            "attention_ratio_packed_capacity": round(lay["packed_capacity"] / lay["padded"], 4),
             "records": len(rows), "real_train_tokens": real, "score_sequences": len(seqs),
             # query-key pairs per layer and head, summed over micro-batches (negfree plan reads these)
-            "attention_pairs": {"padded_before": attention(shuffled, "padded"), "padded_after": padded_attention,
-                                "packed_dense": attention(order, "dense"), "varlen": attention(order, "varlen"),
-                                "packed_capacity": attention(order, "bins")}}
+            "attention_pairs": {"padded_before": lay_before["padded"], "padded_after": lay["padded"],
+                                "packed_dense": lay["packed_dense"], "varlen": lay["varlen"],
+                                "packed_capacity": lay["packed_capacity"]}}
 
 
 def run(configfile: str, n_synthetic: int, with_embedded: bool = True) -> dict:

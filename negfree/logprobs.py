@@ -247,14 +247,15 @@ def model_token_logprobs(model, raw_model, labels: Tensor, mask: Tensor, *, with
     path, taken when ``plain_output_head(raw_model)`` allows it. ``packed``: one forward over
     the padding-free packed rows (``pack_inputs``: one row, or rows of ``pack_capacity`` tokens);
     the results come back on the [R, T] grid."""
-    if not packed:
-        out, head = _forward(model, raw_model, chunked_head, inputs)
-        return token_logprobs(out, labels, mask, with_plogp=with_plogp, chunk=chunk, head=head,
-                              softcap=output_softcap(raw_model) if head is not None else None)
-    inp, pk = pack_inputs(inputs, pack_capacity)
-    out, head = _forward(model, raw_model, chunked_head, inp)
-    tok, plogp = token_logprobs(out, pk.pack(labels), pk.pack(mask), with_plogp=with_plogp, chunk=chunk, head=head,
+    pk = None
+    if packed:
+        inputs, pk = pack_inputs(inputs, pack_capacity)
+        labels, mask = pk.pack(labels), pk.pack(mask)
+    out, head = _forward(model, raw_model, chunked_head, inputs)
+    tok, plogp = token_logprobs(out, labels, mask, with_plogp=with_plogp, chunk=chunk, head=head,
                                 softcap=output_softcap(raw_model) if head is not None else None)
+    if pk is None:
+        return tok, plogp
     return pk.unpack(tok), (pk.unpack(plogp) if plogp is not None else None)
 
 

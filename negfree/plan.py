@@ -356,12 +356,12 @@ def train_job(exp, run: str, basedir: Path, gpu_type: str | None = None, before:
                      int(spec["generate"]["max_new_tokens"]), 16, 16 * int(L), 0, packs,
                      bool(t.get("length_bucketing") or t.get("packing")) and not before, t.get("pack_capacity"))
     pairs = lay["attention_pairs"]
+    # packed: 1.0 for one row, the rows' tails with pack_capacity
+    pad = lay["padding_ratio_train_before" if before else "padding_ratio_train_after"]
     if packs:
-        pad = lay["padding_ratio_train_after"]   # 1.0 for one packed row; the bins' tails with pack_capacity
         dense = pairs["packed_capacity" if t.get("pack_capacity") else "packed_dense"]
         attn = 1.0 if t.get("attn_implementation") in VARLEN_ATTENTION else dense / pairs["varlen"]
     else:
-        pad = lay["padding_ratio_train_before" if before else "padding_ratio_train_after"]
         attn = pairs["padded_before" if before else "padded_after"] / pairs["varlen"]
     flops = passes * _forward_flops(a, prompts * grad_seq, pos, pad, attn) + \
         _forward_flops(a, prompts * fwd_seq, pos, pad, attn)

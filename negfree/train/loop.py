@@ -35,7 +35,7 @@ import torch
 from ..data.tokenize import encode, render_prompt
 from ..io import check_writable, write_json
 from ..losses import LossInputs, get_method
-from ..logprobs import Packing, packing_support, plain_output_head
+from ..logprobs import pack_bins, packing_support, plain_output_head
 from ..losses.core import masked_mean
 from ..score import mismatched_of
 from .batch import collate, loss_inputs
@@ -198,11 +198,11 @@ def sequence_metrics(inp: LossInputs) -> dict[str, float]:
 
 
 def packed_positions(attn: torch.Tensor, capacity: int | None) -> int:
-    """Positions the model computes for ``attn``'s rows packed (one row: the real tokens)."""
-    if capacity is None:
-        return int(attn.sum())
-    pk = Packing(attn.bool(), capacity)
-    return pk.n_bins * pk.width
+    """Positions the model computes for ``attn``'s rows packed (one row: the real tokens), from the
+    row lengths alone (the bins negfree.logprobs.Packing lays out)."""
+    lengths = attn.sum(1).tolist()
+    fills = [sum(lengths[i] for i in b) for b in pack_bins(lengths, capacity)]
+    return len(fills) * max(fills)
 
 
 def forward_micro(model, raw_model, batch, method, hp: dict, log_u, mi: list[int], cfg: dict,
