@@ -319,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", choices=["a100-80gb", "h100-80gb"], default=None,
                    help="default: each experiment's launch.gpu_type")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--by-paper", action="store_true")
     s.set_defaults(fn=lambda a: __import__("negfree.plan", fromlist=["main"]).main(a))
 
     s = sub.add_parser("bench", help="benchmarks: 'negfree bench {train,generate,score,data} --help'",
@@ -372,6 +373,7 @@ FLAG_HELP = {
     ("figure", "--png"): "the figure to write (a .pdf beside it too)",
     ("figure", "--csv"): "the figure's data",
     ("plan", "--json"): "print the per-job list as JSON instead of the tables",
+    ("plan", "--by-paper"): "with --json: an object of the jobs, per-paper totals and the grand total",
     ("make-data", "--seed"): "seed of the embedded generator or of the subsample",
     "--out": "the file (or directory) to write",
     "--out-csv": "the table as CSV",

@@ -18,14 +18,16 @@ generator, inverse-CDF over the top-k/top-p distribution). The one remaining
 dependence on batching is float rounding of the logits under different padding;
 it changes a token only when a draw lands within ~1e-7 of a CDF boundary.
 
-Backends: ``auto`` (the default: ``vllm`` when a CUDA GPU is visible and the vllm package is
-installed, else ``transformers``; the manifest records which ran), ``transformers`` (the loop
-above) and ``vllm`` (GPU; imported
+Backends: ``auto`` (the default: ``vllm`` when a CUDA GPU is visible, the vllm package is
+installed and vLLM can sample with the settings asked (:data:`BACKEND_LIMITS`), else
+``transformers``; the manifest records which ran and why), ``transformers`` (the loop
+above, any temperature) and ``vllm`` (GPU; imported
 lazily; prompts go in as pre-rendered token ids, so no second BOS and no second
 chat template; max_tokens is always set, since vLLM's default is 16; one request
 per sample with its per-sample seed). Both write the same file format. ``dtype`` auto
 (:func:`generation_dtype`): bf16 weights on CUDA, fp32 on the CPU. vLLM without a CUDA GPU or
-without its package stops before any model is loaded, naming the install step.
+without its package stops before any model is loaded, naming the install step; ``vllm`` named
+for settings outside its limits (temperature > 2) stops before any file is written.
 
 Work is split by ``shard=i, num_shards=k`` (records i::k; :func:`gather_generated` puts the
 shards' outputs back in record order). Finished prompts are
@@ -157,17 +159,55 @@ class TransformersBackend:
         return [(self.tok.decode(o, skip_special_tokens=True).strip(), len(o)) for o in outs]
 
 
+# Settings a backend cannot sample with: (backend, setting) -> (lowest, highest) allowed, None for
+# no bound. vLLM's SamplingParams raises "temperature must be in [0, 2]" (0.33), so dft.txt
+# Fig. 1's T = 5 pool cannot run there. `auto` falls back to transformers for such a pool (the
+# manifest's backend_reason says why); naming the backend is refused up front. One row per limit.
+BACKEND_LIMITS = {
+    ("vllm", "temperature"): (0.0, 2.0),
+}
+
+
+def backend_refusal(backend: str, **settings) -> str | None:
+    """Why ``backend`` cannot sample with ``settings`` (temperature=..., top_p=...), or None."""
+    for (name, key), (lo, hi) in BACKEND_LIMITS.items():
+        value = settings.get(key)
+        if name != backend or value is None:
+            continue
+        if hi is not None and value > hi:
+            return f"{name} allows {key} <= {hi:g}, asked {value}"
+        if lo is not None and value < lo:
+            return f"{name} allows {key} >= {lo:g}, asked {value}"
+    return None
+
+
 VLLM_INSTALL = "make setup-vllm (its own environment .venv-vllm, configs/vllm-env.txt; the generation rules use it)"
 
 
-def resolve_backend(backend: str) -> str:
-    """``auto``: vllm where it can run (a CUDA GPU and the package), else transformers. The two
-    give different samples for the same seed, so the pool's manifest names the one that ran."""
-    if backend != "auto":
-        return backend
+def vllm_missing() -> str | None:
+    """Why vLLM cannot run on this machine (None: a CUDA GPU is visible and the package is installed)."""
     import importlib.util
 
-    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None else "transformers"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible"
+    if importlib.util.find_spec("vllm") is None:
+        return "the vllm package is not installed"
+    return None
+
+
+def choose_backend(backend: str, **settings) -> tuple[str, str | None]:
+    """The backend that runs and, for ``auto``, why: vllm where it can run (a CUDA GPU and the
+    package) and can sample with ``settings`` (:data:`BACKEND_LIMITS`), else transformers. The
+    two give different samples for the same seed, so the pool's manifest names the one that ran."""
+    if backend != "auto":
+        return backend, None
+    why = backend_refusal("vllm", **settings) or vllm_missing()
+    return ("transformers", why) if why else ("vllm", "a CUDA GPU and the vllm package are present")
+
+
+def resolve_backend(backend: str, **settings) -> str:
+    """:func:`choose_backend` without the reason."""
+    return choose_backend(backend, **settings)[0]
 
 
 def check_backend(backend: str) -> None:
@@ -274,6 +314,10 @@ def _check_args(records, num, temperature, top_p, top_k, max_new_tokens, batch_s
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
+    why = backend_refusal(backend, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens)
+    if why:   # a named backend is not swapped silently; auto falls back (choose_backend)
+        raise ValueError(f"backend {backend!r} cannot sample this pool: {why}; use backend 'transformers' "
+                         f"(or 'auto', which falls back to it)")
     seen = set()
     for k, r in enumerate(records):
         rid = r.get("id") if isinstance(r, dict) else None
@@ -311,7 +355,8 @@ def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str
     mine = records[shard::num_shards]
     if not mine:
         raise ValueError(f"shard {shard} of {num_shards} gets no records (the input has {len(records)})")
-    backend = resolve_backend(backend)
+    backend, backend_reason = choose_backend(backend, temperature=temperature, top_p=top_p, top_k=top_k,
+                                             max_new_tokens=max_new_tokens)
     check_backend(backend)
     from .models import resolve_device
 
@@ -370,7 +415,8 @@ def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str
     data = b"".join(done)
     out_records = [json.loads(x) for x in done]
     manifest = {
-        **config, "batch_size": batch_size, "device_used": str(getattr(engine, "device", "vllm")),
+        **config, "backend_reason": backend_reason, "batch_size": batch_size,
+        "device_used": str(getattr(engine, "device", "vllm")),
         "seeds": {"seed": seed, "per_sample": "torch.Generator seeded by sha256(seed, record id, j)[:8] >> 1"},
         "prompts": len(out_records), "prompts_in_input": len(records), "resumed_prompts": resumed,
         "negatives": sum(len(r["negatives"]) for r in out_records),
@@ -410,8 +456,11 @@ def gather_generated(records: list[dict], parts: list[str | Path], out_path: str
                          f"{len(records)}")
     data = b"".join(lines)
     first = shards[0][1]
-    manifest = {**{key: first[key] for key in ("model", "backend", "dtype", "strategy", "temperature", "num", "seed",
-                                               "max_new_tokens") if key in first},
+    ran = [{key: shards[i][1].get(key) for key in ("backend", "backend_reason")} for i in range(k)]
+    manifest = {**{key: first[key] for key in ("model", "backend", "backend_reason", "dtype", "strategy",
+                                               "temperature", "num", "seed", "max_new_tokens") if key in first},
+                # shards on different machines may resolve `auto` differently: then each is named
+                **({"backend_per_shard": ran} if any(r != ran[0] for r in ran) else {}),
                 "num_shards": k, "prompts": len(records),
                 "generated_tokens": sum(m["generated_tokens"] for _, m in shards.values()),
                 "seconds_per_shard": [shards[i][1]["seconds"] for i in range(k)],

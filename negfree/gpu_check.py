@@ -283,10 +283,17 @@ def train_jobs(spec: dict) -> list[dict]:
         tps = round(statistics.median(p["tokens_per_s"] for p in timed), 1) if timed else None
         peak = max((p["peak_memory_mb"] for p in perf), default=0) / 1024 if spec["device"] == "cuda" else None
         note = "; ".join(problems) or (f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "")
+        if info["processes"] > 1:   # issue 24's two host/GPU memory checks, measured on the cluster's path
+            note += (f"; host MB to load per rank {info.get('host_mb_for_loading_per_rank')}, gradient MB held "
+                     f"between micro-batches {info.get('gradient_mb_held_between_micro_batches')} "
+                     f"(fp32 model {info.get('model_fp32_mb')} MB)")
         rows.append(_row("train", method, label, not problems, note, tps, peak and round(peak, 2), round(dt, 1),
                          losses=losses, grad_norms=[m["grad_norm"] for m in metrics], compute=obs.seen,
                          processes=info["processes"], chunked_head=info.get("chunked_head"),
                          distributed=info.get("distributed"), parameter_dtype=info.get("parameter_dtype"),
+                         host_mb_for_loading_per_rank=info.get("host_mb_for_loading_per_rank"),
+                         gradient_mb_held_between_micro_batches=info.get("gradient_mb_held_between_micro_batches"),
+                         model_fp32_mb=info.get("model_fp32_mb"),
                          ignored_keys=sorted(set(job["cfg"]) - known),
                          saved_dtypes=sorted({h.get_slice(k).get_dtype() for f in files[:1]
                                               for h in [safe_open(str(f), "pt")] for k in h.keys()})))
@@ -302,9 +309,9 @@ def compare_packed(rows: list[dict]) -> None:
     / padded tokens per second. A packed row whose loss disagrees is failed."""
     by = {(r["model"], r["method"]): r for r in rows if r.get("stage") == "train"}
     for (model, method), r in by.items():
-        if not model.endswith(" (packed)") or not r.get("passed"):
+        if " (packed" not in model or not r.get("passed"):
             continue
-        ref = by.get((model[:-len(" (packed)")], method))
+        ref = by.get((model[:model.index(" (packed")], method))
         la, lb = (ref or {}).get("details", {}).get("losses"), r.get("details", {}).get("losses")
         if not ref or not ref.get("passed") or not la or not lb:
             continue
@@ -496,6 +503,14 @@ def _stages(args, work: Path, tiny: Path, device: str, world: int, steps: int, d
                      "check_weights": True, "cfg": {**base, "method": "dft", "model": str(tiny), "packing": True,
                                                     "data": str(work / "scored.jsonl"),
                                                     "out_dir": str(work / "runs" / "dft_packed")}})
+        # flex_attention over several packed rows (pack_capacity): the varlen kernel that is right with
+        # more than one row; its backward has no CPU kernel in torch, so only a GPU checks it
+        if cuda:
+            jobs.append({"model_label": "tiny (packed, flex, 2 rows)", "method": "dft", "check_weights": True,
+                         "out_dir": str(work / "runs" / "dft_flex"),
+                         "cfg": {**base, "method": "dft", "model": str(tiny), "packing": True, "pack_capacity": 128,
+                                 "attn_implementation": "flex_attention", "data": str(work / "scored.jsonl"),
+                                 "out_dir": str(work / "runs" / "dft_flex")}})
 
     big_rows = []
     if not cuda:

@@ -5,6 +5,7 @@ renamed into place, so a killed job never leaves a file that looks complete.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -36,21 +37,114 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def write_dir_atomically(out_dir: str | Path, fill) -> Path:
-    """``fill(tmp)`` writes into a temporary sibling directory, which then replaces ``out_dir`` whole."""
+def write_dir_atomically(out_dir: str | Path, fill, need_bytes: int | None = None) -> Path:
+    """``fill(tmp)`` writes into a temporary sibling directory, which then replaces ``out_dir`` whole.
+
+    A full disk (:func:`is_disk_full`) ends in one :class:`DiskFull` line naming ``out_dir`` and the
+    space needed (``need_bytes``, else the size of the ``out_dir`` being replaced, else more than
+    what was written before the failure) and free; the partial directory is removed either way."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         os.chmod(tmp, 0o777 & ~_UMASK)   # mkdtemp makes 0700
         fill(tmp)
-    except BaseException:
+    except BaseException as err:
+        full = isinstance(err, Exception) and is_disk_full(err, tmp)
+        written = dir_bytes(tmp) if full else 0
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if not full:
+            raise
+        if need_bytes is None and out_dir.is_dir():
+            need_bytes = dir_bytes(out_dir)
+        need = f"~{human_bytes(need_bytes)}" if need_bytes else f"more than {human_bytes(written)}"
+        raise DiskFull(f"no space left on device writing {out_dir}: it needs {need}, "
+                       f"{human_bytes(free_bytes(out_dir))} free; free some space and rerun") from err
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
+
+
+# ---------------------------------------------------------------- a full disk
+DISK_FULL_MARGIN = 1 << 30   # a write that failed with less than this free is taken for a full disk
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_FULL_WORDS = ("no space left on device", "disk quota exceeded", "storagefull", "quotaexceeded")
+# what torch's zip writer ("[enforce fail at inline_container.cc] unexpected pos 704 vs 598",
+# "PytorchStreamWriter failed writing file data/0: file write failed") and safetensors
+# ("Error while serializing: IoError(...)") say when a write fails: no errno to go by
+_WRITE_FAILED_WORDS = ("unexpected pos", "write failed", "failed writing", "error while serializing", "ioerror")
+_NOT_SPACE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+                     errno.EEXIST, errno.ENOTEMPTY}
+
+
+class DiskFull(OSError):
+    """No space (or quota) left while writing: the message names the path and the space
+    needed and free. An OSError (errno ENOSPC), so the CLI reports it as one line."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err``, its causes and contexts, and the per-process failures a
+    torch.distributed.checkpoint CheckpointException (FSDP's sharded save) wraps."""
+    seen, todo = [], [err]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [e.__cause__, e.__context__]
+        failures = getattr(e, "failures", None)
+        if isinstance(failures, dict):
+            todo += [f[0] if isinstance(f, tuple) else f for f in failures.values()]
+    return seen
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the filesystem that holds ``path`` (its nearest existing ancestor)."""
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def dir_bytes(path: str | Path) -> int:
+    """The bytes of every file under ``path`` (0 when it is gone)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def human_bytes(n: int | float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def is_disk_full(err: BaseException, path: str | Path) -> bool:
+    """Whether ``err``, raised while writing under ``path``, means the disk (or the quota) is full:
+    ENOSPC/EDQUOT or their text anywhere in the chain; or, since torch and safetensors report a
+    failed write without an errno, a write failure with under DISK_FULL_MARGIN left free."""
+    chain = _chain(err)
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return True
+        if any(w in str(e).lower() for w in _FULL_WORDS):
+            return True
+    failed_write = any((isinstance(e, OSError) and e.errno not in _NOT_SPACE_ERRNOS)
+                       or any(w in str(e).lower() for w in _WRITE_FAILED_WORDS) for e in chain)
+    return failed_write and free_bytes(path) < DISK_FULL_MARGIN
 
 
 @contextmanager

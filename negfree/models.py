@@ -144,19 +144,48 @@ def inference_dtype(device: str) -> torch.dtype:
     return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 
+def checkpoint_dtype(path: str | Path) -> torch.dtype | None:
+    """The dtype a checkpoint's weights were saved in (config.json's ``dtype``, formerly
+    ``torch_dtype``); None when the config does not say."""
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    name = cfg.get("dtype") or cfg.get("torch_dtype")
+    value = getattr(torch, str(name), None) if name else None
+    return value if isinstance(value, torch.dtype) else None
+
+
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None,
-               attn_implementation: str | None = None):
+               attn_implementation: str | None = None, weights: bool = True):
     """The model of a directory, on ``device`` (default: the GPU a cluster job was given, else the CPU).
-    ``attn_implementation``: transformers' attention kernel (None: its default, sdpa where supported)."""
-    from transformers import AutoModelForCausalLM
+    ``attn_implementation``: transformers' attention kernel (None: its default, sdpa where supported).
+    ``weights=False``: the architecture from config.json, nothing read from the weight files: the
+    processes of an FSDP job other than the first, which receive their shards from it. transformers
+    reads the full checkpoint on every process otherwise, and keeps a converted copy of it wherever
+    the checkpoint's dtype differs from ``dtype`` (a bf16 hub checkpoint trained in fp32): one full
+    model of host memory per GPU. Buffers are computed for real (rotary ``inv_freq``); parameters
+    are allocated and never written, so the kernel backs none of their pages (no host memory), yet
+    each has an address of its own: accelerate maps the optimizer's parameters to the sharded ones
+    by ``data_ptr``, which is 0 for every tensor on the meta device."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     device = resolve_device(device)
     check_model_dir(path)
     kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = load_named(path, "model", lambda: AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kw))
+    if weights:
+        model = load_named(path, "model", lambda: AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kw))
+    else:
+        from accelerate import init_empty_weights
+
+        config = load_named(path, "model config", lambda: AutoConfig.from_pretrained(str(path)))
+        with init_empty_weights(include_buffers=False):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kw)
+        for module in model.modules():
+            for name, p in list(module.named_parameters(recurse=False)):
+                module.register_parameter(name, torch.nn.Parameter(torch.empty_like(p, device="cpu"),
+                                                                   requires_grad=p.requires_grad))
+        model.tie_weights()
+        return model
     if device.startswith("cuda"):
         # TF32 for the fp32 matmuls left outside autocast (bf16 runs keep fp32 only where autocast does)
         torch.set_float32_matmul_precision("high")
-    # from_pretrained loads on the CPU. Under FSDP with cpu_ram_efficient_loading, processes other
-    # than the first hold an empty (meta) model that accelerate fills from the first: leave it there.
+    # from_pretrained loads on the CPU; under FSDP accelerate moves (or shards) it from there.
     return model if device == "cpu" else model.to(device)

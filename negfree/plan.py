@@ -4,11 +4,14 @@
     negfree plan --configfile configs/paper/bnf.yaml --gpu h100-80gb --json
 
 Per job (train, generate, score, evaluate, and the analyses that load a model): estimated
-tokens, per-GPU peak memory, host memory per rank and GPU-hours; per paper, the sums. The
-workflow asks the same estimates for each job's Slurm ``runtime`` and ``mem_mb`` (times
-``SAFETY``), and ``negfree.dag`` refuses a DAG whose estimated per-GPU peak exceeds the GPU's
-memory. Everything is arithmetic over two small tables (``MODELS``, ``DATASETS``), the
-experiment's config and its ``launch:`` section; nothing is downloaded or loaded.
+tokens, per-GPU peak memory, host memory per rank, GPU-hours and disk (what the job leaves;
+for training also its scratch peak); per paper, the sums. ``--json`` prints the per-job list
+(what its readers parse); ``main`` given ``args.by_paper`` prints instead an object of that
+list, the per-paper sums and the total. The workflow asks the same estimates for each job's
+Slurm ``runtime`` and ``mem_mb`` (times ``SAFETY``), and ``negfree.dag`` refuses a DAG whose
+estimated per-GPU peak exceeds the GPU's memory. Everything is arithmetic over two small
+tables (``MODELS``, ``DATASETS``), the experiment's config and its ``launch:`` section; nothing
+is downloaded or loaded.
 
 The model, with its sources (summarised in README.md, "Running on a cluster"):
 
@@ -19,7 +22,10 @@ The model, with its sources (summarised in README.md, "Running on a cluster"):
   Adam). FSDP2 gathers bf16 parameters one decoder layer at a time (two in flight: the
   current layer and the prefetched next), plus the layer's fp32 gradient before its
   reduce-scatter, plus the root module (embeddings and output head, unsharded for the whole
-  step). DDP keeps a bf16 copy of the weights for autocast (2 B/param).
+  step). DDP keeps a bf16 copy of the weights for autocast (2 B/param). Gradient accumulation
+  adds nothing: under FSDP2 the trainer reduce-scatters after every micro-batch (accelerate's
+  ``sync_each_batch=True``), so no unsharded gradient lives between micro-batches; under DDP or
+  one process the full fp32 gradient is the 4 B/param already counted.
   Activations: with gradient checkpointing, each layer's bf16 input (2 h B/token) for all L
   layers, plus one layer's recomputed activations, ``10 h + 8 I`` B/token (q, k, v, output,
   two norms in bf16, and the SwiGLU gate/up/act/product of width I; flash attention keeps no
@@ -36,11 +42,37 @@ The model, with its sources (summarised in README.md, "Running on a cluster"):
 * **Inference, per GPU** (scoring, generation, evaluation): bf16 weights (2 B/param), one
   layer's activations for the batch, the KV cache of a generation batch, and the logits
   (chunked head for scoring where allowed; full fp32 rows otherwise).
-* **Host memory per rank**: 3 GB for a CUDA process (1.5 GB without a GPU), plus the fp32
-  model read from disk (4 B/param, transformers' default) on the rank that loads it (the
-  first; the others receive their shards), plus the training data held as Python objects
-  (about 34 B per stored float or token id, platform.md). The job's ``mem_mb`` is the sum
-  over its ranks.
+* **Host memory per rank**: 3 GB for a CUDA process (1.5 GB without a GPU), plus the model:
+  training reads the checkpoint in the training parameter dtype, fp32 (4 B/param). Under FSDP
+  (more than one training GPU) only the first rank reads it; every other rank builds the model
+  on the meta device and receives its shard, 4 B/param / N at most, transiently; under DDP or
+  one process every rank holds the whole fp32 model. Inference on a GPU reads the checkpoint in
+  bf16 (2 B/param; fp32, 4 B, on the CPU). Training ranks also hold the training data as Python
+  objects (about 34 B per stored float or token id, platform.md). ``est_host_mem_gb`` is the
+  largest rank (the first); the job's ``mem_mb`` is the sum over its ranks.
+* **Disk** (``est_disk_gb``: what the job leaves; decimal GB). Training: ``final/`` in the
+  train key ``save_dtype`` (``base``, the default, is the base checkpoint's dtype: the
+  ``torch_dtype`` (or ``dtype``) of its config.json, ``Arch.dtype`` in ``MODELS``, where every
+  paper model is bf16: 2 B/param; ``float32`` 4 B; ``bfloat16`` 2 B), plus the tokenizer and the
+  logs (a few MB, not counted); with ``keep_checkpoints_at_end`` also the kept checkpoints.
+  A sharded accelerate checkpoint is fp32 parameters 4 B + AdamW m and v 8 B = 12 B/param (the
+  scheduler, RNG states and DFT's log u, 8 B per record, are left out). While running
+  (``est_scratch_peak_gb``): ``keep_checkpoints`` complete ones plus the one being written
+  (``Checkpoints.save`` writes it under a temporary name before ``_prune`` removes the oldest),
+  plus ``final/``: an upper bound, since the last checkpoint is written before the final step
+  (the exact peak is the larger of (keep + 1) checkpoints and keep checkpoints + ``final/``).
+  A pool (``negatives.jsonl``): its records' text at 4 B of JSON per token (``TEXT_BYTES``,
+  about 4 characters of English per token; the same figure the host term uses). A scored pool:
+  the pool's text again plus the reference log-prob of every answer token (the positive, each
+  negative and KTO's mismatched positive; ``negfree score`` writes them per token whatever the
+  method) at 21 B per float (``FLOAT_JSON_BYTES``: float32 values written as Python floats with
+  a ", " separator, 17-19 digits each; measured 20.7 B on the scored pool of the tests'
+  ``scored_pool`` fixture, 64 records under the tiny model, and 20.9 B / 22.4 B on float32
+  samples of -Exp(1.5) / -Exp(0.05)). With ``generate.shards`` / ``score.shards`` > 1 the shard
+  parts stay beside the gathered file: the pool's text again, or the floats again. Evaluation:
+  the samples file, each document's prompt once (the log-likelihood tokens over
+  ``LOGLIK_CHOICES`` choices per document) and each generation's prompt and answer, at 4 B per
+  token; the result JSON is small. Figures and their CSVs count 0.
 * **Throughput.** FLOPs per token of a forward pass: 2 x params + 2 x L x h x s (the causal
   attention of a sequence of mean length s; Kaplan et al. 2020, Table 1). Training: 3
   forwards' worth (forward + backward), one more with gradient checkpointing. Time = FLOPs /
@@ -74,7 +106,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -84,6 +116,12 @@ BUDGET_GB = 70.0        # the per-GPU goal for paper jobs on 80 GB GPUs (headroo
 FIXED_GPU_GB = 2.0      # CUDA context + NCCL buffers
 FRAGMENTATION = 1.10    # caching-allocator fragmentation on top of the tensors
 HOST_BASE_GB = {True: 3.0, False: 1.5}   # one process with / without CUDA
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+CHECKPOINT_BYTES = 12   # per param of a sharded accelerate checkpoint: fp32 weights + AdamW m, v
+TEXT_BYTES = 4          # JSON text per token of prompt or answer
+FLOAT_JSON_BYTES = 21   # one per-token log-prob in a JSON list (module docstring: measured)
+LOGLIK_CHOICES = 4      # log-likelihood requests per lm-eval document (its prompt is written once)
+FIGURE_RULES = ("score_distribution", "shift_figures")   # leave figures and small CSVs
 MFU_TRAIN, MFU_FORWARD, BW_EFFICIENCY = 0.35, 0.40, 0.5
 STARTUP_H = 0.15        # load + save per job (hours), added before the safety factor
 LAYOUT_RECORDS = 2048   # synthetic records behind each experiment's padding and attention factors
@@ -121,27 +159,31 @@ class Arch:
     tied: bool
     model_type: str
     source: str = ""
+    dtype: str = "float32"   # the checkpoint's (config.json torch_dtype); transformers' default without one
 
 
 # Hub ids the configs name: the model's config.json on huggingface.co (hidden_size,
 # num_hidden_layers, intermediate_size, vocab_size, num_attention_heads, num_key_value_heads,
-# head_dim, tie_word_embeddings) and the parameter count its safetensors index reports.
+# head_dim, tie_word_embeddings, torch_dtype) and the parameter count its safetensors index reports.
 MODELS = {
     "mistralai/Mistral-7B-v0.1": Arch(7_241_732_096, 4096, 32, 14336, 32000, 32, 8, 128, False, "mistral",
-                                      "huggingface.co/mistralai/Mistral-7B-v0.1 config.json"),
+                                      "huggingface.co/mistralai/Mistral-7B-v0.1 config.json", "bfloat16"),
     "mistralai/Mistral-7B-Instruct-v0.2": Arch(7_241_732_096, 4096, 32, 14336, 32000, 32, 8, 128, False, "mistral",
-                                               "huggingface.co/mistralai/Mistral-7B-Instruct-v0.2 config.json"),
+                                               "huggingface.co/mistralai/Mistral-7B-Instruct-v0.2 config.json",
+                                               "bfloat16"),
     "meta-llama/Meta-Llama-3-8B-Instruct": Arch(8_030_261_248, 4096, 32, 14336, 128256, 32, 8, 128, False, "llama",
-                                                "huggingface.co/meta-llama/Meta-Llama-3-8B-Instruct config.json"),
+                                                "huggingface.co/meta-llama/Meta-Llama-3-8B-Instruct config.json",
+                                                "bfloat16"),
     "Qwen/Qwen2-7B-Instruct": Arch(7_615_616_512, 3584, 28, 18944, 152064, 28, 4, 128, False, "qwen2",
-                                   "huggingface.co/Qwen/Qwen2-7B-Instruct config.json"),
+                                   "huggingface.co/Qwen/Qwen2-7B-Instruct config.json", "bfloat16"),
     "Qwen/Qwen2.5-0.5B": Arch(494_032_768, 896, 24, 4864, 151936, 14, 2, 64, True, "qwen2",
-                              "huggingface.co/Qwen/Qwen2.5-0.5B config.json"),
+                              "huggingface.co/Qwen/Qwen2.5-0.5B config.json", "bfloat16"),
     "google/gemma-2-9b-it": Arch(9_241_705_984, 3584, 42, 14336, 256000, 16, 8, 256, True, "gemma2",
-                                 "huggingface.co/google/gemma-2-9b-it config.json"),
+                                 "huggingface.co/google/gemma-2-9b-it config.json", "bfloat16"),
     # model.source: embedded (platform.md: 134.5M parameters once dequantised)
     "HuggingFaceTB/SmolLM2-135M-Instruct": Arch(134_515_008, 576, 30, 1536, 49152, 9, 3, 64, True, "llama",
-                                                "huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct config.json"),
+                                                "huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct config.json",
+                                                "bfloat16"),
 }
 
 # Hub datasets of configs/data/*.yaml: training rows (the dataset card's split size) and mean
@@ -198,6 +240,8 @@ class Job:
     est_host_mem_gb: float    # per rank (the largest rank)
     est_job_host_mem_gb: float
     est_gpu_hours: float
+    est_disk_gb: float = 0.0            # what the job leaves on disk
+    est_scratch_peak_gb: float = 0.0    # training: the most on disk while it runs (checkpoints + final/)
     memory: dict = field(default_factory=dict)   # the peak's parts, GB
 
     def runtime_min(self, share: float = 1.0) -> int:
@@ -212,8 +256,8 @@ class Job:
 # -- what a config names -------------------------------------------------------------------
 def arch_of(exp, basedir: Path) -> Arch:
     source = exp.config["model"]["source"]
-    if source == "embedded":
-        return MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    if source == "embedded":   # negfree.models.convert_embedded saves the dequantised GGUF in fp32
+        return replace(MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"], dtype="float32")
     if source.startswith("hub:"):
         hub_id = source[4:].split("@")[0]
         if hub_id not in MODELS:
@@ -227,7 +271,7 @@ def arch_of(exp, basedir: Path) -> Arch:
 
 
 def arch_from_config(c: dict, source: str = "") -> Arch:
-    """A Llama-shaped decoder's size from its config.json."""
+    """A Llama-shaped decoder's size and checkpoint dtype from its config.json."""
     h, n_layers, inter, vocab = c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"], c["vocab_size"]
     heads = c["num_attention_heads"]
     kv = c.get("num_key_value_heads") or heads
@@ -235,7 +279,8 @@ def arch_from_config(c: dict, source: str = "") -> Arch:
     tied = bool(c.get("tie_word_embeddings", False))
     layer = h * heads * hd * 2 + 2 * h * kv * hd + 3 * h * inter + 2 * h
     params = vocab * h * (1 if tied else 2) + n_layers * layer + h
-    return Arch(params, h, n_layers, inter, vocab, heads, kv, hd, tied, c.get("model_type", ""), source)
+    dtype = c.get("torch_dtype") or c.get("dtype") or "float32"
+    return Arch(params, h, n_layers, inter, vocab, heads, kv, hd, tied, c.get("model_type", ""), source, dtype)
 
 
 def data_of(exp, basedir: Path) -> dict:
@@ -324,6 +369,18 @@ def _finish(parts: dict, on_gpu: bool) -> float:
     return round((sum(parts.values()) + FIXED_GPU_GB) * FRAGMENTATION, 1) if on_gpu else 0.0
 
 
+def _pool_bytes(gen: dict, d: dict, n: int) -> float:
+    """A pool's JSONL: each prompt's text with its positive and ``num`` negatives (sampled at
+    ``max_new_tokens``; the dataset's rejected answer for ``pair``), ``TEXT_BYTES`` per token."""
+    neg_len = d["rejected"] if gen["strategy"] == "pair" else gen["max_new_tokens"]
+    return n * TEXT_BYTES * (d["prompt"] + d["chosen"] + gen["num"] * neg_len)
+
+
+def _shards(exp) -> tuple[int, int]:
+    """(generation, scoring) jobs per pool, as negfree.dag reads them: parts beside the gathered file."""
+    return int(exp.gen.get("shards") or 1), int(exp.config["score"].get("shards") or 1)
+
+
 def train_job(exp, run: str, basedir: Path, gpu_type: str | None = None, before: bool = False) -> Job:
     """``before``: the baseline of issue 15 (padded micro-batches, neither packing nor bucketing)."""
     from .logprobs import PACKABLE_MODELS
@@ -383,27 +440,34 @@ def train_job(exp, run: str, basedir: Path, gpu_type: str | None = None, before:
     parts["logits"] = 12 * rows * a.vocab
     parts = {k: round(_gb(v), 2) for k, v in parts.items()}
     on_gpu = n_gpu > 0
-    # host: the loading rank holds the fp32 model; every rank all records: text (~4 B/token), one
-    # reference sum per answer, per-token float32 values only for token-level methods (BNF;
-    # negfree.train.records.compact_references)
+    # host: every rank all records: text (~4 B/token), one reference sum per answer, per-token
+    # float32 values only for token-level methods (BNF; negfree.train.records.compact_references).
+    # The model in fp32: the first rank reads it whole; under FSDP the others get their shard
     num = spec["generate"]["num"]
-    data_gb = _gb(d["rows"] * (4 * (pos + num * neg) + 34 * (1 + num)
+    data_gb = _gb(d["rows"] * (TEXT_BYTES * (pos + num * neg) + 34 * (1 + num)
                                + (4 * (d["chosen"] + B * neg_len) if method.token_level else 0)))
     first = HOST_BASE_GB[on_gpu] + _gb(4 * a.params) + data_gb
-    others = HOST_BASE_GB[on_gpu] + data_gb + (0 if fsdp else _gb(4 * a.params))
+    others = HOST_BASE_GB[on_gpu] + data_gb + _gb(4 * a.params / (world if fsdp else 1))
+    # disk: final/ in the save dtype (base: the checkpoint's), sharded checkpoints while it runs
+    save = t.get("save_dtype") or "base"
+    final = a.params * DTYPE_BYTES.get(a.dtype if save == "base" else save, 4)
+    ckpt, keep = CHECKPOINT_BYTES * a.params, int(t["keep_checkpoints"])
+    disk = final + (keep * ckpt if t["keep_checkpoints_at_end"] else 0)
     return Job(f"{exp.run_dir(run)}/timing.json", exp.name, exp.paper(), "train", n_gpu, gpu_type or la["gpu_type"],
                int(prompts * (grad_seq + fwd_seq)), _finish(parts, on_gpu), round(first, 1),
-               round(first + (world - 1) * others, 1), round(_hours(flops, MFU_TRAIN, gpu), 2), parts)
+               round(first + (world - 1) * others, 1), round(_hours(flops, MFU_TRAIN, gpu), 2),
+               round(_gb(disk), 2), round(_gb((keep + 1) * ckpt + final), 2), parts)
 
 
 def _inference(a: Arch, n_gpu: int, batch_tokens: float, logit_bytes: float,
                kv_tokens: float = 0) -> tuple[float, float, dict]:
     """(per-GPU peak, host GB, parts) of a forward-only job: bf16 weights, one layer's
-    activations, the KV cache (bf16 k and v per layer), the logits."""
+    activations, the KV cache (bf16 k and v per layer), the logits; the host reads the weights
+    in bf16 on a GPU (fp32 on the CPU)."""
     parts = {"weights (bf16)": 2 * a.params, "activations": batch_tokens * _layer_act(a),
              "kv cache": kv_tokens * 2 * a.layers * a.kv_heads * a.head_dim * 2, "logits": logit_bytes}
     parts = {k: round(_gb(v), 2) for k, v in parts.items() if v}
-    host = HOST_BASE_GB[n_gpu > 0] + _gb(4 * a.params)
+    host = HOST_BASE_GB[n_gpu > 0] + _gb((2 if n_gpu > 0 else 4) * a.params)   # the checkpoint read in bf16
     return _finish(parts, n_gpu > 0), round(host, 1), parts
 
 
@@ -413,9 +477,11 @@ def generate_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None =
     la = launch_of(exp)
     gt = gpu_type or la["gpu_type"]
     gpu, a, d = GPUS[gt], arch_of(exp, basedir), data_of(exp, basedir)
-    if gen["strategy"] == "pair":     # the dataset's own rejected answer: a copy, no model
-        return Job(out, exp.name, exp.paper(), rule, 0, gt, 0, 0.0, 2.0, 2.0, 0.0, {})
     n = prompts or d["rows"]
+    disk = _gb(_pool_bytes(gen, d, n)) * (2 if rule == "generate_negatives" and _shards(exp)[0] > 1 else 1)
+    disk = 0.0 if rule in FIGURE_RULES else round(disk, 2)
+    if gen["strategy"] == "pair":     # the dataset's own rejected answer: a copy, no model
+        return Job(out, exp.name, exp.paper(), rule, 0, gt, 0, 0.0, 2.0, 2.0, 0.0, disk)
     new = n * gen["num"] * gen["max_new_tokens"]
     batch = gen["batch_size"]
     hours = _hours(_forward_flops(a, n * d["prompt"], d["prompt"]), MFU_FORWARD, gpu, before) + \
@@ -423,7 +489,7 @@ def generate_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None =
     peak, host, parts = _inference(a, la["gpus"]["generate"], batch * d["prompt"], 12 * batch * a.vocab,
                                    batch * (d["prompt"] + gen["max_new_tokens"]))
     return Job(out, exp.name, exp.paper(), rule, la["gpus"]["generate"], gt, int(new + n * d["prompt"]),
-               peak, host, host, round(hours, 2), parts)
+               peak, host, host, round(hours, 2), disk, memory=parts)
 
 
 def score_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None = None, rule="score_reference",
@@ -449,8 +515,15 @@ def score_job(exp, gen: dict, out: str, basedir: Path, gpu_type: str | None = No
     lay = _layout_of(1, max(int(gen["num"]), 1), int(L), int(gen["max_new_tokens"]), bs,
                      int(sc.get("max_batch_tokens") or bs * L), 0, False, False)
     pad = lay["padding_ratio_score_before" if before else "padding_ratio_score_after"]
+    # disk: the pool's records again with a float per answer token: the positive, each negative and
+    # KTO's mismatched positive (prompt + answer capped at max_len); the shard parts hold the floats again
+    ans = 2 * max(0, min(L, d["prompt"] + d["chosen"]) - d["prompt"]) + \
+        gen["num"] * max(0, min(L, d["prompt"] + neg_len) - d["prompt"])
+    floats = n * ans * FLOAT_JSON_BYTES * (2 if rule.startswith("score_reference") and _shards(exp)[1] > 1 else 1)
+    disk = 0.0 if rule in FIGURE_RULES else round(_gb(_pool_bytes(gen, d, n) + floats), 2)
     return Job(out, exp.name, exp.paper(), rule, la["gpus"]["score"], gt, int(tokens), peak, host, host,
-               round(_hours(_forward_flops(a, tokens, L / 2, pad, pad), MFU_FORWARD, gpu, before), 2), parts)
+               round(_hours(_forward_flops(a, tokens, L / 2, pad, pad), MFU_FORWARD, gpu, before), 2), disk,
+               memory=parts)
 
 
 def evaluate_job(exp, who: str, protocol: str, out: str, basedir: Path, gpu_type: str | None = None,
@@ -479,8 +552,10 @@ def evaluate_job(exp, who: str, protocol: str, out: str, basedir: Path, gpu_type
     bt = EVAL_BATCH * EVAL_CONTEXT
     # lm-eval's log-likelihood requests: bf16 logits and their log-softmax for every position
     peak, host, parts = _inference(a, la["gpus"]["evaluate"], bt, 4 * bt * a.vocab, bt)
+    # disk: the samples file, each document's prompt once and each generation's prompt and answer
+    disk = _gb(TEXT_BYTES * (loglik / LOGLIK_CHOICES + new))
     return Job(out, exp.name, exp.paper(), rule, la["gpus"]["evaluate"], gt, int(loglik + new), peak, host, host,
-               round(hours, 2), parts)
+               round(hours, 2), round(disk, 2), memory=parts)
 
 
 # -- every job of a DAG ---------------------------------------------------------------------
@@ -558,20 +633,33 @@ def job_for(dag, rule: str, wc: dict) -> Job:
 
 
 def by_paper(jobs: list[Job], baseline: list[Job] | None = None) -> dict[str, dict]:
-    """Per paper: jobs, GPU-hours (training's share), the largest per-GPU peak; with ``baseline``
+    """Per paper: jobs, GPU-hours (training's share), the largest per-GPU peak, the disk its jobs
+    leave and the largest scratch peak of one training run; with ``baseline``
     (``jobs_of(..., before=True)``, the same jobs) also the baseline's GPU-hours."""
     papers: dict[str, dict] = {}
     for j in jobs:
         p = papers.setdefault(j.paper or j.experiment, {"jobs": 0, "gpu_hours": 0.0, "max_gpu_mem_gb": 0.0,
-                                                        "train_gpu_hours": 0.0})
+                                                        "train_gpu_hours": 0.0, "disk_gb": 0.0,
+                                                        "max_scratch_peak_gb": 0.0})
         p["jobs"] += 1
         p["gpu_hours"] = round(p["gpu_hours"] + j.est_gpu_hours, 1)
         p["train_gpu_hours"] = round(p["train_gpu_hours"] + (j.est_gpu_hours if j.rule == "train" else 0), 1)
         p["max_gpu_mem_gb"] = max(p["max_gpu_mem_gb"], j.est_peak_gpu_mem_gb)
+        p["disk_gb"] = round(p["disk_gb"] + j.est_disk_gb, 2)
+        p["max_scratch_peak_gb"] = max(p["max_scratch_peak_gb"], j.est_scratch_peak_gb)
     for j in baseline or []:
         p = papers[j.paper or j.experiment]
         p["baseline_gpu_hours"] = round(p.get("baseline_gpu_hours", 0.0) + j.est_gpu_hours, 1)
     return papers
+
+
+def _total(jobs: list[Job]) -> dict:
+    """The per-paper sums over every job of the DAG."""
+    return {"jobs": len(jobs), "gpu_hours": round(sum(j.est_gpu_hours for j in jobs), 1),
+            "train_gpu_hours": round(sum(j.est_gpu_hours for j in jobs if j.rule == "train"), 1),
+            "max_gpu_mem_gb": max((j.est_peak_gpu_mem_gb for j in jobs), default=0.0),
+            "disk_gb": round(sum(j.est_disk_gb for j in jobs), 2),
+            "max_scratch_peak_gb": max((j.est_scratch_peak_gb for j in jobs), default=0.0)}
 
 
 def main(args) -> int:
@@ -582,24 +670,32 @@ def main(args) -> int:
     dag = Dag(cfg, root)
     jobs = jobs_of(dag, args.gpu)
     if args.json:
-        print(json.dumps([{**asdict(j), "runtime_min": j.runtime_min(), "mem_mb": j.mem_mb()} for j in jobs],
-                         indent=1))
+        rows = [{**asdict(j), "runtime_min": j.runtime_min(), "mem_mb": j.mem_mb()} for j in jobs]
+        # the plain list is what consumers read (tests/test_plan.py); --by-paper opts into an object
+        print(json.dumps({"jobs": rows, "papers": by_paper(jobs), "total": _total(jobs)}
+                         if getattr(args, "by_paper", False) else rows, indent=1))
         return 0
     gpu = args.gpu or "each experiment's launch.gpu_type"
-    print(f"{len(jobs)} GPU jobs, on {gpu}; estimates (negfree/plan.py), Slurm asks x{SAFETY}")
-    print(f"{'rule':<26} {'experiment':<18} {'gpus':>4} {'Mtok':>8} {'GPU GB':>7} {'host GB':>8} {'GPU-h':>8}  job")
+    print(f"{len(jobs)} GPU jobs, on {gpu}; estimates (negfree/plan.py), Slurm asks x{SAFETY}; disk in GB left "
+          f"by each job")
+    print(f"{'rule':<26} {'experiment':<18} {'gpus':>4} {'Mtok':>8} {'GPU GB':>7} {'host GB':>8} {'GPU-h':>8} "
+          f"{'disk GB':>8}  job")
     for j in sorted(jobs, key=lambda j: (j.paper or "", j.experiment, j.rule, j.job)):
         print(f"{j.rule:<26} {j.experiment:<18} {j.gpus:>4} {j.tokens / 1e6:>8.1f} {j.est_peak_gpu_mem_gb:>7.1f} "
-              f"{j.est_host_mem_gb:>8.1f} {j.est_gpu_hours:>8.2f}  {j.job}")
+              f"{j.est_host_mem_gb:>8.1f} {j.est_gpu_hours:>8.2f} {j.est_disk_gb:>8.2f}  {j.job}")
     baseline = jobs_of(dag, args.gpu, before=True)
     print(f"\n{'paper':<12} {'jobs':>5} {'GPU-hours':>10} {'of which train':>15} {'max GB/GPU':>11} "
-          f"{'baseline GPU-h':>15}")
+          f"{'baseline GPU-h':>15} {'disk GB':>9} {'max run scratch GB':>19}")
     for paper, p in by_paper(jobs, baseline).items():
         print(f"{paper:<12} {p['jobs']:>5} {p['gpu_hours']:>10.1f} {p['train_gpu_hours']:>15.1f} "
-              f"{p['max_gpu_mem_gb']:>11.1f} {p['baseline_gpu_hours']:>15.1f}")
-    total = sum(j.est_gpu_hours for j in jobs)
-    print(f"{'total':<12} {len(jobs):>5} {total:>10.1f} {'':>15} {'':>11} "
-          f"{sum(j.est_gpu_hours for j in baseline):>15.1f}")
+              f"{p['max_gpu_mem_gb']:>11.1f} {p['baseline_gpu_hours']:>15.1f} {p['disk_gb']:>9.1f} "
+              f"{p['max_scratch_peak_gb']:>19.1f}")
+    t = _total(jobs)
+    print(f"{'total':<12} {len(jobs):>5} {t['gpu_hours']:>10.1f} {t['train_gpu_hours']:>15.1f} "
+          f"{t['max_gpu_mem_gb']:>11.1f} {sum(j.est_gpu_hours for j in baseline):>15.1f} {t['disk_gb']:>9.1f} "
+          f"{t['max_scratch_peak_gb']:>19.1f}")
+    print("disk: what the jobs leave (final weights, pools, scored pools, evaluation samples); scratch: the most "
+          "one training run holds while it runs ((keep_checkpoints + 1) checkpoints + final/)")
     print("baseline: as before issue 15 (padded training micro-batches, scoring in record order, fp32 without TF32 "
           "for scoring, generation and evaluation); padding factors: negfree bench data's arithmetic per experiment")
     return 0

@@ -258,7 +258,7 @@ def score_records(model_dir: str | Path, records: list[dict], out_path: str | Pa
               "records": len(records), "max_len": max_len, "max_prompt_len": max_prompt_len,
               "conditioned_on_system": system, "mismatched": mismatched, "fallback_template": fallback_template,
               "overlong_prompts": overlong_prompts, "batch_size": batch_size, "max_batch_tokens": tokens,
-              "sorted": sort, "precision": "fp32" if dtype is None else "bf16-autocast", "num_shards": num_shards}
+              "sorted": sort, "precision": "fp32" if dtype is None else "bf16", "num_shards": num_shards}
     stats = {"sequences": len(jobs), "truncated_answers": sum(1 for _, _, e in jobs if e.truncated),
              "skipped": skipped, "batches": len(batches), "real_tokens": sum(lengths),
              "padded_positions": padded_positions(lengths, batches)}
@@ -269,7 +269,9 @@ def score_records(model_dir: str | Path, records: list[dict], out_path: str | Pa
 
     start = time.time()
     if resumed < len(mine):
-        model = load_model(model_dir, device=device).eval()
+        # bf16 weights where scoring computes in bf16: fp32 weights under autocast would keep a bf16
+        # copy of every weight beside them (6 B/param on the GPU instead of 2)
+        model = load_model(model_dir, dtype=dtype or torch.float32, device=device).eval()
         partial.parent.mkdir(parents=True, exist_ok=True)
         with partial.open("ab") as fh:
             if resumed == 0:

@@ -41,9 +41,10 @@ def train_tokenizer(texts, vocab_size=600):
 
 
 def make_tiny_model(out_dir: str | Path, data_dir: str | Path | None = None, *, hidden: int = 32,
-                    layers: int = 2, heads: int = 2, seed: int = 0) -> Path:
+                    layers: int = 2, heads: int = 2, seed: int = 0, dtype: str = "float32") -> Path:
     """Save a random Llama (``hidden`` x ``layers``) and its tokenizer into ``out_dir``.
-    ``data_dir`` holds the embedded dataset (made in a temporary directory when None)."""
+    ``data_dir`` holds the embedded dataset (made in a temporary directory when None).
+    ``dtype``: the weights' dtype on disk ("bfloat16": as every paper model ships on the hub)."""
     import tempfile
 
     import torch
@@ -71,6 +72,6 @@ def make_tiny_model(out_dir: str | Path, data_dir: str | Path | None = None, *, 
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out_dir)
+    model.to(getattr(torch, dtype)).save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return out_dir

@@ -170,3 +170,58 @@ def test_only_the_first_process_reads_the_full_checkpoint(tmp_path, tiny_model_d
     assert len(rss) == 2
     assert rss[1] < rss[0] - 0.6 * model_mb, (rss, model_mb)
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "run/final"))
+
+
+@pytest.fixture(scope="module")
+def hub_shaped_model(tmp_path_factory, embedded_dir):
+    """A bf16 checkpoint, as every paper model ships on the hub, large enough (85M parameters,
+    340 MB in fp32) that a full copy on a process stands far above the noise of its host memory."""
+    from negfree.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("bf16_model"), embedded_dir, hidden=1024, layers=8, heads=8,
+                           dtype="bfloat16")
+
+
+def test_a_bf16_checkpoint_is_read_by_the_first_process_only_and_accumulation_stays_sharded(
+        tmp_path, hub_shaped_model, data):
+    """The cluster's case: a bf16 hub checkpoint trained in fp32 under FSDP2 with 2 micro-batches a
+    step. The second process builds the architecture on the meta device and receives its shard:
+    loading costs it under a quarter of the fp32 model (transformers alone converts a full copy on
+    every process, 1.0x). Between micro-batches each process holds at most its shard of the
+    gradients (reduce-scatter after every micro-batch; skipping the sync holds them unsharded,
+    1.0x). final/ is written in the checkpoint's dtype, bf16."""
+    out = tmp_path / "run"
+    p = launch("sft", hub_shaped_model, data, out, max_steps=1, batch_size=4, micro_batch_size=1)
+    assert p.returncode == 0, p.stderr[-3000:]
+    info = json.loads((out / "run_info.json").read_text())
+    full = info["model_fp32_mb"]
+    assert full > 300 and info["micro_batches_per_step"] == 2
+    first, second = info["host_mb_for_loading_per_rank"]
+    assert first > 0.9 * full, info          # the first process reads and converts the whole checkpoint
+    assert second < 0.25 * full, info
+    held = info["gradient_mb_held_between_micro_batches"]
+    assert len(held) == 2 and all(0 < h <= 0.55 * full for h in held), info
+    weights = load_file(str(out / "final/model.safetensors"))
+    assert {v.dtype for v in weights.values()} == {torch.bfloat16}
+    assert json.loads((out / "final/config.json").read_text())["dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize("method", ["sft", "dft"])
+def test_four_micro_batches_on_two_processes_equal_one_process(tmp_path, tiny_model_dir, data, method):
+    """Accumulation under FSDP2 reduce-scatters every micro-batch: 4 micro-batches per process on
+    2 processes give one process's losses, gradient norms and weights on the same global batch of 8
+    (SFT's token-weighted normaliser and DFT's per-record state included)."""
+    one, two = tmp_path / "one", tmp_path / "fsdp"
+    kw = {**BASE, "batch_size": 8, "max_steps": 2}
+    train({"method": method, "model": str(tiny_model_dir), "data": str(data), "out_dir": str(one), **kw,
+           "micro_batch_size": 8})
+    p = launch(method, tiny_model_dir, data, two, batch_size=8, micro_batch_size=1, max_steps=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((two / "run_info.json").read_text())["micro_batches_per_step"] == 4
+    for ra, rb in zip(metrics(one), metrics(two)):
+        assert rel(ra["grad_norm"], rb["grad_norm"]) < 1e-5, (ra["step"], ra["grad_norm"], rb["grad_norm"])
+        scale = max(abs(ra["loss"]), abs(ra["logp_pos"]), abs(ra.get("logp_neg", 0.0)))
+        assert abs(ra["loss"] - rb["loss"]) <= 1e-5 * scale, (ra["step"], ra["loss"], rb["loss"])
+    wa, wb = load_file(str(one / "final/model.safetensors")), load_file(str(two / "final/model.safetensors"))
+    for k in wa:
+        assert (wa[k] - wb[k]).abs().max() <= 5e-5 * wa[k].abs().max(), k

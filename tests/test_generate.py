@@ -220,6 +220,40 @@ def test_backend_auto_is_vllm_only_where_it_can_run(tiny_model_dir, recs, tmp_pa
         generate_negatives(tiny_model_dir, recs, tmp_path / "x.jsonl", backend="vllm2", **KW)
 
 
+def test_auto_falls_back_to_transformers_for_a_temperature_vllm_refuses(tiny_model_dir, recs, tmp_path, monkeypatch):
+    """vLLM's SamplingParams takes temperature <= 2 only: with vLLM available, auto keeps it for
+    T = 1 and samples dft.txt Fig. 1's T = 5 pool with transformers, the manifest saying why."""
+    monkeypatch.setattr(gen, "vllm_missing", lambda: None)          # a CUDA GPU and the package
+    assert gen.choose_backend("auto", temperature=1.0) == ("vllm", "a CUDA GPU and the vllm package are present")
+    assert gen.resolve_backend("auto", temperature=2.0) == "vllm"
+    reason = "vllm allows temperature <= 2, asked 5.0"
+    assert gen.choose_backend("auto", temperature=5.0) == ("transformers", reason)
+    m = generate_negatives(tiny_model_dir, recs[:2], tmp_path / "hot.jsonl", backend="auto", batch_size=2,
+                           **{**KW, "temperature": 5.0})
+    assert m["backend"] == "transformers" and m["backend_reason"] == reason
+    written = json.loads((tmp_path / "hot.jsonl.manifest.json").read_text())
+    assert written["backend"] == "transformers" and written["backend_reason"] == reason
+    # sharded: the gather job's manifest carries the reason too
+    for i in range(2):
+        generate_negatives(tiny_model_dir, recs[:2], tmp_path / f"s{i}.jsonl", backend="auto", shard=i,
+                           num_shards=2, **{**KW, "temperature": 5.0})
+    g = gen.gather_generated(recs[:2], [tmp_path / "s0.jsonl", tmp_path / "s1.jsonl"], tmp_path / "all.jsonl")
+    assert g["backend"] == "transformers" and g["backend_reason"] == reason and "backend_per_shard" not in g
+
+
+def test_naming_vllm_for_a_temperature_it_refuses_stops_before_any_file(tiny_model_dir, recs, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace())   # vLLM "installed": the limit alone refuses
+    with pytest.raises(ValueError) as err:
+        generate_negatives(tiny_model_dir, recs, tmp_path / "out" / "x.jsonl", backend="vllm",
+                           **{**KW, "temperature": 5.0})
+    msg = str(err.value)
+    assert "\n" not in msg and "backend 'vllm'" in msg and "temperature <= 2, asked 5.0" in msg
+    assert not (tmp_path / "out").exists()
+    assert gen.backend_refusal("vllm", temperature=2.0) is None
+    assert gen.backend_refusal("transformers", temperature=50.0) is None
+
+
 def test_dtype_auto_is_bf16_only_on_cuda():
     assert gen.generation_dtype("transformers", "cpu") == "float32"
     assert gen.generation_dtype("transformers", "cuda") == "bfloat16"

@@ -218,3 +218,31 @@ def test_bad_packing_settings_name_the_key(tmp_path, tiny_model_dir, data, key, 
     with pytest.raises(ValueError, match=match):
         _train(tmp_path / "bad", tiny_model_dir, data, **{key: value})
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("kernel", ["flash_attention_2", "flash_attention_3"])
+def test_one_row_varlen_kernels_with_several_packed_rows_are_refused(kernel):
+    """transformers reads packed sequences' boundaries for flash-attention only in a batch of one row:
+    rows of pack_capacity tokens would attend across sequences. Refused, naming the remedy."""
+    from negfree.train.loop import resolve_config
+
+    base = {"method": "sft", "model": "m", "data": "d", "out_dir": "o", "packing": True}
+    resolve_config({**base, "attn_implementation": kernel})                     # one packed row: right
+    resolve_config({**base, "pack_capacity": 64, "attn_implementation": "flex_attention"})
+    with pytest.raises(ValueError, match=f"pack_capacity=64 and attn_implementation={kernel} would attend across"):
+        resolve_config({**base, "pack_capacity": 64, "attn_implementation": kernel})
+
+
+def test_flex_attention_over_several_packed_rows_equals_padding():
+    """flex_attention, the varlen kernel that stays right over several packed rows: its values equal
+    the padded sdpa forward on the CPU. Its backward has no CPU kernel in torch 2.13 (make gpu-check
+    trains with it on a GPU)."""
+    ids, attn, _, labels, mask = _batch()
+    padded = _model("llama").float().requires_grad_(False)
+    flex = _model("llama").float().requires_grad_(False)
+    flex.set_attn_implementation("flex_attention")
+    got, _ = model_token_logprobs(flex, flex, labels, mask.float(), chunk=7, packed=True, pack_capacity=12,
+                               input_ids=ids, attention_mask=attn)
+    want, _ = model_token_logprobs(padded, padded, labels, mask.float(), chunk=7, input_ids=ids, attention_mask=attn)
+    assert torch.allclose(got, want, atol=1e-5, rtol=0)
+    assert (got * (1 - mask.float())).abs().max() == 0

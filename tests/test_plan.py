@@ -1,6 +1,8 @@
 """`negfree plan` (negfree/plan.py) and the per-experiment launch resources it feeds: the
-memory arithmetic by hand, every paper job covered and within 70 GB per GPU, the checks that
-stop a DAG before anything is submitted, and a Slurm dry run asking each experiment's GPUs."""
+memory and disk arithmetic by hand, every paper job covered and within 70 GB per GPU, the
+checks that stop a DAG before anything is submitted, and a Slurm dry run asking each
+experiment's GPUs."""
+import argparse
 import json
 import os
 import re
@@ -12,7 +14,8 @@ import pytest
 import yaml
 
 from negfree.dag import ConfigError, Dag
-from negfree.plan import BUDGET_GB, MODELS, arch_from_config, jobs_of, train_job
+from negfree.plan import (BUDGET_GB, MODELS, arch_from_config, evaluate_job, generate_job, jobs_of, score_job,
+                          train_job)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +65,8 @@ def test_plan_json_covers_every_paper_job_within_budget():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout)
-    keys = {"job", "experiment", "rule", "gpus", "est_peak_gpu_mem_gb", "est_host_mem_gb", "est_gpu_hours"}
+    keys = {"job", "experiment", "rule", "gpus", "est_peak_gpu_mem_gb", "est_host_mem_gb", "est_gpu_hours",
+            "est_disk_gb", "est_scratch_peak_gb"}
     assert rows and all(keys <= set(r) for r in rows)
     dag = _papers_dag()
     # every training run, every pool and every protocol evaluation of the five papers
@@ -85,6 +89,104 @@ def test_plan_json_covers_every_paper_job_within_budget():
     r = next(r for r in rows if r["rule"] == "train" and r["experiment"] == "dft_uf")
     assert h100[r["job"]].est_peak_gpu_mem_gb == r["est_peak_gpu_mem_gb"]
     assert h100[r["job"]].est_gpu_hours == pytest.approx(r["est_gpu_hours"] * 312 / 989, rel=0.02)
+
+
+P_MISTRAL = 7_241_732_096    # Mistral-7B-v0.1, bf16 on the hub (config.json torch_dtype)
+
+
+def test_disk_of_a_training_run_by_hand():
+    """dft_uf's SFT run (Mistral-7B, bf16 base, keep_checkpoints: 2): final/ in the base dtype is
+    2 B/param = 14.48 GB; while running, 3 sharded checkpoints (two kept, one being written) of
+    fp32 weights 4 B + AdamW m, v 8 B = 12 B/param, plus final/: 38 B/param = 275.19 GB. With
+    keep_checkpoints 1: 2 x 12 + 2 = 26 B/param; save_dtype float32 doubles final/;
+    keep_checkpoints_at_end leaves the kept checkpoints too."""
+    exp = _papers_dag().experiments["dft_uf"]
+    t = exp.config["train"]
+    assert t["keep_checkpoints"] == 2 and not t.get("keep_checkpoints_at_end")
+    job = train_job(exp, "method~sft", ROOT)
+    assert job.est_disk_gb == pytest.approx(2 * P_MISTRAL / 1e9, abs=0.01)
+    assert job.est_scratch_peak_gb == pytest.approx((3 * 12 + 2) * P_MISTRAL / 1e9, abs=0.01)
+    t["keep_checkpoints"] = 1
+    job = train_job(exp, "method~sft", ROOT)
+    assert job.est_disk_gb == pytest.approx(14.48, abs=0.01)
+    assert job.est_scratch_peak_gb == pytest.approx(26 * P_MISTRAL / 1e9, abs=0.01)   # 188.28
+    t.update(save_dtype="float32", keep_checkpoints_at_end=True)
+    job = train_job(exp, "method~sft", ROOT)
+    assert job.est_disk_gb == pytest.approx((4 + 12) * P_MISTRAL / 1e9, abs=0.01)
+    assert job.est_scratch_peak_gb == pytest.approx((2 * 12 + 4) * P_MISTRAL / 1e9, abs=0.01)
+
+
+def test_host_memory_per_rank_by_hand():
+    """Training under FSDP on 8 GPUs: the first rank reads the fp32 checkpoint (4 B/param), the
+    other seven build the model on the meta device and receive a shard (4 B/param / 8), so they
+    hold 4 x 7/8 x 7,241,732,096 = 25.35 GB less each. DDP (dft_qwen, 4 GPUs): every rank holds
+    the whole fp32 model. Inference on a GPU reads the checkpoint in bf16: 3 GB + 2 B/param."""
+    dag = _papers_dag()
+    job = train_job(dag.experiments["dft_uf"], "method~sft", ROOT)
+    first, others = job.est_host_mem_gb, (job.est_job_host_mem_gb - job.est_host_mem_gb) / 7
+    assert first - others == pytest.approx(4 * P_MISTRAL * 7 / 8 / 1e9, abs=0.06)
+    assert others < 4 * P_MISTRAL / 1e9   # no rank but the first holds the full model
+    qwen = train_job(dag.experiments["dft_qwen"], "method~sft", ROOT)
+    assert qwen.gpus == 4 and qwen.est_job_host_mem_gb == pytest.approx(4 * qwen.est_host_mem_gb, abs=0.2)
+    exp = dag.experiments["dft_uf"]
+    gen = exp.run_specs["method~sft"]["generate"]
+    score = score_job(exp, gen, exp.scored("method~sft"), ROOT)
+    assert score.gpus == 1 and score.est_host_mem_gb == pytest.approx(3 + 2 * P_MISTRAL / 1e9, abs=0.05)   # 17.5
+    ev = evaluate_job(exp, "method~sft", "openllm_dft", "x.json", ROOT)
+    assert ev.est_host_mem_gb == pytest.approx(17.5, abs=0.05)
+
+
+def test_disk_of_a_pool_and_its_scored_file_by_hand():
+    """minorsft's pool (pair strategy: UltraFeedback's own rejected answer; 26,000 prompts of 190
+    tokens, chosen 360, rejected 300) is its text at 4 B/token: 26,000 x 4 x 850 = 0.088 GB. The
+    scored file (score.max_len 2048 caps nothing) adds a float per answer token at 21 B: the
+    positive, the negative, KTO's mismatched positive: 26,000 x (360 + 300 + 360) x 21 = 0.557 GB."""
+    exp = _papers_dag().experiments["minorsft_fig1"]
+    gen = exp.run_specs["method~sft_dpo"]["generate"]
+    assert gen["strategy"] == "pair" and exp.config["score"]["max_len"] == 2048
+    assert not exp.gen.get("shards") and not exp.config["score"].get("shards")
+    pool = generate_job(exp, gen, "pool.jsonl", ROOT)
+    assert pool.est_disk_gb == pytest.approx(26_000 * 4 * 850 / 1e9, abs=0.005)
+    scored = score_job(exp, gen, "scored.jsonl", ROOT)
+    assert scored.est_disk_gb == pytest.approx((26_000 * 4 * 850 + 26_000 * 1020 * 21) / 1e9, abs=0.005)
+
+
+def test_checkpoint_dtype_from_config_json_and_table():
+    c = {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, "vocab_size": 100,
+         "num_attention_heads": 4}
+    assert arch_from_config(c).dtype == "float32"
+    assert arch_from_config({**c, "torch_dtype": "bfloat16"}).dtype == "bfloat16"
+    assert arch_from_config({**c, "dtype": "bfloat16"}).dtype == "bfloat16"
+    assert {a.dtype for a in MODELS.values()} == {"bfloat16"}
+
+
+def test_largest_training_estimate_fits_an_a100_with_headroom():
+    """The issue's bound: every paper training job's per-GPU estimate on A100-80GB is <= 75 GB."""
+    train = [j for j in jobs_of(_papers_dag(), "a100-80gb") if j.rule == "train"]
+    worst = max(train, key=lambda j: j.est_peak_gpu_mem_gb)
+    assert worst.est_peak_gpu_mem_gb <= 75, (worst.job, worst.memory)
+
+
+def test_plan_prints_disk_per_job_and_per_paper(capsys):
+    """The text tables carry the disk; ``--by-paper`` (with --json) wraps the same job list with
+    the per-paper sums, while plain --json stays the list its consumers read."""
+    from negfree.plan import main
+
+    args = argparse.Namespace(directory=str(ROOT), configfile=None, gpu=None, json=True, by_paper=True)
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows, papers = out["jobs"], out["papers"]
+    assert set(papers) == {"dft", "minorsft", "asft", "ift", "bnf"}
+    for name, p in papers.items():
+        mine = [r for r in rows if r["paper"] == name]
+        assert p["disk_gb"] == pytest.approx(sum(r["est_disk_gb"] for r in mine), abs=0.05)
+        assert p["max_scratch_peak_gb"] == max(r["est_scratch_peak_gb"] for r in mine)
+    assert out["total"]["disk_gb"] == pytest.approx(sum(p["disk_gb"] for p in papers.values()), abs=0.05)
+    assert main(argparse.Namespace(directory=str(ROOT), configfile=None, gpu=None, json=False)) == 0
+    text = capsys.readouterr().out
+    assert "disk GB" in text and "max run scratch GB" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("bnf "))
+    assert line.split()[-2:] == [f"{papers['bnf']['disk_gb']:.1f}", f"{papers['bnf']['max_scratch_peak_gb']:.1f}"]
 
 
 def _with(cfg_file: str, tmp_path, edit) -> dict:

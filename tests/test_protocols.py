@@ -188,8 +188,11 @@ def test_evaluate_protocol_tiny_end_to_end(tiny_model_dir, embedded_dir, tmp_pat
                P.Call("negfree_gen", True, metrics={"negfree_gen": "exact_match,strict-match"},
                       num_fewshot={"negfree_gen": 0})))
     out = tmp_path / "eval" / "tiny_twin.json"
-    rec = P.evaluate_protocol(tiny_model_dir, proto, out, limit=3, batch_size=4)
-    assert json.loads(out.read_text()) == rec
+    with pytest.raises(P.EvaluationFailed, match=r"no results for negfree_broken \(.*nowhere\.jsonl"):
+        P.evaluate_protocol(tiny_model_dir, proto, out, limit=3, batch_size=4)
+    assert not out.exists()                       # a task without results fails the job, not a hole
+    out = out.with_suffix(".failed.json")         # the record is kept beside it
+    rec = json.loads(out.read_text())
     status = {c["group"]: c["status"] for c in rec["calls"]}
     assert status == {"negfree_mc": "ok", "negfree_broken": "failed", "negfree_gen": "ok"}
     broken = next(c for c in rec["calls"] if c["group"] == "negfree_broken")
@@ -202,7 +205,7 @@ def test_evaluate_protocol_tiny_end_to_end(tiny_model_dir, embedded_dir, tmp_pat
     ok = next(c for c in rec["calls"] if c["group"] == "negfree_mc")
     assert ok["config"]["limit"] == 3 and ok["task_configs"]["negfree_mc"]["num_fewshot"] == 0
     assert rec["seed"] == P.DEFAULT_SEED and rec["versions"]["lm_eval"] == "0.4.13"
-    rows = [json.loads(x) for x in out.with_suffix(".samples.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "eval" / "tiny_twin.samples.jsonl").read_text().splitlines()]
     assert {(r["call"], r["task"]) for r in rows} == {("negfree_mc", "negfree_mc"), ("negfree_gen", "negfree_gen")}
     chat = [r for r in rows if r["call"] == "negfree_gen"]
     assert chat[0]["prompt"].startswith("<|user|>\n")          # the chat-template call used it

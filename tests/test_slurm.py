@@ -136,14 +136,14 @@ def test_tiny_dag_through_slurm(tmp_path, tiny_dag_config, slurm):
     assert "Using profile slurm" in out
 
     # every job went through sbatch, each with its own Slurm job id, except the target `all` and the
-    # local rules (prepare_model, make_data: downloads happen on the submit host)
+    # local rules (prepare_model, make_data, fetch_eval_data: downloads happen on the submit host)
     submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", out))
     stats = re.search(r"Job stats:\n(.*?)\n\s*total\s+(\d+)", out, re.S)
     assert stats, out[-3000:]
     n_jobs = int(stats.group(2))
     counts = dict((r, int(n)) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats.group(1), re.M))
-    n_local = counts.get("prepare_model", 0) + counts.get("make_data", 0)
-    assert n_local == 2, counts
+    n_local = counts.get("prepare_model", 0) + counts.get("make_data", 0) + counts.get("fetch_eval_data", 0)
+    assert n_local == 3, counts
     assert len(submitted) == n_jobs - 1 - n_local >= 10, (len(submitted), n_jobs, out[-3000:])
     slurm_ids = sorted(set(submitted.values()), key=int)
     assert len(slurm_ids) == len(submitted)
@@ -173,7 +173,7 @@ def test_tiny_dag_through_slurm(tmp_path, tiny_dag_config, slurm):
     for rule in ("rule_generate_negatives", "rule_score_reference", "rule_train",
                  "rule_evaluate_run", "rule_summary_table", "rule_frozen_lake"):
         assert rule in rule_dirs, rule_dirs
-    assert not {"rule_prepare_model", "rule_make_data"} & rule_dirs, rule_dirs
+    assert not {"rule_prepare_model", "rule_make_data", "rule_fetch_eval_data"} & rule_dirs, rule_dirs
 
     # per-attempt logs: <log>.attempt1, and <log> links to it
     train_log = tmp_path / "logs/demo/train/method~dft2.log"

@@ -353,3 +353,132 @@ def test_a_dropped_side_contributes_nothing_to_the_bnf_loss(tiny_model_dir, data
     solo_pos = bnf.fn(loss_inputs(model, model, with_drop, bnf, {}, None, 64)).loss
     solo_full = bnf.fn(loss_inputs(model, model, collate(tok, [rec], [[0, 1]], cfg, [], True), bnf, {}, None, 64)).loss
     torch.testing.assert_close(l_both, (solo_pos + solo_full) / 2, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ scratch: a full disk, one run per directory
+def _torch_full_disk_error() -> RuntimeError:
+    """What torch.save raises when the disk fills (no errno: "[enforce fail at inline_container.cc]
+    ... unexpected pos N vs M"), got from /dev/full, which answers every write with ENOSPC."""
+    try:
+        torch.save({"w": torch.zeros(10_000)}, "/dev/full")
+    except RuntimeError as err:
+        return err
+    return RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+
+def test_a_full_disk_mid_checkpoint_ends_in_one_line_and_the_rerun_resumes(tmp_path, tiny_model_dir, data):
+    """NEGFREE_FAULT=enospc@2: the disk fills while step 2's checkpoint is written. One line names
+    it; step 1's checkpoint and `latest` stay, no partial directory; the rerun resumes at step 1."""
+    kw = dict(max_steps=3, batch_size=2, micro_batch_size=2, save_every=1)
+    train(cfg_for(tiny_model_dir, data, tmp_path / "ref", "dft", **kw))
+    cut = cfg_for(tiny_model_dir, data, tmp_path / "cut", "dft", **kw)
+    p = cli_train(cut, {"NEGFREE_FAULT": "enospc@2"})
+    ck = tmp_path / "cut" / "checkpoints"
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"negfree train: no space left on device writing {ck / 'step-000002'}: "
+                           f"the checkpoint needs ~"), last
+    assert " free; " in last and f"{ck / 'step-000001'} is kept for the resume" in last
+    assert sorted(x.name for x in ck.iterdir()) == ["latest", "step-000001"]
+    assert (ck / "latest").read_text().strip() == "step-000001"
+    assert json.loads((ck / "step-000001/trainer_state.json").read_text())["step"] == 1
+    assert not (tmp_path / "cut/final").exists() and not (tmp_path / "cut/timing.json").exists()
+    p = cli_train(cut)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((tmp_path / "cut/run_info.json").read_text())["resumed_from_step"] == 1
+    assert_same_weights(tmp_path / "ref", tmp_path / "cut", exact=True)
+
+
+def test_a_full_disk_in_save_state_or_final_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, data, monkeypatch):
+    """The real code paths: accelerate's save_state failing with torch's errno-less "unexpected
+    pos" RuntimeError on a nearly full disk, then the final weights' write failing with ENOSPC.
+    Each ends in one DiskFull line and leaves the newest checkpoint to resume from."""
+    import errno
+    from pathlib import Path
+
+    import accelerate
+    import transformers
+
+    from negfree import io as nio
+    from negfree.io import DiskFull
+    from negfree.train import checkpoint
+
+    cfg = cfg_for(tiny_model_dir, data, tmp_path / "run", "dft", max_steps=3, batch_size=2, micro_batch_size=2,
+                  save_every=1)
+    ck = tmp_path / "run/checkpoints"
+    real_save_state, calls = accelerate.Accelerator.save_state, []
+
+    def save_state(self, output_dir=None, **kw):
+        calls.append(output_dir)
+        if len(calls) == 2:                                   # step 2's checkpoint: the disk fills half-way
+            (Path(output_dir) / "model.safetensors").write_bytes(b"\0" * 1000)
+            raise _torch_full_disk_error()
+        return real_save_state(self, output_dir, **kw)
+
+    monkeypatch.setattr(accelerate.Accelerator, "save_state", save_state)
+    monkeypatch.setattr(nio, "free_bytes", lambda path: 5_000_000)          # what a full disk leaves
+    monkeypatch.setattr(checkpoint, "free_bytes", lambda path: 5_000_000)
+    with pytest.raises(DiskFull) as err:
+        train(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"no space left on device writing {ck / 'step-000002'}: ")
+    assert "needs ~" in msg and "5.0 MB free" in msg
+    assert sorted(x.name for x in ck.iterdir()) == ["latest", "step-000001"]
+
+    monkeypatch.setattr(accelerate.Accelerator, "save_state", real_save_state)
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained",
+                        lambda self, d, **kw: (Path(d, "model.safetensors").write_bytes(b"\0" * 1000),
+                                               (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left"))))
+    with pytest.raises(DiskFull) as err:
+        train(cfg)                                            # resumes at 1, saves 2, then final/ fails
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"no space left on device writing {tmp_path / 'run/final'}: ")
+    assert sorted(x.name for x in (tmp_path / "run").iterdir() if x.name.startswith((".final", "final"))) == []
+    assert (ck / "latest").read_text().strip() == "step-000002"
+
+    monkeypatch.undo()
+    train(cfg)
+    assert json.loads((tmp_path / "run/run_info.json").read_text())["resumed_from_step"] == 2
+    assert (tmp_path / "run/final/model.safetensors").exists() and not ck.exists()
+
+
+def test_what_counts_as_a_full_disk(tmp_path, monkeypatch):
+    import errno
+
+    from negfree import io as nio
+
+    monkeypatch.setattr(nio, "free_bytes", lambda path: 10 ** 12)
+    assert nio.is_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert nio.is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"), tmp_path)
+    wrapped = RuntimeError("save failed")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert nio.is_disk_full(wrapped, tmp_path)
+    assert not nio.is_disk_full(_torch_full_disk_error(), tmp_path)          # plenty free: some other failure
+    monkeypatch.setattr(nio, "free_bytes", lambda path: 10 ** 6)
+    assert nio.is_disk_full(_torch_full_disk_error(), tmp_path)              # torch's words, nothing free
+    assert not nio.is_disk_full(PermissionError(errno.EACCES, "Permission denied"), tmp_path)
+    assert not nio.is_disk_full(ValueError("bad config"), tmp_path)
+
+
+def test_a_second_launch_on_a_held_run_directory_is_refused_until_the_holder_dies(tmp_path, tiny_model_dir, data):
+    """A Slurm requeue beside a live run: one line naming the holder, nothing written; once the
+    holder is SIGKILLed the kernel has dropped its lock and a new run takes the directory."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom negfree.train.checkpoint import RunLock\n"
+                               "lock = RunLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(600)\n",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = cfg_for(tiny_model_dir, data, out, "sft", max_steps=1, batch_size=2, micro_batch_size=2)
+        p = cli_train(cfg)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+        last = p.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"negfree train: {out} is held by another run (pid {holder.pid} on host "), last
+        with pytest.raises(RuntimeError, match=f"is held by another run \\(pid {holder.pid} on host"):
+            train(cfg)
+        assert sorted(x.name for x in out.iterdir()) == [".lock"]          # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    train(cfg)
+    assert (out / "final/model.safetensors").exists()

@@ -1,9 +1,43 @@
+# lm-eval's task data is fetched on the submit host (a local rule, like prepare_model and make_data:
+# compute nodes often cannot reach the hub) into the HF datasets cache, which must sit on storage
+# the compute nodes share (HF_HOME or HF_DATASETS_CACHE); every lm-eval job needs its protocol's
+# marker (ancient: only its existence counts, a refetch reruns no evaluation) and runs with the hub
+# switched off, so a GPU job never downloads. The offline twin's fetch only writes the marker (its
+# data is the embedded test split).
+localrules: fetch_eval_data
+
+
+def fetched(protocol):
+    return f"work/lm_eval_data/{protocol}.json"
+
+
+EVAL_OFFLINE = "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 "
+
+
+rule fetch_eval_data:
+    output:
+        fetched("{eval_data}"),
+    wildcard_constraints:
+        eval_data="|".join(["offline", *sorted(_PROTOCOL_TABLE)]),
+    log:
+        "logs/lm_eval_data/{eval_data}.log",
+    shell:
+        "{NEGFREE} fetch-eval-data --protocol {wildcards.eval_data} --out {output}" + LOG
+
+
+# A paper protocol's answered requests stay in lm-eval's request cache beside the result until it is
+# written, so a retry of a preempted or timed-out job only asks what is left (negfree evaluate --cache).
+def eval_cache(wildcards, output):
+    return str(Path(output[0]).with_suffix(".cache"))
+
+
 # The offline lm-eval twin on the embedded test split, for the base model and every run
 # (evaluate.protocols: offline), and the papers' lm-eval protocols (the others).
 rule evaluate_run:
     input:
         timing="results/runs/{exp}/{run}/timing.json",
         test=test_data,
+        data=ancient(fetched("offline")),
     output:
         "results/runs/{exp}/{run}/eval/negfree_offline.json",
     params:
@@ -18,13 +52,15 @@ rule evaluate_run:
     log:
         "logs/{exp}/evaluate/{run}.log",
     shell:
-        "{NEGFREE} evaluate --model {params.model} --test {input.test} --out {output} {params.flags}" + LOG
+        (EVAL_OFFLINE + "{NEGFREE} evaluate --model {params.model} --test {input.test} --out {output} "
+         "{params.flags}") + LOG
 
 
 rule evaluate_base:
     input:
         model="work/models/{model}/config.json",
         test=test_data,
+        data=ancient(fetched("offline")),
     output:
         "results/runs/{exp}/base~{model}/eval/negfree_offline.json",
     params:
@@ -38,16 +74,19 @@ rule evaluate_base:
     log:
         "logs/{exp}/evaluate/base~{model}.log",
     shell:
-        "{NEGFREE} evaluate --model work/models/{wildcards.model} --test {input.test} --out {output} {params.flags}" + LOG
+        (EVAL_OFFLINE + "{NEGFREE} evaluate --model work/models/{wildcards.model} --test {input.test} "
+         "--out {output} {params.flags}") + LOG
 
 
 rule evaluate_protocol:
     input:
         timing="results/runs/{exp}/{run}/timing.json",
+        data=ancient(fetched("{protocol}")),
     output:
         "results/runs/{exp}/{run}/eval/{protocol}.json",
     params:
         model=final_model_of,
+        cache=eval_cache,
     resources:
         gpu=gpus_of("evaluate_protocol"),
         nodes=1,
@@ -57,14 +96,18 @@ rule evaluate_protocol:
     log:
         "logs/{exp}/evaluate/{run}/{protocol}.log",
     shell:
-        "{NEGFREE} evaluate --model {params.model} --protocol {wildcards.protocol} --out {output}" + LOG
+        (EVAL_OFFLINE + "{NEGFREE} evaluate --model {params.model} --protocol {wildcards.protocol} --out {output} "
+         "--cache {params.cache}") + LOG
 
 
 rule evaluate_protocol_base:
     input:
         model="work/models/{model}/config.json",
+        data=ancient(fetched("{protocol}")),
     output:
         "results/runs/{exp}/base~{model}/eval/{protocol}.json",
+    params:
+        cache=eval_cache,
     resources:
         gpu=gpus_of("evaluate_protocol_base"),
         nodes=1,
@@ -74,7 +117,8 @@ rule evaluate_protocol_base:
     log:
         "logs/{exp}/evaluate/base~{model}/{protocol}.log",
     shell:
-        "{NEGFREE} evaluate --model work/models/{wildcards.model} --protocol {wildcards.protocol} --out {output}" + LOG
+        (EVAL_OFFLINE + "{NEGFREE} evaluate --model work/models/{wildcards.model} --protocol {wildcards.protocol} "
+         "--out {output} --cache {params.cache}") + LOG
 
 
 # A released checkpoint (released: in the experiment; prepared like a base model) under a paper
@@ -88,8 +132,11 @@ def released_estimate(wildcards):
 rule evaluate_protocol_released:
     input:
         model="work/models/{model}/config.json",
+        data=ancient(fetched("{protocol}")),
     output:
         "results/runs/{exp}/released~{model}/eval/{protocol}.json",
+    params:
+        cache=eval_cache,
     resources:
         gpu=lambda wildcards: released_estimate(wildcards).gpus,
         nodes=1,
@@ -99,7 +146,8 @@ rule evaluate_protocol_released:
     log:
         "logs/{exp}/evaluate/released~{model}/{protocol}.log",
     shell:
-        "{NEGFREE} evaluate --model work/models/{wildcards.model} --protocol {wildcards.protocol} --out {output}" + LOG
+        (EVAL_OFFLINE + "{NEGFREE} evaluate --model work/models/{wildcards.model} --protocol {wildcards.protocol} "
+         "--out {output} --cache {params.cache}") + LOG
 
 
 # The generation-based protocols: AlpacaEval 2 (negfree alpaca-eval; the GPT-4-turbo judge, or

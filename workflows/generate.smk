@@ -4,7 +4,8 @@
 # With `generate.shards: k > 1`, k jobs sample prompts i::k (each resumes after a kill) and
 # generate_negatives only gathers their outputs in record order, on the CPU.
 # `--dtype auto`: bf16 on a CUDA GPU, fp32 on the CPU. `--backend` from generate.backend (default auto:
-# vLLM where a CUDA GPU and the vllm package are, else transformers; the manifest names the one that ran).
+# vLLM where a CUDA GPU and the vllm package are and vLLM takes the temperature, else transformers; the
+# manifest names the one that ran and why; gen_backend routes a pool vLLM cannot sample through auto).
 def gen_shard_parts(wildcards):
     """The shard outputs the pool is gathered from ([]: one job samples the whole pool)."""
     k = neg_spec(wildcards).shards[0]
@@ -31,9 +32,21 @@ def gen_runtime(wildcards):
     return 30 if gen_shard_parts(wildcards) else runtime_of("generate_negatives")(wildcards)
 
 
+def gen_backend(wildcards):
+    """generate.backend, except that a pool the named backend cannot sample (a temperature above
+    vLLM's 2, negfree.generate.BACKEND_LIMITS) goes through `auto`, which samples it with
+    transformers and records why in the manifest, instead of failing every retry."""
+    backend = neg_spec(wildcards).gen[4]
+    if backend == "auto":
+        return backend
+    from negfree.generate import backend_refusal   # imports torch: only when a backend is named
+
+    return "auto" if backend_refusal(backend, temperature=float(wildcards.temperature)) else backend
+
+
 GEN_ARGS = ("--num {wildcards.num} --strategy {wildcards.strategy} --temperature {wildcards.temperature} "
             "--max-new-tokens {params.s.gen[0]} --batch-size {params.s.gen[1]} --seed {params.s.gen[2]} "
-            "--limit {params.s.gen[3]} --backend {params.s.gen[4]} --dtype auto {params.s.template}")
+            "--limit {params.s.gen[3]} --backend {params.backend} --dtype auto {params.s.template}")
 
 
 rule generate_negatives:
@@ -45,6 +58,7 @@ rule generate_negatives:
         f"{NEG}/negatives.jsonl",
     params:
         s=neg_spec,
+        backend=gen_backend,
         gather=gen_gather_flag,
     resources:
         gpu=gen_gpus,
@@ -68,6 +82,7 @@ rule generate_negatives_shard:
         f"{NEG}/shards~{{k}}/generate~{{shard}}.jsonl",
     params:
         s=neg_spec,
+        backend=gen_backend,
     wildcard_constraints:
         k=r"[0-9]+",
         shard=r"[0-9]+",

@@ -2,7 +2,8 @@
 
 ``register(sub)`` adds (or replaces) these subcommands on the ``negfree`` parser:
 
-- ``negfree evaluate --model M --out J (--test T | --protocol NAME) [--dry-run]``
+- ``negfree evaluate --model M --out J (--test T | --protocol NAME) [--dry-run] [--max-length N] [--cache DIR]``
+- ``negfree fetch-eval-data --protocol NAME --out MARKER``
 - ``negfree alpaca-eval --model M --instructions I --reference R --out J [--annotator A --judge-model D]``
 - ``negfree textsim --model M --data D --out J [--prompt-field --reference-field --name]``
 - ``negfree eval-csv JSON... --out CSV [--runs ...]``
@@ -29,6 +30,13 @@ def add_evaluate_arguments(s: argparse.ArgumentParser) -> None:
                    help="an integer, or 'auto' (lm-eval finds the largest that fits); default: auto on a GPU, 8 on the CPU")
     s.add_argument("--device", default="auto", help="auto (default): cuda when a GPU is visible, else cpu")
     s.add_argument("--seed", type=int, default=None, help="protocols only (default 1234)")
+    s.add_argument("--max-length", type=int, default=None,
+                   help="protocols only: the context lm-eval works at, and so the length batch size 'auto' "
+                        "probes at; never above the model's own (default 4096; 0: the model's own)")
+    s.add_argument("--cache", default=None,
+                   help="protocols only: lm-eval's request cache, one folder per job, so a rerun of a killed "
+                        "job only asks what is left; removed once the result is written "
+                        "(default: <out stem>.cache beside --out; 'none': no cache)")
     s.add_argument("--chat-template", action="store_true",
                    help="offline twin only: wrap each prompt in the chat template "
                         "(protocols fix this per call)")
@@ -55,9 +63,23 @@ def _batch(value: str, device: str = "cpu"):
     return value if value.startswith("auto") else int(value)
 
 
+def _max_length(value: int | None, default: int) -> int | None:
+    if value is None:
+        return default
+    if value < 0:
+        raise ValueError(f"--max-length must be a number of tokens, or 0 for the model's own; got {value}")
+    return value or None
+
+
+def _cache(value: str | None):
+    if value is None:
+        return True
+    return False if value.lower() == "none" else value
+
+
 def cmd_evaluate(args) -> None:
     if args.protocol:
-        from .protocols import DEFAULT_SEED, evaluate_protocol, resolve
+        from .protocols import DEFAULT_MAX_LENGTH, DEFAULT_SEED, evaluate_protocol, resolve
 
         if args.dry_run:
             resolved = resolve(args.protocol)
@@ -71,7 +93,9 @@ def cmd_evaluate(args) -> None:
             raise ValueError("--chat-template is fixed per call by the protocol; drop it")
         res = evaluate_protocol(args.model, args.protocol, args.out, limit=_limit(args.limit),
                                 batch_size=_batch(args.batch_size, _device(args.device)), device=_device(args.device),
-                                seed=DEFAULT_SEED if args.seed is None else args.seed)
+                                seed=DEFAULT_SEED if args.seed is None else args.seed,
+                                max_length=_max_length(args.max_length, DEFAULT_MAX_LENGTH),
+                                cache=_cache(args.cache))
         print(json.dumps({"tasks": {t: r["value"] for t, r in res["tasks"].items()},
                           "aggregate": res["aggregate"]["value"],
                           "failed": {c["group"]: c["error"] for c in res["calls"] if c["error"]}},
@@ -79,12 +103,31 @@ def cmd_evaluate(args) -> None:
         return
     if args.dry_run:
         raise ValueError("--dry-run needs --protocol")
+    if args.max_length is not None or args.cache is not None:
+        raise ValueError("--max-length and --cache apply to --protocol only")
     from .local import evaluate_local
 
     res = evaluate_local(args.model, args.test, args.out, limit=_limit(args.limit),
                          batch_size=_batch(args.batch_size, _device(args.device)), device=_device(args.device),
                          apply_chat_template=args.chat_template)
     print(json.dumps(res["tasks"], indent=2))
+
+
+# ---------------------------------------------------------------- fetch-eval-data
+def add_fetch_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--protocol", required=True,
+                   help="a paper protocol, or 'offline' (the embedded twin: nothing to fetch, the marker is written)")
+    s.add_argument("--out", required=True, help="marker JSON: the datasets fetched per call")
+
+
+def cmd_fetch_eval_data(args) -> None:
+    from .protocols import fetch_data
+
+    res = fetch_data(args.protocol, args.out)
+    for call in res["calls"]:
+        what = f"{len(call['tasks'])} tasks" if call["status"] == "ok" else f"skipped: {call['error']}"
+        print(f"{call['group']}: {what}")
+    print(f"{res['protocol']}: data in {res['hf_datasets_cache']} -> {args.out}")
 
 
 # -------------------------------------------------------------------- alpaca-eval
@@ -158,6 +201,8 @@ def cmd_eval_csv(args) -> None:
 COMMANDS = {
     "evaluate": ("lm-eval: a paper protocol (--protocol) or the offline twin (--test)",
                  add_evaluate_arguments, cmd_evaluate),
+    "fetch-eval-data": ("fill the HF datasets cache with a protocol's lm-eval data (where the hub is reachable)",
+                        add_fetch_arguments, cmd_fetch_eval_data),
     "alpaca-eval": ("AlpacaEval 2 win rate of greedy chat answers", add_alpaca_arguments, cmd_alpaca_eval),
     "textsim": ("BLEU-4 and ROUGE-1/2/L of greedy answers against references",
                 add_textsim_arguments, cmd_textsim),
@@ -185,6 +230,10 @@ def _main(name: str, argv: list[str] | None) -> None:
 
 def main_evaluate(argv: list[str] | None = None) -> None:
     _main("evaluate", argv)
+
+
+def main_fetch_eval_data(argv: list[str] | None = None) -> None:
+    _main("fetch-eval-data", argv)
 
 
 def main_alpaca_eval(argv: list[str] | None = None) -> None:

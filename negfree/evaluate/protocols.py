@@ -22,13 +22,19 @@ Usage::
 One JSON per (model, protocol): per-task metric, stderr and n; the aggregate;
 per call the full lm-eval config, task configs, versions, seeds, and the error
 if that call failed (the other calls still run and are kept). Samples go to
-``<out_json stem>.samples.jsonl`` beside it.
+``<out_json stem>.samples.jsonl`` beside it. A task left without a result fails the
+evaluation (EvaluationFailed), with the record in ``<stem>.failed.json``; answered requests
+stay in lm-eval's request cache (``<stem>.cache/``) until the result is written, so a rerun
+of a killed or failed job only asks what is left. ``fetch_data`` fills the HF datasets cache
+beforehand, where the hub is reachable (the workflow's rule fetch_eval_data).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import platform
+import shutil
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -38,6 +44,16 @@ from .local import _jsonable, _number, _sample_row
 
 TASKS_DIR = Path(__file__).with_name("protocols")
 DEFAULT_SEED = 1234
+# [ours] The context lm-eval works at, capped at the model's own: at 32,768 (Mistral, Qwen2)
+# batch_size "auto" probes generation at full length and finds batches of 4-8. 4096 is Llama-2's
+# own context; a longer prompt loses its oldest tokens (lm-eval truncates from the left).
+DEFAULT_MAX_LENGTH = 4096
+OFFLINE = "offline"        # the workflow's name for the embedded twin (negfree/evaluate/local.py)
+
+
+class EvaluationFailed(ValueError):
+    """A task produced no result or its data could not be fetched: a ValueError, so the CLI
+    says it in one line and exits non-zero."""
 
 
 @dataclass(frozen=True)
@@ -218,8 +234,7 @@ def resolve(protocol: str | Protocol, manager=None) -> dict[str, dict]:
 
 
 # ---------------------------------------------------------------------- checks
-def preflight(call: Call, leaf_tasks: list[str] | None = None) -> str | None:
-    """Why this call cannot run here, or None. IFEval needs extra packages and NLTK data."""
+def _missing_packages(call: Call, leaf_tasks: list[str] | None = None) -> str | None:
     names = set(call.metrics) | set(leaf_tasks or ())
     if "ifeval" in names:
         missing = []
@@ -231,6 +246,16 @@ def preflight(call: Call, leaf_tasks: list[str] | None = None) -> str | None:
         if missing:
             return (f"IFEval needs the Python packages {', '.join(missing)}: "
                     f"pip install 'lm-eval[ifeval]==0.4.13'")
+    return None
+
+
+def preflight(call: Call, leaf_tasks: list[str] | None = None) -> str | None:
+    """Why this call cannot run here, or None. IFEval needs extra packages and NLTK data.
+    A call it stops is recorded as skipped, never as a failure."""
+    problem = _missing_packages(call, leaf_tasks)
+    if problem:
+        return problem
+    if "ifeval" in set(call.metrics) | set(leaf_tasks or ()):
         import nltk
 
         try:
@@ -240,6 +265,55 @@ def preflight(call: Call, leaf_tasks: list[str] | None = None) -> str | None:
                     "would try to download it): run `python -m nltk.downloader punkt_tab` "
                     "where the network is reachable, or copy it under a folder listed in NLTK_DATA")
     return None
+
+
+# ------------------------------------------------------------------ data fetch
+def fetch_data(protocol: str | Protocol, marker: str | Path) -> dict:
+    """Load every task of ``protocol`` once, so its datasets land in the HF datasets cache.
+
+    Why: GPU jobs should never download (compute nodes often cannot reach the hub, and a
+    download there costs GPU time). The workflow runs this on the submit host (a local rule);
+    the evaluation jobs then read the same cache with HF_DATASETS_OFFLINE=1. Building the
+    tasks with lm-eval itself makes exactly the ``load_dataset`` calls the evaluation makes
+    (and IFEval's NLTK data download). ``offline`` (the embedded twin) has nothing to fetch.
+    A call that preflight would skip for missing packages is skipped here too. Writes and
+    returns the marker record.
+    """
+    from ..io import check_writable
+
+    marker = Path(marker)
+    check_writable(marker)
+    calls = []
+    if protocol != OFFLINE:
+        protocol = get_protocol(protocol)
+        manager = task_manager(protocol)
+        check_known(protocol, manager)
+        for call in protocol.calls:
+            problem = _missing_packages(call)
+            if problem:
+                calls.append({"group": call.group, "status": "skipped", "error": problem})
+                continue
+            try:
+                loaded = manager.load([call.group])
+            except Exception as e:
+                raise EvaluationFailed(f"protocol {protocol.name!r}: cannot fetch the data of "
+                                       f"{call.group!r}: {_one_line(e)}") from e
+            calls.append({"group": call.group, "status": "ok", "tasks": {
+                name: {"dataset": [task.config.dataset_path, task.config.dataset_name],
+                       "rows": {split: d.num_rows for split, d in (getattr(task, "dataset", None) or {}).items()}}
+                for name, task in loaded["tasks"].items()}})
+        protocol = protocol.name
+    from datasets import config as datasets_config
+
+    record = {"protocol": protocol, "calls": calls,
+              "hf_datasets_cache": str(datasets_config.HF_DATASETS_CACHE), "versions": _versions()}
+    atomic_write_text(marker, json.dumps(_jsonable(record), indent=2) + "\n")
+    return record
+
+
+def _one_line(err: BaseException, limit: int = 400) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ------------------------------------------------------------------ aggregation
@@ -311,17 +385,83 @@ def _versions() -> dict:
     return out
 
 
+def _cache_prefix(cache, out_json: Path, model_dir: str, max_length: int, device: str) -> str | None:
+    """lm-eval's request cache of this job (``use_cache``: it adds ``_rank0.db``), or None.
+
+    Cached answers are only valid for one checkpoint, context length and device kind: those
+    name a key folder, and a key folder of an earlier checkpoint at this path is dropped, so a
+    retrained model never reads its predecessor's answers.
+    """
+    if cache is None or cache is False:
+        return None
+    root = out_json.with_suffix(".cache") if cache is True else Path(cache)
+    files = sorted(p for p in Path(model_dir).rglob("*") if p.is_file())
+    ident = [[str(p.relative_to(model_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    ident += [max_length, str(device).split(":")[0], version("lm_eval")]
+    key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
+    for stale in _cache_folders(root):
+        if stale.name != key:
+            shutil.rmtree(stale, ignore_errors=True)
+    return str(root / key / "requests")
+
+
+def _cache_folders(root: Path) -> list[Path]:
+    """Only folders this module made (a key holding request dbs): nothing else is ever removed."""
+    return [d for d in root.iterdir() if d.is_dir() and any(d.glob("requests_rank*.db"))] if root.is_dir() else []
+
+
+def _detach_cache(lm) -> None:
+    """Close the sqlite db lm-eval hooked onto the model (an open file on NFS blocks removal)."""
+    from lm_eval.api.model import CacheHook
+
+    db = getattr(lm.cache_hook, "dbdict", None)
+    lm.set_cache_hook(CacheHook(None))
+    if db is not None:
+        db.close()
+
+
+def _remove_cache(prefix: str | None) -> None:
+    # The cache only bridges the attempts of one job: once the result is written no rerun needs
+    # it (a rerun for a changed checkpoint has another key), and it would only hold shared disk.
+    if prefix is None:
+        return
+    folder = Path(prefix).parent
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()          # the cache root, when nothing else is in it
+
+
+def _no_results(calls: list[dict], tasks: dict[str, dict]) -> list[str]:
+    """'task (why)' for every task without a value, except those of a call preflight skipped."""
+    by_group = {c["group"]: c for c in calls}
+    out = []
+    for task, row in tasks.items():
+        call = by_group[row["call"]]
+        if row["value"] is None and call["status"] != "skipped":
+            why = " ".join((call["error"] or f"lm-eval returned no {row['metric']!r}").split())
+            out.append(f"{task} ({why[:300]})")
+    return out
+
+
 def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json: str | Path,
                       limit: int | float | None = None, batch_size: int | str = 8,
-                      device: str = "cpu", seed: int = DEFAULT_SEED) -> dict:
+                      device: str = "cpu", seed: int = DEFAULT_SEED,
+                      max_length: int | None = DEFAULT_MAX_LENGTH, cache: str | Path | bool = True) -> dict:
     """Run every call of ``protocol`` on one saved checkpoint; write and return the result.
 
-    A call that fails (missing data, missing IFEval resources, ...) is recorded
-    with its error and the others still run. Raises ValueError at once, before
-    loading the model, for an unknown protocol or task name.
+    A call that fails (missing data, ...) is recorded with its error and the others still run;
+    then, as some task has no result, the record goes to ``<stem>.failed.json`` instead (a
+    failed Snakemake job loses its output) and EvaluationFailed names the tasks. A call that
+    preflight skips (IFEval resources missing) is recorded as skipped and fails nothing.
+    ``max_length`` caps the context (and so the length ``batch_size="auto"`` probes at), never
+    above the model's own; None: the model's own. ``cache``: True keeps answered requests in
+    ``<stem>.cache/`` beside the output, a path puts them there (one folder per job), False
+    keeps none. Raises ValueError at once, before loading the model, for an unknown protocol or
+    task name.
     """
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
+    from lm_eval.models.utils import resolve_max_length
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..io import check_writable
@@ -329,6 +469,8 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
 
     protocol = get_protocol(protocol)
     out_json = Path(out_json)
+    if max_length is not None and int(max_length) < 1:
+        raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
     manager = task_manager(protocol)
     check_known(protocol, manager)
     check_model_dir(model_dir)
@@ -339,7 +481,11 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
                        lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device)))
     model = model.to(device).eval()
     tokenizer = load_named(model_dir, "tokenizer", lambda: AutoTokenizer.from_pretrained(model_dir))
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+    own_length = resolve_max_length(model.config, tokenizer)
+    used_length = own_length if max_length is None else min(int(max_length), own_length)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device,
+              max_length=used_length)
+    cache_prefix = _cache_prefix(cache, out_json, model_dir, used_length, device)
 
     results_by_call, calls, rows = {}, [], []
     for call in protocol.calls:
@@ -355,7 +501,7 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
         try:
             res = simple_evaluate(
                 model=lm, tasks=[call.group], task_manager=manager, limit=limit,
-                batch_size=batch_size, device=device, log_samples=True,
+                batch_size=batch_size, device=device, log_samples=True, use_cache=cache_prefix,
                 apply_chat_template=call.chat_template,
                 fewshot_as_multiturn=call.fewshot_as_multiturn and call.chat_template,
                 random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
@@ -365,6 +511,8 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
             results_by_call[call.group] = None
             calls.append(entry)
             continue
+        finally:
+            _detach_cache(lm)
         results_by_call[call.group] = res
         entry.update(
             all_metrics={t: {k: _number(v) for k, v in m.items() if "," in k}
@@ -392,11 +540,20 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
         "seed": seed,
         "device": device,
         "batch_size": batch_size,
+        "max_length": {"used": used_length, "model": own_length},
         "versions": _versions(),
         "protocol_definition": _jsonable(asdict(protocol)),
         "samples": out_json.with_suffix(".samples.jsonl").name,
     }
     atomic_write_text(out_json.with_suffix(".samples.jsonl"),
                       "".join(json.dumps(_jsonable(r), allow_nan=False) + "\n" for r in rows))
+    failed_json = out_json.with_suffix(".failed.json")
+    missing = _no_results(calls, summary["tasks"])
+    if missing:     # the cache stays: the rerun asks only what is left
+        atomic_write_text(failed_json, json.dumps(record, indent=2, allow_nan=False) + "\n")
+        raise EvaluationFailed(f"protocol {protocol.name!r}: no results for {'; '.join(missing)} "
+                               f"(record: {failed_json})")
     atomic_write_text(out_json, json.dumps(record, indent=2, allow_nan=False) + "\n")
+    failed_json.unlink(missing_ok=True)
+    _remove_cache(cache_prefix)
     return record

@@ -39,7 +39,7 @@ from ..logprobs import pack_bins, packing_support, plain_output_head
 from ..losses.core import masked_mean
 from ..score import mismatched_of
 from .batch import collate, loss_inputs
-from .checkpoint import Checkpoints, Preempted, StopFlag, fault
+from .checkpoint import Checkpoints, Preempted, RunLock, StopFlag, fault
 from .records import check_records, check_references, compact_references, negative_indices
 from .runlog import MetricsLog, provenance
 
@@ -77,7 +77,13 @@ DEFAULTS = {
                                        # dense, a row of N tokens never costs more attention than padding to N
     "attn_implementation": None,       # None: transformers' default (sdpa); flash_attention_2 / flex_attention
                                        # make packed attention varlen on a GPU (sdpa and eager mask it densely)
+    "save_dtype": "base",              # final/'s weights: base (the dtype the base checkpoint was saved in: bf16 for
+                                       # every paper model, half the disk of fp32) | float32 | bfloat16
 }
+SAVE_DTYPES = ("base", "float32", "bfloat16")
+# transformers finds packed sequences' boundaries in position_ids for these kernels only when the batch is
+# one row: with several packed rows (pack_capacity) they would attend across sequences, silently
+ONE_ROW_VARLEN = ("flash_attention_2", "flash_attention_3")
 ATTN_IMPLEMENTATIONS = (None, "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 # Keys that may change between a run and its resumption without changing what it computes.
 _RESUME_FREE = {"save_every", "keep_checkpoints", "keep_checkpoints_at_end", "resume", "report_to", "out_dir"}
@@ -139,6 +145,13 @@ def resolve_config(cfg: dict) -> dict:
     if out["attn_implementation"] not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"train: attn_implementation={out['attn_implementation']!r} is not one of "
                          f"{', '.join(str(a).replace('None', 'null') for a in ATTN_IMPLEMENTATIONS)}")
+    if out["packing"] and pc is not None and out["attn_implementation"] in ONE_ROW_VARLEN:
+        raise ValueError(f"train: packing with pack_capacity={pc} and attn_implementation="
+                         f"{out['attn_implementation']} would attend across packed sequences (transformers reads "
+                         f"their boundaries only in a one-row batch); drop pack_capacity (one packed row per "
+                         f"micro-batch) or use flex_attention / sdpa")
+    if out["save_dtype"] not in SAVE_DTYPES:
+        raise ValueError(f"train: save_dtype={out['save_dtype']!r} is not one of {', '.join(SAVE_DTYPES)}")
     if out["report_to"] not in (None, "tensorboard", "wandb"):
         raise ValueError(f"train: report_to={out['report_to']!r} is not one of null, tensorboard, wandb")
     return out
@@ -252,15 +265,22 @@ def probe_metrics(model, raw_model, tok, probe: list[dict], cfg: dict, chunked_h
 
 def _accelerator(cfg: dict, n_micro: int):
     from accelerate import Accelerator
+    from accelerate.utils import GradientAccumulationPlugin
 
     cuda = torch.cuda.is_available()
     mp = cfg["mixed_precision"]
     if mp == "auto":
         mp = "bf16" if cuda else "no"
     kw = {"log_with": cfg["report_to"], "project_dir": cfg["out_dir"]} if cfg["report_to"] else {}
-    if not cuda and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not cuda and fsdp:
         _fsdp_on_cpu()
-    return Accelerator(cpu=not cuda, mixed_precision=mp, gradient_accumulation_steps=n_micro, **kw)
+    # Under FSDP, accumulation without sync would hold every parameter's unsharded gradient until the
+    # step's last micro-batch (2 B/param per GPU in bf16, uncounted by the plan's 16 B/param / N):
+    # reduce-scatter after every micro-batch instead, so gradients stay sharded. DDP holds full
+    # gradients either way, so it keeps skipping the all-reduce between micro-batches.
+    plugin = GradientAccumulationPlugin(num_steps=n_micro, sync_each_batch=fsdp)
+    return Accelerator(cpu=not cuda, mixed_precision=mp, gradient_accumulation_plugin=plugin, **kw)
 
 
 def _fsdp_on_cpu() -> None:
@@ -324,8 +344,10 @@ def train(cfg: dict) -> dict:
     if cfg["max_steps"] is not None:
         total = min(total, int(cfg["max_steps"]))
 
+    rss_before = _rss_mb()
     model = load_model(cfg["model"], device="cpu",   # accelerate places (or shards) it
-                       attn_implementation=cfg["attn_implementation"])
+                       attn_implementation=cfg["attn_implementation"], weights=not _receives_shards(accelerator))
+    load_mb = _gather_floats(accelerator, world, _growth_mb(rss_before))
     unpackable = packing_support(model) if cfg["packing"] else None
     packed = cfg["packing"] and unpackable is None
     if unpackable:
@@ -353,6 +375,9 @@ def train(cfg: dict) -> dict:
     log_u = torch.zeros(n, dtype=torch.float64) if method.stateful else None
 
     chash = config_hash(cfg)
+    # one launch per out_dir (a Slurm requeue beside a live run), taken before the first read or write
+    # of it; held until train() returns or the process dies
+    run_lock = RunLock(out_dir, accelerator).acquire()  # noqa: F841
     ckpt = Checkpoints(out_dir, accelerator, cfg["keep_checkpoints"])
     start = 0
     if cfg["resume"]:
@@ -373,6 +398,8 @@ def train(cfg: dict) -> dict:
                                                "distributed": str(accelerator.distributed_type),
                                                "parameter_dtype": str(next(raw_model.parameters()).dtype),
                                                "host_peak_mb_per_rank_after_load": host_mb,
+                                               "host_mb_for_loading_per_rank": load_mb,
+                                               "model_fp32_mb": round(_param_bytes(raw_model, 4) / 2**20, 1),
                                                "total_steps": total, "resumed_from_step": start,
                                                "probe_records": [r["id"] for r in probe],
                                                "chunked_head": chunked_head, "length_bucketing": bucketing,
@@ -401,6 +428,7 @@ def train(cfg: dict) -> dict:
     # progress with ETA on stderr (the first process only); metrics.jsonl stays the record
     bar = tqdm(total=total, initial=start, desc=f"train {method.name}", unit="step", disable=not main,
                dynamic_ncols=True, mininterval=5.0)
+    held_mb = None
     with StopFlag() as stop, bar:
         for step in range(start, total):
             epoch, s = divmod(step, steps_per_epoch)
@@ -434,6 +462,8 @@ def train(cfg: dict) -> dict:
                     share = (batch.pos_tokens if method.reduction == "tokens" else len(mi)) / denom
                     # accelerate divides by gradient_accumulation_steps; DDP averages over processes
                     accelerator.backward(out.loss * share * world * n_micro)
+                    if step == start and not accelerator.sync_gradients and held_mb is None:
+                        held_mb = held_gradient_mb(model)   # what accumulation keeps between micro-batches
                     if out.log_u is not None:
                         log_u[mi] = out.log_u.detach().to(device="cpu", dtype=log_u.dtype)
                     n_tokens += int(batch.attn.sum())
@@ -463,6 +493,11 @@ def train(cfg: dict) -> dict:
                         "peak_memory_mb": MetricsLog.peak_memory_mb(), "padded_positions_rank0": padded})
             if (step + 1) % cfg["probe_every"] == 0 or step + 1 == total:
                 write_probe(step + 1)
+            if step == start and n_micro > 1:
+                held = _gather_floats(accelerator, world, held_mb or 0.0)
+                if main:
+                    info = json.loads((out_dir / "run_info.json").read_text())
+                    write_json(out_dir / "run_info.json", {**info, "gradient_mb_held_between_micro_batches": held})
             bar.set_postfix(loss=f"{sums['loss']:.4g}", refresh=False)
             bar.update(1)
             if cfg["report_to"]:
@@ -475,6 +510,7 @@ def train(cfg: dict) -> dict:
     wall = time.time() - t0
     final = out_dir / "final"
     state = accelerator.get_state_dict(model)
+    save_dtype = _save_dtype(cfg)
     if main:
         from ..io import write_dir_atomically
 
@@ -485,7 +521,11 @@ def train(cfg: dict) -> dict:
             tok.chat_template = ZEPHYR_TEMPLATE
 
         def fill(tmp):
-            raw_model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            weights = {k: v.to(save_dtype) if v.is_floating_point() else v for k, v in state.items()}
+            raw_model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+            # save_pretrained writes the dtype of the (fp32, training) parameters: say what the files hold
+            config = json.loads((tmp / "config.json").read_text())
+            write_json(tmp / "config.json", {**config, "dtype": str(save_dtype).removeprefix("torch.")})
             tok.save_pretrained(tmp)
             if log_u is not None:
                 torch.save(log_u, tmp / "dft_log_u.pt")
@@ -503,6 +543,74 @@ def train(cfg: dict) -> dict:
     if main:
         write_json(out_dir / "timing.json", timing)
     return timing
+
+
+def _save_dtype(cfg: dict) -> torch.dtype:
+    """final/'s dtype: the base checkpoint's (fp32 where its config does not say) unless save_dtype names one."""
+    from ..models import checkpoint_dtype
+
+    if cfg["save_dtype"] != "base":
+        return getattr(torch, cfg["save_dtype"])
+    return checkpoint_dtype(cfg["model"]) or torch.float32
+
+
+def _receives_shards(accelerator) -> bool:
+    """FSDP with cpu_ram_efficient_loading: the first process reads the checkpoint and accelerate
+    broadcasts every other process its shards (fsdp2_load_full_state_dict), so the others build
+    the architecture alone (negfree.models.load_model(weights=False))."""
+    from accelerate.utils import DistributedType
+
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    return (accelerator.distributed_type == DistributedType.FSDP and plugin is not None
+            and bool(plugin.cpu_ram_efficient_loading) and not accelerator.is_main_process)
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(resident now, peak resident so far) of this process, MiB (Linux /proc; the peak alone elsewhere)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, peak
+    except (OSError, ValueError, IndexError):
+        return peak, peak
+
+
+def _growth_mb(before: tuple[float, float]) -> float:
+    """Host memory the load took: the peak's rise above the resident size before it where the
+    peak rose during the load (the converted copy transformers builds counts), else the rise of
+    the resident size."""
+    now, peak = _rss_mb()
+    return round(max(peak - before[0] if peak > before[1] else 0.0, now - before[0], 0.0), 1)
+
+
+def _gather_floats(accelerator, world: int, value: float) -> list[float]:
+    mine = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
+    every = accelerator.gather(mine).cpu() if world > 1 else mine.cpu()
+    return [round(float(x), 1) for x in every]
+
+
+def _param_bytes(model, width: int) -> int:
+    return sum(p.numel() for p in model.parameters()) * width
+
+
+def held_gradient_mb(model) -> float:
+    """Gradient memory this process holds now, MiB: each parameter's ``.grad`` (its local shard
+    under FSDP2) plus the gradients FSDP2 keeps unsharded while gradient sync is off (torch's
+    FSDPParam.unsharded_accumulated_grad, or the unsharded parameter's own .grad)."""
+    def size(t) -> int:
+        t = t.to_local() if hasattr(t, "to_local") else t
+        return t.numel() * t.element_size()
+
+    held = sum(size(p.grad) for p in model.parameters() if p.grad is not None)
+    for module in model.modules():
+        state = module._get_fsdp_state() if hasattr(module, "_get_fsdp_state") else None
+        for fp in getattr(getattr(state, "_fsdp_param_group", None), "fsdp_params", None) or []:
+            unsharded = getattr(fp, "_unsharded_param", None)
+            for t in (getattr(fp, "unsharded_accumulated_grad", None), getattr(unsharded, "grad", None)):
+                held += size(t) if t is not None else 0
+    return held / 2**20
 
 
 def _host_peak_mb_per_rank(accelerator, world: int) -> list[float]:
