@@ -56,9 +56,10 @@ def fails(argv, *culprits):
 
 
 def tree(root):
-    """Every path under ``root`` with its size and mtime: equal before and after = nothing written."""
+    """Every path under ``root`` with its size and mtime: equal before and after = nothing written.
+    A run directory's ``.lock`` names its last holder (negfree.train.checkpoint.RunLock), not an output."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None
-            for p in sorted(root.rglob("*"))}
+            for p in sorted(root.rglob("*")) if p.name != ".lock"}
 
 
 def train_argv(model, data, out, method="dft", **keys):

@@ -173,3 +173,17 @@ def test_the_columnar_copy_reads_back_what_the_trainer_keeps(unsorted, raw, tmp_
             assert g["ref"]["positive"].dtype == np.float32 and not g["ref"]["positive"].flags.writeable
         else:
             assert g["ref"]["positive"] == w["ref"]["positive"]       # RefSum(total, n), exactly
+
+
+def test_bf16_scoring_loads_bf16_weights(tiny_model_dir, raw, tmp_path, monkeypatch):
+    """Where scoring computes in bf16 (CUDA by default; forced here on the CPU) the weights are
+    loaded in bf16: fp32 weights under autocast keep a bf16 copy of each beside them (6 B/param)."""
+    import negfree.models as models
+
+    seen = []
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda *a, **kw: seen.append(kw.get("dtype")) or real(*a, **kw))
+    m = score_records(tiny_model_dir, raw[:4], tmp_path / "s.jsonl", max_len=MAX_LEN, precision="bf16")
+    assert seen == [torch.bfloat16] and m["precision"] == "bf16"
+    score_records(tiny_model_dir, raw[:4], tmp_path / "f.jsonl", max_len=MAX_LEN)
+    assert seen == [torch.bfloat16, torch.float32]

@@ -348,6 +348,10 @@ def train(cfg: dict) -> dict:
     model = load_model(cfg["model"], device="cpu",   # accelerate places (or shards) it
                        attn_implementation=cfg["attn_implementation"], weights=not _receives_shards(accelerator))
     load_mb = _gather_floats(accelerator, world, _growth_mb(rss_before))
+    # one launch per out_dir (a Slurm requeue beside a live run): taken once the weights have been read
+    # (unreadable weights leave no directory), before the model goes to the GPU and before the first
+    # read or write of the directory; held until train() returns or the process dies
+    run_lock = RunLock(out_dir, accelerator).acquire()  # noqa: F841
     unpackable = packing_support(model) if cfg["packing"] else None
     packed = cfg["packing"] and unpackable is None
     if unpackable:
@@ -375,9 +379,6 @@ def train(cfg: dict) -> dict:
     log_u = torch.zeros(n, dtype=torch.float64) if method.stateful else None
 
     chash = config_hash(cfg)
-    # one launch per out_dir (a Slurm requeue beside a live run), taken before the first read or write
-    # of it; held until train() returns or the process dies
-    run_lock = RunLock(out_dir, accelerator).acquire()  # noqa: F841
     ckpt = Checkpoints(out_dir, accelerator, cfg["keep_checkpoints"])
     start = 0
     if cfg["resume"]:
