@@ -119,10 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="negfree bench score", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="embedded", help="'embedded' or a model directory")
     p.add_argument("--prompts", type=int, default=16, help="first N embedded training prompts")
-    p.add_argument("--negatives", type=int, default=2)
-    p.add_argument("--max-len", type=int, default=320)
+    p.add_argument("--negatives", type=int, default=2, help="negatives per prompt (UltraFeedback-shaped lengths, cut from other answers)")
+    p.add_argument("--max-len", type=int, default=320, help="prompt + answer tokens at most")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per batch (the scorer's default)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the negatives' lengths and text")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default on a CPU: 1, whose CPU time is the work itself; with more, "
                         "idle threads spin and count on shared cores)")

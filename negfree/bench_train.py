@@ -233,13 +233,15 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="negfree bench train", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny", help="tiny (random, built offline) | embedded (SmolLM2-135M) | a path")
-    p.add_argument("--methods", default="sft,dft,dft2,dpo,simpo,asft,minorsft,bnf,ift")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--methods", default="sft,dft,dft2,dpo,simpo,asft,minorsft,bnf,ift",
+                   help="comma-separated registered methods to time (negfree methods lists them)")
+    p.add_argument("--steps", type=int, default=5, help="timed optimizer steps per method (after --warmup)")
+    p.add_argument("--warmup", type=int, default=1, help="optimizer steps run first and not timed")
+    p.add_argument("--batch-size", type=int, default=4, help="prompts per optimizer step")
     p.add_argument("--negatives", type=int, default=2, help="B")
-    p.add_argument("--max-len", type=int, default=128)
-    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--max-len", type=int, default=128, help="prompt + answer tokens at most")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass (train.gradient_checkpointing)")
     p.add_argument("--json", help="write the result here (printed either way)")
     p.add_argument("--full-logits-too", action="store_true",
                    help="also run every method with chunked_head off (full [R, T, V] logits) and report "

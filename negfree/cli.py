@@ -36,13 +36,45 @@ def cmd_methods(args) -> None:
         print(json.dumps(rows, indent=2))
         return
     yes = lambda b: "yes" if b else "-"  # noqa: E731
-    head = f"{'name':<10} {'ref':<4} {'neg':<4} {'pair':<5} {'token':<6} {'hyperparameters (paper defaults)':<48} paper"
-    print(head)
-    print("-" * len(head))
+    for line in methods_table([(r["name"], yes(r["needs_reference"]), yes(r["needs_negatives"]), yes(r["pairwise"]),
+                                yes(r["token_level"]),
+                                ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items()) or "none", r["paper"])
+                               for r in rows], _table_width()):
+        print(line)
+
+
+def _table_width() -> int:
+    """The terminal's width; 100 columns when stdout is not a terminal (a pipe, a file, a log)."""
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
+
+
+def methods_table(rows: list[tuple], width: int = 100) -> list[str]:
+    """The registry as a table no wider than ``width``: the two text columns (hyperparameters,
+    paper) wrap onto continuation lines instead of running past the edge."""
+    import textwrap
+    from itertools import zip_longest
+
+    head = ("name", "ref", "neg", "pair", "token", "hyperparameters (paper defaults)", "paper")
+    fixed = [max(len(str(r[i])) for r in [head[:5], *rows]) for i in range(5)]
+    lead = sum(fixed) + len(fixed)                       # the fixed columns and one space after each
+    room = max(width - lead - 1, 30)                     # the two text columns and the space between
+    hp_w = min(max(len(r[5]) for r in rows), max(room * 2 // 5, 16))
+    paper_w = room - hp_w
+
+    def lines(row):
+        hp = textwrap.wrap(row[5], hp_w, break_on_hyphens=False) or [""]
+        paper = textwrap.wrap(row[6], paper_w, break_on_hyphens=False) or [""]
+        for i, (a, b) in enumerate(zip_longest(hp, paper, fillvalue="")):
+            cells = row[:5] if i == 0 else ("",) * 5
+            yield (" ".join(f"{c:<{w}}" for c, w in zip(cells, fixed)) + f" {a:<{hp_w}} {b}").rstrip()
+
+    out = list(lines(head))
+    out.append("-" * min(width, lead + room))
     for r in rows:
-        hps = ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items()) or "none"
-        print(f"{r['name']:<10} {yes(r['needs_reference']):<4} {yes(r['needs_negatives']):<4} "
-              f"{yes(r['pairwise']):<5} {yes(r['token_level']):<6} {hps:<48} {r['paper']}")
+        out.extend(lines(r))
+    return out
 
 
 def cmd_prepare_model(args) -> None:
@@ -411,11 +443,37 @@ def main(argv: list[str] | None = None) -> None:
         choices = next(a.choices for a in _subparser(parser, args.command)._actions if a.dest == group)
         text = f"usage: negfree {args.command} {{{','.join(choices)}}} [--help | options]"
         if {"-h", "--help"} & set(rest):
-            print(text)
+            print(_group_help(args.command, choices, text))
             return
         raise SystemExit(f"{text}\nnegfree {args.command}: name one of {', '.join(choices)}")
     run_reporting_errors(args.command, lambda: args.fn(args, rest) if getattr(args, "passthrough", False)
                          else args.fn(args), debug=args.debug)
+
+
+GROUP_MODULES = {"bench": "negfree.bench_{}", "toy": "negfree.toy.{}"}
+
+
+def _summary(module: str) -> str:
+    """The first docstring line of a module, read from its source (no import: `--help` stays
+    instant), without its "`negfree ...`: " prefix."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    with open(spec.origin, encoding="utf-8") as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
+    line = doc.strip().splitlines()[0] if doc.strip() else ""
+    line = line.split("`: ", 1)[1] if line.startswith("`negfree") and "`: " in line else line
+    return line.rstrip(".")
+
+
+def _group_help(group: str, choices, usage: str) -> str:
+    """`negfree bench --help`: each member with one line, and how to get its own help."""
+    width = max(len(c) for c in choices) + 2
+    lines = [usage, "", f"{group} commands (each takes its own options: negfree {group} <name> --help):"]
+    for c in choices:
+        lines.append(f"  {c:<{width}}{_summary(GROUP_MODULES[group].format(c.replace('-', '_')))}")
+    return "\n".join(lines)
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

@@ -66,8 +66,11 @@ class Experiment:
         self.gen = c["generate"]
         d = c["data"]
         # the path says which records: two experiments share data only when these agree
-        self.data_dir = (f"work/data/{d['name']}/n_train~{d['n_train'] or 'all'}/n_test~{d['n_test'] or 'all'}/"
-                         f"seed~{d['seed']}")
+        self.data_dir = data_dir_of(d)
+        # textsim's references: the experiment's test split, or a test set of its own (evaluate.textsim.data)
+        self.textsim_data = ((c.get("evaluate") or {}).get("textsim") or {}).get("data")
+        self.textsim_data_dir = (data_dir_of({"n_train": None, **self.textsim_data}) if self.textsim_data
+                                 else self.data_dir)
         self.model_dir = f"work/models/{self.model}"
         self.runs_root = f"results/runs/{self.name}"
         try:
@@ -219,7 +222,8 @@ class Experiment:
                 args.append(f"--judge-model {shlex.quote(a['judge_model'])}")
         else:
             a = ev.get("textsim") or {}
-            args = [f"--data {self.data_dir}/test.jsonl", f"--name {self.config['data']['name']}"]
+            name = (self.textsim_data or self.config["data"])["name"]
+            args = [f"--data {self.textsim_data_dir}/test.jsonl", f"--name {name}"]
         if a.get("limit"):
             args.append(f"--limit {int(a['limit'])}")
         if a.get("max_new_tokens"):
@@ -230,7 +234,7 @@ class Experiment:
         ev = self.config.get("evaluate") or {}
         if protocol == "alpaca_eval2":
             return [ev["alpaca_eval"]["instructions"], ev["alpaca_eval"]["reference"]]
-        return [f"{self.data_dir}/test.jsonl"]
+        return [f"{self.textsim_data_dir}/test.jsonl"]
 
     def paper(self) -> str | None:
         return self.config.get("paper")
@@ -321,7 +325,17 @@ CLUSTER_ENV = {
     "NEGFREE_SLURM_QOS": "qos",                  # sbatch --qos
     "NEGFREE_SLURM_GPU_MODEL": "gpu_model",      # sbatch --gpus=<model>:N (GPU rules)
     "NEGFREE_SLURM_EXTRA": "extra",              # more sbatch flags, after each rule's own slurm_extra
+    "NEGFREE_SLURM_MAX_RUNTIME_GPU": "max_runtime_gpu",   # minutes: caps sbatch -t of every GPU job
+    "NEGFREE_SLURM_MAX_RUNTIME_CPU": "max_runtime_cpu",   # minutes: caps sbatch -t of every other job
 }
+# NEGFREE_SLURM_PARTITION_GPU=default (or _CPU=default): no -p, the cluster's default partition, on
+# purpose. Without it, GPU jobs with no partition are refused (gpu_partition_refusal).
+DEFAULT_PARTITION = "default"
+# The shortest runtime cap: a clipped training job gets SIGTERM 10 min before its limit (the train
+# rule's --signal=TERM@600) to write its checkpoint, and needs time to load and train before that.
+MIN_RUNTIME_CAP = 30
+# Rules whose clipped jobs resume from their checkpoints on the next attempt (negfree/train/checkpoint.py).
+RESUMABLE_RULES = ("train",)
 
 
 def cluster_settings(environ) -> dict[str, str]:
@@ -339,13 +353,128 @@ def cluster_resources(settings: dict[str, str], gpu: bool) -> dict[str, str]:
     if "account" in settings:
         out["slurm_account"] = settings["account"]
     part = settings.get("partition_gpu" if gpu else "partition_cpu")
-    if part:
+    if part and part != DEFAULT_PARTITION:
         out["slurm_partition"] = part
     if "qos" in settings:
         out["qos"] = settings["qos"]
     if gpu and "gpu_model" in settings:
         out["gpu_model"] = settings["gpu_model"]
     return out
+
+
+def _var(key: str) -> str:
+    return next(var for var, k in CLUSTER_ENV.items() if k == key)
+
+
+def cluster_summary(settings: dict[str, str]) -> str:
+    """The one line printed when the DAG is built under the Slurm executor: the account, GPU and CPU
+    partition and QoS the jobs will use (each naming its variable), and the runtime caps when set."""
+    def shown(key):
+        value = settings.get(key)
+        if not value:
+            return f"unset: the cluster's default ({_var(key)})"
+        if key.startswith("partition") and value == DEFAULT_PARTITION:
+            return f"the cluster's default ({_var(key)}={DEFAULT_PARTITION})"
+        return f"{value} ({_var(key)})"
+
+    parts = [f"account {shown('account')}", f"GPU partition {shown('partition_gpu')}",
+             f"CPU partition {shown('partition_cpu')}", f"QoS {shown('qos')}"]
+    parts += [f"{kind} jobs at most {settings[key]} min ({_var(key)})"
+              for kind, key in (("GPU", "max_runtime_gpu"), ("CPU", "max_runtime_cpu")) if key in settings]
+    return "Slurm jobs will use: " + ", ".join(parts)
+
+
+def unknown_cluster_vars(environ) -> list[str]:
+    """One warning per ``NEGFREE_SLURM_*`` variable that CLUSTER_ENV does not know (a misspelt
+    setting is otherwise silently ignored), with the nearest known name."""
+    import difflib
+
+    prefix = "NEGFREE_SLURM_"
+    known = {var[len(prefix):]: var for var in CLUSTER_ENV}    # compared without the shared prefix
+    out = []
+    for var in sorted(v for v in environ if v.startswith(prefix) and v not in CLUSTER_ENV):
+        near = difflib.get_close_matches(var[len(prefix):].upper(), list(known), n=1, cutoff=0.6)
+        hint = f"did you mean {known[near[0]]}?" if near else f"known: {', '.join(CLUSTER_ENV)}"
+        out.append(f"unknown {var} ({hint}): ignored")
+    return out
+
+
+def gpu_partition_refusal(settings: dict[str, str], unplaced: dict[str, int]) -> str | None:
+    """Why GPU jobs are refused, or None. ``unplaced``: GPU jobs (gpu > 0) of the DAG that no
+    partition reaches (neither NEGFREE_SLURM_PARTITION_GPU nor a rule's own slurm_partition, e.g.
+    ``--set-resources train:slurm_partition=X``), counted by rule. Submitted to the cluster's
+    default partition, they would wait forever or run without GPUs on many clusters: the user says
+    that partition is fine with ``NEGFREE_SLURM_PARTITION_GPU=default`` (DEFAULT_PARTITION)."""
+    if not unplaced or settings.get("partition_gpu"):
+        return None
+    rules = ", ".join(f"{rule} x{n}" for rule, n in sorted(unplaced.items()))
+    return (f"{sum(unplaced.values())} GPU jobs ({rules}) have no partition: NEGFREE_SLURM_PARTITION_GPU is unset; "
+            f"export NEGFREE_SLURM_PARTITION_GPU=<your GPU partition>, or NEGFREE_SLURM_PARTITION_GPU="
+            f"{DEFAULT_PARTITION} to submit them to the cluster's default partition")
+
+
+def runtime_caps(settings: dict[str, str]) -> dict[bool, tuple[str, int]]:
+    """The runtime caps the user set, ``{on_gpu: (variable, minutes)}``: NEGFREE_SLURM_MAX_RUNTIME_GPU
+    caps every GPU job's runtime (sbatch -t), NEGFREE_SLURM_MAX_RUNTIME_CPU every other job's. A
+    value that is not a whole number of minutes >= MIN_RUNTIME_CAP is a ConfigError naming it."""
+    caps = {}
+    for on_gpu, key in ((True, "max_runtime_gpu"), (False, "max_runtime_cpu")):
+        value = settings.get(key)
+        if value is None:
+            continue
+        if not value.isdigit() or int(value) < MIN_RUNTIME_CAP:
+            raise ConfigError(f"{_var(key)}={value!r} must be a whole number of minutes >= {MIN_RUNTIME_CAP} "
+                              f"(a clipped training job is signalled 10 minutes before its limit to checkpoint)")
+        caps[on_gpu] = (_var(key), int(value))
+    return caps
+
+
+def capped_runtime(asked, caps: dict[bool, tuple[str, int]], on_gpu: bool) -> tuple[Any, str | None]:
+    """(runtime to request, the variable that clipped it or None): the job's own runtime, at most
+    the cap of its kind (GPU jobs: those that go to the GPU partition, gpu > 0)."""
+    if on_gpu not in caps or not isinstance(asked, int):
+        return asked, None
+    var, cap = caps[on_gpu]
+    return (cap, var) if asked > cap else (asked, None)
+
+
+def clip_retries(asked: int, cap: int, retries: int) -> int:
+    """Retries of a resumable job (the train rule) whose plan asks ``asked`` minutes under a cap of
+    ``cap``. Snakemake 9 counts every failed attempt alike (a job cut at its time limit or preempted
+    fails like a bug; snakemake-executor-plugin-slurm 2.8 reports TIMEOUT/FAILED without a hook to
+    tell them apart), so the rule gets the attempts its clipping needs on top of the user's
+    ``--retries`` (the profile's 3), which stay for real failures: ceil(asked / cap) restarts, one
+    more than asked / cap strictly needs, as each attempt loses up to 11 min to the early signal
+    (--signal=TERM@600) and to loading its checkpoint."""
+    import math
+
+    return math.ceil(asked / cap) + retries
+
+
+def clip_summary(clipped: list[tuple[str, int, str, int]], retries: dict[str, int] | None = None) -> str | None:
+    """The one line about jobs the runtime caps clip, or None: ``clipped`` holds (rule, minutes asked,
+    variable, cap) per job; per cap, how many jobs of which rules and the largest ask. ``retries``:
+    the raised retries of resumable rules; rules that cannot resume are named (each attempt
+    starts over, so a job that needs more than the cap times out on every attempt)."""
+    if not clipped:
+        return None
+    parts = []
+    for var in sorted({c[2] for c in clipped}):
+        mine = [c for c in clipped if c[2] == var]
+        rules = {}
+        for rule, *_ in mine:
+            rules[rule] = rules.get(rule, 0) + 1
+        top = max(mine, key=lambda c: c[1])
+        parts.append(f"{len(mine)} jobs ({', '.join(f'{r} x{n}' for r, n in sorted(rules.items()))}), the largest "
+                     f"asks {top[1]} min ({top[0]}), clipped to {var}={top[3]}")
+    line = "runtime caps: " + "; ".join(parts)
+    if retries:
+        line += "; " + ", ".join(f"{r} resumes from its checkpoints, retries raised to {n}"
+                                 for r, n in sorted(retries.items()))
+    lost = sorted({c[0] for c in clipped} - set(RESUMABLE_RULES))
+    if lost:
+        line += f"; {', '.join(lost)} cannot resume: a clipped job may time out on every attempt"
+    return line
 
 
 # Hub ids whose download needs an accepted licence and a token (the configs' Llama-3 and Gemma-2).
@@ -372,6 +501,17 @@ def gated_model_error(name: str, source: str, present: bool) -> str | None:
             f"at https://huggingface.co/{hub_id}, then `export HF_TOKEN=hf_...` (or `hf auth login`) and rerun")
 
 
+# Figure items with a target of their own (`snakemake dft_fig4`), beside the paper tables': item ->
+# (the figure file per experiment, the config section an experiment of that paper needs to draw it).
+# dft.txt Fig. 4 compares DFT with the SFT->PO pipelines: the dft experiments that declare pipelines.
+FIGURE_ITEMS = {"dft/fig4": ("figures/{exp}/dft/fig4.png", "pipelines")}
+
+
+def data_dir_of(d: dict) -> str:
+    """Where a data section's records live: the path says which records (name, sizes, seed)."""
+    return f"work/data/{d['name']}/n_train~{d['n_train'] or 'all'}/n_test~{d['n_test'] or 'all'}/seed~{d['seed']}"
+
+
 def init_label(exp: str, init: str) -> str:
     """``sft`` -> ``<exp>.sft``; ``other.sft`` stays: the name of a run's checkpoint as a model."""
     return init if "." in init else f"{exp}.{init}"
@@ -396,32 +536,34 @@ class NegSpec:
 class Dag:
     """Every experiment of one invocation, and the lookups its rules need."""
 
-    def __init__(self, config: dict, basedir: str | Path):
+    def __init__(self, config: dict, basedir: str | Path, origin: str = "config"):
+        """``origin``: the config file the user gave (``--configfile``), named in every error."""
         self.basedir = Path(basedir)
         schema = self.basedir / "configs/schema/config.schema.yaml"
         if "experiments" in config:
             extra = sorted(set(config) - {"experiments", "toy"})
             if extra:
-                raise ConfigError(f"config: a config with 'experiments' takes only 'experiments' and 'toy'; "
+                raise ConfigError(f"{origin}: a config with 'experiments' takes only 'experiments' and 'toy'; "
                                   f"found {extra}")
             files = config["experiments"]
             if not isinstance(files, list) or not files:
-                raise ConfigError("config: 'experiments' must be a non-empty list of experiment config files")
+                raise ConfigError(f"{origin}: 'experiments' must be a non-empty list of experiment config files")
             loaded = []
             for f in files:
                 path = self.basedir / f
                 if not path.is_file():
-                    raise ConfigError(f"config: experiments: file {f!r} not found")
+                    raise ConfigError(f"{origin}: experiments: {f} does not exist")
                 loaded.append((yaml.safe_load(path.read_text()) or {}, str(f)))
             self.toy = config.get("toy") or {}
         else:
-            loaded = [(config, "config")]
+            loaded = [(config, origin)]
             self.toy = config.get("toy") or {}
         self.experiments: dict[str, Experiment] = {}
         for cfg, origin in loaded:
             errors = _schema_errors(cfg, schema)
             if errors:
                 raise ConfigError(f"{origin}: does not match {schema.name}:\n  " + "\n  ".join(errors))
+            self._check_paths(cfg, origin)
             exp = Experiment(cfg, origin)
             if exp.name in self.experiments:
                 raise ConfigError(f"{origin}: experiment name {exp.name!r} is used twice")
@@ -434,6 +576,55 @@ class Dag:
         self._check_launch()
         self._estimates: dict = {}
         self._check_plan()
+
+    # -- the files a config points to -------------------------------------------------------
+    def _exists(self, path: str, directory: bool = False) -> bool:
+        """A relative path is read from the workflow's base directory (the repository) or from the
+        working directory (``snakemake --directory``), whichever has it."""
+        test = Path.is_dir if directory else Path.exists
+        return test(self.basedir / path) or test(Path(path))
+
+    def _check_paths(self, cfg: dict, origin: str) -> None:
+        """Every file or local directory an experiment names must exist: one line naming the config
+        file, the dotted key and the path, before anything is planned or submitted."""
+        def local(source) -> bool:
+            return isinstance(source, str) and source != "embedded" and not source.startswith("hub:")
+
+        d, la = cfg.get("data") or {}, cfg.get("launch") or {}
+        alpaca = (cfg.get("evaluate") or {}).get("alpaca_eval") or {}
+        checks = []   # (dotted key, path, a directory?)
+        if local(d.get("source", "embedded")):
+            checks.append(("data.source", d["source"], False))
+        textsim_data = ((cfg.get("evaluate") or {}).get("textsim") or {}).get("data") or {}
+        if local(textsim_data.get("source")):
+            checks.append(("evaluate.textsim.data.source", textsim_data["source"], False))
+        if local((cfg.get("model") or {}).get("source")):
+            checks.append(("model.source", cfg["model"]["source"], True))
+        for name, r in (cfg.get("released") or {}).items():
+            if local((r or {}).get("source")):
+                checks.append((f"released.{name}.source", r["source"], True))
+        checks += [(f"evaluate.alpaca_eval.{k}", alpaca[k], False) for k in ("instructions", "reference")
+                   if alpaca.get(k)]
+        if alpaca.get("judge_model"):
+            checks.append(("evaluate.alpaca_eval.judge_model", alpaca["judge_model"], True))
+        if la.get("accelerate_config"):
+            checks.append(("launch.accelerate_config", la["accelerate_config"], False))
+        for key, path, directory in checks:
+            if not self._exists(path):
+                raise ConfigError(f"{origin}: {key}: {path} does not exist")
+            if directory and not self._exists(path, directory=True):
+                raise ConfigError(f"{origin}: {key}: {path} is a file, not a model directory")
+        if local(d.get("source", "embedded")):   # an adapter file: plan.py and make-data read its hub_id
+            path = d["source"]
+            full = self.basedir / path if (self.basedir / path).is_file() else Path(path)
+            try:
+                spec = yaml.safe_load(full.read_text())
+            except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"{origin}: data.source: {path} cannot be read as YAML "
+                                  f"({' '.join(str(e).split())})") from None
+            if not isinstance(spec, dict) or "hub_id" not in spec:
+                raise ConfigError(f"{origin}: data.source: {path} is not a dataset adapter file (no hub_id; "
+                                  f"see configs/data/*.yaml)")
 
     # -- launch resources (issue 14) -------------------------------------------------------
     def _check_launch(self) -> None:
@@ -521,14 +712,17 @@ class Dag:
     def _data(self) -> dict[str, dict]:
         out: dict[str, tuple[dict, str]] = {}
         for exp in self.experiments.values():
-            d = exp.config["data"]
-            key = {"source": d.get("source", "embedded"), "n_train": d["n_train"] or 0, "n_test": d["n_test"] or 0,
-                   "seed": d["seed"]}
-            if exp.data_dir in out and out[exp.data_dir][0] != key:
-                raise ConfigError(f"{exp.origin}: data {d['name']!r} is made from {key['source']!r} here but "
-                                  f"from {out[exp.data_dir][0]['source']!r} in {out[exp.data_dir][1]}: give one "
-                                  f"of them another name")
-            out.setdefault(exp.data_dir, (key, exp.origin))
+            sets = [(exp.config["data"], exp.data_dir)]
+            if exp.textsim_data:     # evaluate.textsim.data: a test set made like any data set
+                sets.append(({"n_train": None, **exp.textsim_data}, exp.textsim_data_dir))
+            for d, data_dir in sets:
+                key = {"source": d.get("source", "embedded"), "n_train": d["n_train"] or 0,
+                       "n_test": d["n_test"] or 0, "seed": d["seed"]}
+                if data_dir in out and out[data_dir][0] != key:
+                    raise ConfigError(f"{exp.origin}: data {d['name']!r} is made from {key['source']!r} here but "
+                                      f"from {out[data_dir][0]['source']!r} in {out[data_dir][1]}: give one "
+                                      f"of them another name")
+                out.setdefault(data_dir, (key, exp.origin))
         return {k: v[0] for k, v in out.items()}
 
     def _negs(self) -> dict[str, NegSpec]:
@@ -616,6 +810,11 @@ class Dag:
         for exp in self.experiments.values():
             for item in exp.paper_tables:
                 out.setdefault(item_file(item), []).append(f"results/tables/{exp.name}/paper~{item_file(item)}.md")
+        for item, (pattern, section) in FIGURE_ITEMS.items():
+            files = [pattern.format(exp=e.name) for e in self.experiments.values()
+                     if e.paper() == item.split("/")[0] and e.config.get(section)]
+            if files:
+                out[item_file(item)] = files
         return out
 
 

@@ -283,7 +283,7 @@ def train_jobs(spec: dict) -> list[dict]:
         tps = round(statistics.median(p["tokens_per_s"] for p in timed), 1) if timed else None
         peak = max((p["peak_memory_mb"] for p in perf), default=0) / 1024 if spec["device"] == "cuda" else None
         note = "; ".join(problems) or (f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "")
-        if info["processes"] > 1:   # issue 24's two host/GPU memory checks, measured on the cluster's path
+        if info["processes"] > 1:   # host memory at load, gradients held under accumulation: the FSDP path
             note += (f"; host MB to load per rank {info.get('host_mb_for_loading_per_rank')}, gradient MB held "
                      f"between micro-batches {info.get('gradient_mb_held_between_micro_batches')} "
                      f"(fp32 model {info.get('model_fp32_mb')} MB)")

@@ -204,6 +204,10 @@ DATASETS = {
                                                       source="dataset card: about 59.6k train rows (rounded up)"),
     "Anthropic/hh-rlhf": dict(rows=160_800, test=8_552, prompt=200, chosen=90, rejected=90,
                               source="dataset card: train 160,800, test 8,552"),
+    "llamafactory/alpaca_en": dict(rows=0, test=52_002, prompt=30, chosen=70, rejected=0,
+                                   source="Stanford Alpaca's 52,002 rows (an upper bound: LLaMA-Factory removed "
+                                          "some); one split, read as the test split (configs/data/alpaca_en.yaml); "
+                                          "lengths our estimate of its short instructions and answers"),
     "embedded": dict(rows=None, test=None, prompt=40, chosen=24, rejected=24,
                      source="negfree/data/embedded.py: short questions and answers"),
 }
@@ -298,6 +302,20 @@ def data_of(exp, basedir: Path) -> dict:
         stats["test"] = min(stats["test"], d["n_test"] or stats["test"]) if stats["test"] else (d["n_test"] or 0)
     if d.get("train_prompts"):
         stats["rows"] = min(stats["rows"], d["train_prompts"])
+    return stats
+
+
+def textsim_data_of(exp, basedir: Path) -> dict:
+    """The test set the textsim protocol scores: evaluate.textsim.data where set, else the experiment's."""
+    ts = getattr(exp, "textsim_data", None)
+    if not ts:
+        return data_of(exp, basedir)
+    hub_id = yaml.safe_load((basedir / ts["source"]).read_text())["hub_id"]
+    if hub_id not in DATASETS:
+        raise PlanError(f"{exp.origin}: evaluate.textsim.data {ts['source']} ({hub_id}) has no size in "
+                        f"negfree/plan.py DATASETS")
+    stats = dict(DATASETS[hub_id])
+    stats["test"] = min(stats["test"], ts["n_test"] or stats["test"])
     return stats
 
 
@@ -537,10 +555,11 @@ def evaluate_job(exp, who: str, protocol: str, out: str, basedir: Path, gpu_type
         loglik, gens = PROTOCOL_WORK[protocol]
     elif protocol == "offline":
         loglik, gens = d["test"] * 4 * (d["prompt"] + d["chosen"]), [(d["test"], d["prompt"], 32)]
-    else:   # textsim on the test split, alpaca_eval2 on its 805 instructions
+    else:   # textsim on its test set, alpaca_eval2 on its 805 instructions
         a_cfg = ev.get("textsim" if protocol == "textsim" else "alpaca_eval") or {}
-        n = a_cfg.get("limit") or (d["test"] if protocol == "textsim" else 805)
-        loglik, gens = 0, [(n, d["prompt"], a_cfg.get("max_new_tokens") or (512 if protocol == "textsim" else 2048))]
+        t = textsim_data_of(exp, basedir) if protocol == "textsim" else d
+        n = a_cfg.get("limit") or (t["test"] if protocol == "textsim" else 805)
+        loglik, gens = 0, [(n, t["prompt"], a_cfg.get("max_new_tokens") or (512 if protocol == "textsim" else 2048))]
     if ev.get("limit"):
         loglik, gens = min(loglik, ev["limit"] * 4 * EVAL_CONTEXT), [(min(n, ev["limit"]), p, m) for n, p, m in gens]
     hours = _hours(_forward_flops(a, loglik, EVAL_CONTEXT / 2), MFU_FORWARD, gpu, before)
@@ -585,6 +604,13 @@ def jobs_of(dag, gpu_type: str | None = None, before: bool = False) -> list[Job]
                     rule = "evaluate_base" if p == "offline" else "evaluate_protocol_base"
                 name = "negfree_offline" if p == "offline" else p
                 add(evaluate_job(exp, who, p, f"{exp.run_dir(who)}/eval/{name}.json", base, gpu_type, rule, before))
+        # released checkpoints (released:), evaluated only, under the lm-eval protocols; sized as the base
+        # model's evaluation, as workflows/evaluate.smk sizes rule evaluate_protocol_released
+        for who in exp.released_runs():
+            for p in exp.paper_protocols:
+                if p in PROTOCOL_WORK:
+                    add(evaluate_job(exp, who, p, f"{exp.run_dir(who)}/eval/{p}.json", base, gpu_type,
+                                     "evaluate_protocol_released", before))
         for job in analysis_jobs(exp, base, gpu_type, before).values():
             add(job)
     return list(out.values())
@@ -666,8 +692,9 @@ def main(args) -> int:
     from .dag import Dag
 
     root = Path(args.directory or ".").resolve()
-    cfg = yaml.safe_load((root / (args.configfile or "configs/papers.yaml")).read_text())
-    dag = Dag(cfg, root)
+    configfile = args.configfile or "configs/papers.yaml"
+    cfg = yaml.safe_load((root / configfile).read_text())
+    dag = Dag(cfg, root, origin=configfile)
     jobs = jobs_of(dag, args.gpu)
     if args.json:
         rows = [{**asdict(j), "runtime_min": j.runtime_min(), "mem_mb": j.mem_mb()} for j in jobs]
@@ -696,6 +723,6 @@ def main(args) -> int:
           f"{t['max_scratch_peak_gb']:>19.1f}")
     print("disk: what the jobs leave (final weights, pools, scored pools, evaluation samples); scratch: the most "
           "one training run holds while it runs ((keep_checkpoints + 1) checkpoints + final/)")
-    print("baseline: as before issue 15 (padded training micro-batches, scoring in record order, fp32 without TF32 "
+    print("baseline: the DAG without packing, bucketing, sorted scoring or bf16 inference (padded training micro-batches, scoring in record order, fp32 without TF32 "
           "for scoring, generation and evaluation); padding factors: negfree bench data's arithmetic per experiment")
     return 0

@@ -92,6 +92,49 @@ def test_simpo_on_policy_sets_use_message_lists(tmp_path):
         assert r["meta"]["source"].startswith(ADAPTERS[name][0])
 
 
+ALPACA_ROWS = [   # llamafactory/alpaca_en's schema (alpaca_data_en_52k.json): instruction, input, output
+    {"instruction": "Give three tips for staying healthy.", "input": "",
+     "output": "1. Eat well.\n2. Sleep.\n3. Move."},
+    {"instruction": "Translate the sentence to French.", "input": "I like cheese.", "output": "J'aime le fromage."},
+    {"instruction": "Name a colour.", "input": "   ", "output": "Blue."},
+]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_alpaca_en_instruction_and_input_are_the_user_turn(tmp_path, fmt):
+    recs = load(tmp_path, "alpaca_en", "train", ALPACA_ROWS, fmt)
+    assert [r["id"] for r in recs] == [f"alpaca_en-train-{i:07d}" for i in range(3)]
+    assert recs[0]["prompt"] == [{"role": "user", "content": "Give three tips for staying healthy."}]
+    assert recs[1]["prompt"] == [{"role": "user", "content": "Translate the sentence to French.\nI like cheese."}]
+    assert recs[2]["prompt"][0]["content"] == "Name a colour."            # a blank input adds nothing
+    assert recs[1]["positive"] == "J'aime le fromage." and recs[1]["negatives"] == [] and "pair" not in recs[1]
+    assert recs[0]["meta"]["source"].startswith("llamafactory/alpaca_en")
+    with pytest.raises(ValueError, match="row 0: column 'output' is empty"):
+        load(tmp_path / "bad", "alpaca_en", "train", [{"instruction": "Hi", "input": "", "output": " "}])
+
+
+def test_alpaca_en_config_is_pinned_and_is_a_test_split(tmp_path):
+    """configs/data/alpaca_en.yaml: a pinned hub commit, the hub's only split read as the test split;
+    make_data on a local file in the hub schema writes an empty train split and the seeded test rows."""
+    from pathlib import Path
+
+    import yaml
+
+    from negfree.data.adapters import make_from_config
+    from negfree.data.embedded import load_jsonl
+
+    cfg = Path(__file__).resolve().parents[1] / "configs/data/alpaca_en.yaml"
+    spec = yaml.safe_load(cfg.read_text())
+    assert spec["hub_id"] == "llamafactory/alpaca_en" and len(spec["revision"]) == 40
+    int(spec["revision"], 16)                                                  # a full commit hash
+    assert spec["splits"] == {"test": "train"}
+    m = make_from_config(cfg, tmp_path / "out", n_test=2, seed=0, path=write(tmp_path / "src", ALPACA_ROWS, "jsonl"))
+    assert (tmp_path / "out/train.jsonl").read_text() == ""
+    test = load_jsonl(tmp_path / "out/test.jsonl")
+    assert [r["meta"]["row"] for r in test] == subsample_indices(3, 2, 0)
+    assert m["revision"] == spec["revision"] and m["splits"] == {"train": None, "test": "train"}
+
+
 def test_subsample_is_seeded_nested_and_in_hub_order(tmp_path):
     rows = UF_ROWS * 4        # 20 rows; ids come from row numbers, so duplicates are fine
     a = load(tmp_path, "ultrafeedback", "train_prefs", rows, n=5, seed=3)

@@ -14,15 +14,19 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from negfree.cli import main
+from negfree.dag import ConfigError, Dag
 from negfree.data.embedded import load_jsonl
 from negfree.score import score_records
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 TRAIN_KEYS = {"batch_size": 2, "micro_batch_size": 2, "max_steps": 1, "num_negatives": 2, "max_len": 96,
               "lr": 1e-3, "scheduler": "constant", "warmup_ratio": 0.0}
@@ -294,3 +298,80 @@ def test_truncated_model_weights_are_named(tmp_path, tiny_model_dir, embedded_di
     fails(argv, str(broken))
     assert not (tmp_path / "out").exists()
     assert {k: v for k, v in tree(tmp_path).items() if k != "data.jsonl"} == before
+
+
+# -- config files (issue "a newcomer's first week", item 5) ------------------------------------
+# A path a config points to that is not there: one line naming the config file, the dotted key and
+# the path, from Dag (so before anything is planned), `snakemake -n` and `negfree plan` alike.
+def _demo_config():
+    return yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+
+
+def _set(cfg, dotted, value):
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        cfg = cfg.setdefault(k, {})
+    cfg[keys[-1]] = value
+
+
+def _alpaca(cfg, tmp_path):
+    (tmp_path / "instr.json").write_text("[]")
+    cfg["evaluate"]["protocols"] = ["offline", "alpaca_eval2"]
+    cfg["evaluate"]["alpaca_eval"] = {"instructions": str(tmp_path / "instr.json"),
+                                      "reference": str(tmp_path / "instr.json")}
+
+
+MISSING_PATHS = [   # (dotted key, the missing value, what else the config needs for the key to be read)
+    ("data.source", "configs/data/nope.yaml", lambda c, t: c["evaluate"].update(protocols=["openllm_dft"])),
+    ("model.source", "work/models/no-such-checkpoint", None),
+    ("released.ours.source", "work/no-such-release",
+     lambda c, t: c["evaluate"].update(protocols=["openllm_dft"])),
+    ("evaluate.alpaca_eval.instructions", "configs/no_instructions.json", _alpaca),
+    ("evaluate.alpaca_eval.reference", "configs/no_reference.json", _alpaca),
+    ("evaluate.alpaca_eval.judge_model", "work/no-judge", _alpaca),
+    ("launch.accelerate_config", "configs/accelerate/nope.yaml", None),
+]
+
+
+@pytest.mark.parametrize("key,missing,prepare", MISSING_PATHS, ids=[k for k, *_ in MISSING_PATHS])
+def test_a_missing_path_in_a_config_names_the_file_and_the_key(tmp_path, key, missing, prepare):
+    cfg = _demo_config()
+    if prepare:
+        prepare(cfg, tmp_path)
+    _set(cfg, key, missing)
+    with pytest.raises(ConfigError) as e:
+        Dag(cfg, ROOT, origin="configs/paper/x.yaml")
+    assert str(e.value) == f"configs/paper/x.yaml: {key}: {missing} does not exist"
+
+
+def test_a_missing_experiment_file_names_the_config_that_lists_it():
+    with pytest.raises(ConfigError) as e:
+        Dag({"experiments": ["configs/paper/dft.yaml", "configs/paper/nope.yaml"]}, ROOT, origin="configs/mine.yaml")
+    assert str(e.value) == "configs/mine.yaml: experiments: configs/paper/nope.yaml does not exist"
+
+
+def _bad_config_file(tmp_path):
+    cfg = _demo_config()
+    cfg["data"].update(name="nope", source="configs/data/nope.yaml")
+    cfg["evaluate"]["protocols"] = ["openllm_dft"]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return tmp_path / "bad.yaml"
+
+
+def test_snakemake_dry_run_of_a_bad_config_is_one_line_naming_file_and_key(tmp_path):
+    bad = _bad_config_file(tmp_path)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(bad), "--cores", "1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert out.strip().splitlines() == ["negfree: bad.yaml: data.source: configs/data/nope.yaml does not exist"], out
+    assert "Traceback" not in out and "WorkflowError" not in out and "FileNotFoundError" not in out
+
+
+def test_negfree_plan_of_a_bad_config_is_one_line_naming_file_and_key(tmp_path):
+    bad = _bad_config_file(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["plan", "--configfile", str(bad), "--directory", str(ROOT)])
+    assert e.value.code == f"negfree plan: {bad}: data.source: configs/data/nope.yaml does not exist"

@@ -26,13 +26,25 @@ def test_papers_config_loads_every_paper_and_shares_what_agrees():
     assert papers == {"dft", "minorsft", "asft", "ift", "bnf"}
     # dft and ift both start from Mistral-7B-v0.1: one model directory, prepared once
     assert "mistral-7b-v0.1" in dag.models
-    assert len(dag.models) < len(dag.experiments)
+    assert len({e.model for e in dag.experiments.values()}) < len(dag.experiments)
+    # released checkpoints are prepared like base models, each once (dft Tables 1 and 3)
+    assert dag.models["mistral-7b-base-sft-simpo"] == "hub:princeton-nlp/Mistral-7B-Base-SFT-SimPO"
     for paper in papers:
         targets = dag.paper_targets(paper)
         assert targets and all(t.startswith(("results/", "figures/")) for t in targets)
     assert "results/tables/dft_uf/paper~dft_table2.md" in dag.paper_targets("dft")
     assert dag.items()["dft_table2"] == ["results/tables/dft_uf/paper~dft_table2.md"]
     assert len(dag.items()["bnf_table4"]) == 3          # the Llama-3, Mistral and Gemma blocks
+    assert dag.items()["asft_table3"] == ["results/tables/asft_llama3_uf/paper~asft_table3.md",
+                                          "results/tables/asft_llama3_hh/paper~asft_table3.md"]  # UF, HH-RLHF blocks
+    assert dag.items()["dft_fig4"] == ["figures/dft_uf/dft/fig4.png"]   # the dft experiment with SFT->PO pipelines
+    # asft Table 3's references are alpaca_en (asft.txt Sec. 5.1), a data set of its own, made once for both
+    uf, hh = dag.experiments["asft_llama3_uf"], dag.experiments["asft_llama3_hh"]
+    assert uf.textsim_data_dir == hh.textsim_data_dir == "work/data/alpaca_en/n_train~all/n_test~2000/seed~0"
+    assert dag.data[uf.textsim_data_dir]["source"] == "configs/data/alpaca_en.yaml"
+    assert uf.generation_eval_inputs("textsim") == [f"{uf.textsim_data_dir}/test.jsonl"]
+    assert "--name alpaca_en" in hh.generation_eval_args("textsim")
+    assert hh.data_dir.startswith("work/data/hh_rlhf/")
     with pytest.raises(ConfigError, match="no loaded experiment belongs to paper dft"):
         Dag(yaml.safe_load((ROOT / "configs/demo.yaml").read_text()), ROOT).paper_targets("dft")
 
@@ -64,7 +76,7 @@ def test_conflicts_and_bad_references_name_the_culprit(basedir):
         Dag({"experiments": [a, b]}, basedir)
     with pytest.raises(ConfigError, match="experiment name 'a' is used twice"):
         Dag({"experiments": [a, a]}, basedir)
-    with pytest.raises(ConfigError, match="file 'configs/nope.yaml' not found"):
+    with pytest.raises(ConfigError, match="^config: experiments: configs/nope.yaml does not exist$"):
         Dag({"experiments": [a, "configs/nope.yaml"]}, basedir)
     with pytest.raises(ConfigError, match=r"takes only 'experiments' and 'toy'; found \['methods'\]"):
         Dag({"experiments": [a], "methods": {}}, basedir)

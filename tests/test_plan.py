@@ -77,8 +77,18 @@ def test_plan_json_covers_every_paper_job_within_budget():
             assert exp.scored(run) in jobs
             for p in exp.paper_protocols:
                 assert f"{exp.run_dir(run)}/eval/{p}.json" in jobs
+        for run in exp.released_runs():       # released checkpoints: evaluated, so priced (dft Tables 1, 3)
+            for p in exp.paper_protocols:
+                assert f"{exp.run_dir(run)}/eval/{p}.json" in jobs
     assert {r["rule"] for r in rows} >= {"train", "generate_negatives", "score_reference", "evaluate_protocol",
-                                         "evaluate_protocol_base"}
+                                         "evaluate_protocol_base", "evaluate_protocol_released"}
+    released = [r for r in rows if r["rule"] == "evaluate_protocol_released" and r["experiment"] == "dft_uf"]
+    base = next(r for r in rows if r["rule"] == "evaluate_protocol_base" and r["experiment"] == "dft_uf")
+    assert len(released) == 7 and all(r["est_gpu_hours"] == base["est_gpu_hours"] for r in released)
+    # asft Table 3's textsim is priced on alpaca_en's 2,000 rows, its own test set, in both experiments
+    ts = [r for r in rows if r["job"].endswith("/eval/textsim.json")]
+    assert {r["experiment"] for r in ts} == {"asft_llama3_uf", "asft_llama3_hh"}
+    assert len({r["est_gpu_hours"] for r in ts}) == 1
     over = [(r["job"], r["est_peak_gpu_mem_gb"]) for r in rows if r["est_peak_gpu_mem_gb"] > BUDGET_GB]
     assert not over, over
     train = {r["experiment"]: r["gpus"] for r in rows if r["rule"] == "train"}

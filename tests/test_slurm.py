@@ -110,13 +110,16 @@ def test_tiny_dag_through_slurm(tmp_path, tiny_dag_config, slurm):
     cfgfile.write_text(yaml.safe_dump(tiny_dag_config, sort_keys=False))
     cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm",      # = `snakemake --profile slurm`
            "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfgfile),
-           # a 2-CPU test node: small jobs, no GPU (replaces the profile's per-rule map), fast polling
+           # a 2-CPU test node: small jobs, no GPU, fast polling
            "--default-resources", "mem_mb=1500", "runtime=20", "cpus_per_task=1",
-           # (GPU rules size themselves per job from the experiment's launch: section; here: CPU, 1 core)
+           # (GPU rules size themselves per job from the experiment's launch: section; here: CPU, 1 core;
+           # the CPU rules size themselves in their resources: directives, frozen_lake 4 cores: 1 here)
            "--set-resources", *[f"{r}:{k}" for r in ("generate_negatives", "score_reference", "train",
                                                      "evaluate_run", "evaluate_base", "score_dist_pool",
                                                      "score_distribution", "shift_figures")
                                 for k in ("gpu=0", "cpus_per_task=1")],
+           *[f"{r}:{k}" for r in ("summary_table", "bnf_fig1", "asft_fig1", "frozen_lake")
+             for k in ("mem_mb=1500", "runtime=20", "cpus_per_task=1")],
            "--slurm-init-seconds-before-status-checks", "2",
            # more jobs than CPUs: Slurm queues the ready ones and starts each as a CPU frees
            "--jobs", "8", "--retries", "0", "--latency-wait", "10"]
@@ -134,6 +137,10 @@ def test_tiny_dag_through_slurm(tmp_path, tiny_dag_config, slurm):
     assert proc.returncode == 0, out[-5000:] + logs[-5000:]
     print(f"tiny DAG through Slurm: {elapsed:.0f} s")
     assert "Using profile slurm" in out
+    # the Slurm executor is seen: one line says what the jobs use (workflows/common.smk _check_cluster)
+    assert re.search(rf"^Slurm jobs will use: account {ACCOUNT} \(NEGFREE_SLURM_ACCOUNT\), GPU partition {PART_GPU} "
+                     rf"\(NEGFREE_SLURM_PARTITION_GPU\), CPU partition {PART_CPU} \(NEGFREE_SLURM_PARTITION_CPU\), QoS "
+                     r"unset: the cluster's default \(NEGFREE_SLURM_QOS\)$", out, re.M), out[-3000:]
 
     # every job went through sbatch, each with its own Slurm job id, except the target `all` and the
     # local rules (prepare_model, make_data, fetch_eval_data: downloads happen on the submit host)

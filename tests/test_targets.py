@@ -145,3 +145,90 @@ def test_duplicate_and_unknown_top_level(tmp_path):
     cfg.write_text(yaml.safe_dump({"items": [item], "extra": 1}))
     with pytest.raises(TargetsError, match="unknown top-level key"):
         load_targets(cfg)
+
+
+# -- the `missing` sentences against the configs (configs/targets.yaml `needs`) ------------------
+def _check(items: list[dict], tmp_path: Path) -> list[str]:
+    """check_targets on these items against the repository's configs."""
+    from negfree.report.targets import check_targets
+
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({"items": items}))
+    return check_targets(load_targets(path), ROOT)
+
+
+def test_every_missing_sentence_agrees_with_the_configs():
+    """configs/targets.yaml as committed: every `missing` phrase that states a fact about the configs is
+    backed by a `needs` entry, every entry holds for configs/papers.yaml, configs/data and the schema."""
+    from negfree.report.targets import check_targets
+
+    targets = load_targets(TARGETS_YAML)
+    assert check_targets(targets, ROOT) == []
+    assert all(t.needs for t in targets if t.missing)         # every placeholder sentence is backed
+    # the items this project declares for the cluster say nothing is missing
+    done = {t.id: t for t in targets}
+    for item in ("dft/table1", "dft/table3", "asft/table3", "dft/fig4"):
+        assert done[item].files and done[item].missing is None, item
+
+
+# The texts configs/targets.yaml had before the configs declared what they said was missing: each
+# is contradicted by today's configs (or states a fact with nothing to check it), and fails.
+OLD_TABLE1 = ("The MetaMath-7B and MetaMath-Mistral-7B rows are released checkpoints of Yu et al. (2024) that the "
+              "paper copies; no experiment evaluates them (configs/paper/dft_metamath.yaml), so only the DFT and "
+              "DFT2 rows are ours.")
+OLD_ASFT3 = ("The UltraFeedback rows are scored against UF's test answers, not the paper's alpaca_en test set (no "
+             "data config provides it); the HH-RLHF rows need a second experiment that is not declared.")
+
+
+@pytest.mark.parametrize("item, expect", [
+    ({"id": "dft/table1", "what": "x", "files": ["a.md"], "missing": OLD_TABLE1,
+      "needs": [{"unevaluated": "meta-math/MetaMath-Mistral-7B"}]},
+     ["need {'unevaluated': 'meta-math/MetaMath-Mistral-7B'} (no experiment evaluates the checkpoint "
+      "hub:meta-math/MetaMath-Mistral-7B (as its model or under released:)) is false: an experiment of "
+      "configs/papers.yaml evaluates hub:meta-math/MetaMath-Mistral-7B"]),
+    ({"id": "dft/table1", "what": "x", "files": ["a.md"], "missing": OLD_TABLE1},
+     ["'missing' says 'no experiment evaluates' but lists no need unevaluated"]),
+    ({"id": "dft/table3", "what": "x", "files": ["a.md"],
+      "missing": "The UC->UF rows are released checkpoints, which no experiment evaluates.",
+      "needs": [{"unevaluated": "princeton-nlp/Mistral-7B-Base-SFT-SimPO"}]},
+     ["evaluates hub:princeton-nlp/Mistral-7B-Base-SFT-SimPO"]),
+    ({"id": "asft/table3", "what": "x", "files": ["a.md"], "missing": OLD_ASFT3,
+      "needs": [{"no_experiment_on": "configs/data/hh_rlhf.yaml"}, {"no_data_config": "llamafactory/alpaca_en"}]},
+     ["trains on configs/data/hh_rlhf.yaml", "a configs/data/*.yaml file provides llamafactory/alpaca_en"]),
+    ({"id": "dft/fig2a_fig5", "what": "x", "missing": "AlpacaEval 2 is not a DAG protocol yet.",
+      "needs": [{"no_protocol": "alpaca_eval2"}]},
+     ["alpaca_eval2 is a protocol of the DAG"]),
+    ({"id": "asft/table2", "what": "x", "missing": "The runs are declared in configs/paper/nope.yaml.",
+      "needs": [{"declared_in": "configs/paper/nope.yaml"}]},
+     ["names configs/paper/nope.yaml, which does not exist", "configs/paper/nope.yaml is not listed"]),
+    ({"id": "minorsft/fig2", "what": "x", "missing": "No FinanceIQ task exists. Nor a grid.",
+      "needs": [{"no_lm_eval_task": "ceval"}]},
+     ["the installed lm-eval has a task named like ceval", "one sentence"]),
+])
+def test_a_missing_sentence_the_configs_contradict_fails(item, expect, tmp_path):
+    problems = _check([item], tmp_path)
+    assert problems and all(any(e in p for p in problems) for e in expect), problems
+    assert all(p.startswith(item["id"] + ": ") for p in problems)
+
+
+def test_needs_are_validated_and_printed(tmp_path):
+    cfg = tmp_path / "t.yaml"
+    for needs, msg in (([{"colour": "red"}], "must be a one-key mapping"), ({"no_protocol": "x"}, "must be a list")):
+        cfg.write_text(yaml.safe_dump({"items": [{"id": "asft/table2", "what": "x", "missing": "No judge.",
+                                                  "needs": needs}]}))
+        with pytest.raises(TargetsError, match=msg):
+            load_targets(cfg)
+    cfg.write_text(yaml.safe_dump({"items": [{"id": "asft/table2", "what": "x", "files": ["a.md"],
+                                              "needs": [{"no_protocol": "x"}]}]}))
+    with pytest.raises(TargetsError, match="'needs' backs a 'missing' sentence"):
+        load_targets(cfg)
+    # the placeholder page says what was checked; the CLI's --check stops on a contradiction
+    item = {"id": "dft/fig2a_fig5", "what": "AlpacaEval 2", "missing": "AlpacaEval 2 is not a DAG protocol yet.",
+            "needs": [{"no_protocol": "alpaca_eval2"}]}
+    cfg.write_text(yaml.safe_dump({"items": [item]}))
+    report(load_targets(cfg), ["e"], "t.md", "ph", root=tmp_path)
+    page = (tmp_path / "ph/dft_fig2a_fig5.md").read_text()
+    assert "**Checked against the configs**: the DAG has no evaluation protocol alpaca_eval2" in page
+    with pytest.raises(SystemExit, match="alpaca_eval2 is a protocol of the DAG"):
+        cli_main(["targets", "--check", "--targets", str(cfg), "--experiments", "e", "--out-md",
+                  str(tmp_path / "o.md"), "--placeholders-dir", str(tmp_path / "ph2")])

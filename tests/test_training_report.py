@@ -120,6 +120,88 @@ def test_figures_are_byte_reproducible_and_missing_methods_are_named(runs_root, 
     assert fig2.value.isna().all()
 
 
+def _timed_run(d, method, seconds_per_step, steps, processes=8):
+    """A run directory as the trainer leaves it, reduced to what Fig. 4 reads (timing.json)."""
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"method": method, "lr": 1e-6}))
+    (d / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+    (d / "timing.json").write_text(json.dumps({
+        "method": method, "steps": steps, "steps_this_session": steps, "wall_seconds": seconds_per_step * steps,
+        "seconds_per_step": seconds_per_step, "peak_memory_mb": 1000.0, "processes": processes}))
+
+
+def test_dft_fig4_pipeline_bar_is_the_sum_of_its_two_stages(tmp_path):
+    """dft.txt A.4: SFT->DPO and SFT->SimPO cost an SFT phase (2 epochs) plus a PO phase (1 epoch); the
+    starting run is found by the pipeline's path (init~sft, or init~<experiment>.sft in another root)."""
+    from negfree.report.training import dft_fig4, find_runs
+
+    runs = tmp_path / "runs"
+    root = runs / "dft_uf"
+    _timed_run(root / "method~sft", "sft", 2.0, 1800)                              # 1 h
+    _timed_run(root / "method~dft", "dft", 3.0, 2400)                              # 2 h
+    _timed_run(root / "method~dft/gamma~0.9", "dft", 9.0, 2400)                    # a sweep point: no bar
+    _timed_run(root / "method~dpo/init~sft/strategy~pair", "dpo", 1.8, 1000)       # 0.5 h
+    _timed_run(root / "method~dpo/init~sft/negatives~base", "dpo", 3.6, 1000)      # 1 h
+    _timed_run(root / "method~simpo/init~sft/strategy~pair", "simpo", 0.9, 2000)   # 0.5 h
+    df = dft_fig4(find_runs(root), tmp_path / "fig/fig4.png", SCALE)
+    assert (tmp_path / "fig/fig4.png").stat().st_size > 0
+    total = df[df.series == "total_train_hours"].set_index("run").value.astype(float)
+    assert total["method~dpo/init~sft/strategy~pair"] == pytest.approx(1.5)
+    assert total["method~dpo/init~sft/negatives~base"] == pytest.approx(2.0)
+    assert total["method~simpo/init~sft/strategy~pair"] == pytest.approx(1.5)
+    assert total["method~dft"] == pytest.approx(2.0) and total["method~sft"] == pytest.approx(1.0)
+    assert "method~dft/gamma~0.9" not in total.index                               # Fig. 4 compares methods
+    pairs = df[df.run == "method~dpo/init~sft/strategy~pair"].set_index("series").value.astype(float)
+    assert pairs["stage1_train_hours"] == pytest.approx(1.0) and pairs["stage2_train_hours"] == pytest.approx(0.5)
+    assert pairs["total_gpu_hours"] == pytest.approx(1.5 * 8)
+    assert not df[df.method.isin(["sft->dpo", "sft->simpo"])].note.str.startswith("missing").any()
+
+    # a pipeline from another experiment's SFT (ift.yaml: init ift_uc.sft) reads that experiment's run
+    _timed_run(runs / "ift_uc/method~sft", "sft", 4.0, 900)                       # 1 h
+    _timed_run(runs / "ift_base_uf/method~dpo/init~ift_uc.sft", "dpo", 1.8, 1000)  # 0.5 h
+    df = dft_fig4(find_runs(runs / "ift_base_uf"), tmp_path / "ift/fig4.png", SCALE)
+    got = df[(df.method == "sft->dpo") & (df.series == "total_train_hours")]
+    assert got.value.astype(float).tolist() == [pytest.approx(1.5)]
+    # a starting run without timing.json: named, no number
+    (runs / "ift_uc/method~sft/timing.json").unlink()
+    dft_fig4(find_runs(runs / "ift_base_uf"), tmp_path / "ift2/fig4.png", SCALE)
+    df = pd.read_csv(tmp_path / "ift2/fig4.csv")
+    got = df[(df.method == "sft->dpo") & (df.series == "total_train_hours")]
+    assert len(got) == 1 and got.note.iloc[0].startswith("missing") and "ift_uc/method~sft" in got.note.iloc[0]
+    assert pd.isna(got.value.iloc[0])
+
+
+def _fake_run(d, method, values):
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"method": method, "lr": METHODS[method]}))
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "deviation": v}) + "\n"
+                                             for s, v in enumerate(values, 1)))
+
+
+@pytest.mark.parametrize("ran", [("sft",), ("sft", "minorsft"), ("sft", "sft_dpo", "minorsft")])
+def test_minorsft_fig1_names_the_methods_that_did_not_run(tmp_path, monkeypatch, ran):
+    """The demo trains SFT only: the figure says which of the paper's three methods it draws and
+    which did not run at this scale, from the runs it finds (nothing hard-coded, nothing filled in)."""
+    from negfree.report import training
+
+    for i, m in enumerate(ran):
+        _fake_run(tmp_path / "runs" / f"method~{m}", m, [0.1 * i, 0.2 * i])
+    texts = []
+    monkeypatch.setattr(training, "_save", lambda fig, png: texts.extend(
+        t.get_text() for t in fig.findobj(match=lambda o: hasattr(o, "get_text"))))
+    df = training.minorsft_fig1(training.find_runs(tmp_path / "runs"), tmp_path / "fig1.png", SCALE)
+    title = next(t for t in texts if t.startswith("minorsft.txt Fig. 1"))
+    assert f"drawn: {', '.join(ran)}" in title
+    not_run = [m for m in ("sft", "sft_dpo", "minorsft") if m not in ran]
+    if not_run:
+        assert f"not run at this scale: {', '.join(not_run)}" in title
+    else:
+        assert "not run" not in title
+    drawn = df[df.value.astype(str) != ""]
+    assert set(drawn.method) == set(ran)        # the absent methods are rows with a note, no number
+    assert set(df.method) - set(drawn.method) == set(not_run)
+
+
 @pytest.fixture(scope="module")
 def frozen_lake(tmp_path_factory):
     """A short real Frozen Lake run (3 seeds, 15 steps) of the four methods ift.txt Fig. 3 compares."""

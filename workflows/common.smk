@@ -12,10 +12,24 @@ from negfree.dag import ConfigError as _ConfigError, Dag as _Dag, item_file
 from negfree.evaluate.protocols import PROTOCOLS as _PROTOCOL_TABLE
 from negfree.losses import REGISTRY
 
+def _config_origin():
+    """The config file the user gave, as they would write it (the last --configfile wins; without
+    one, the Snakefile loaded configs/papers.yaml)."""
+    if not workflow.configfiles:
+        return "configs/papers.yaml" if "experiments" in config else "config"
+    f = Path(workflow.configfiles[-1])
+    try:
+        return str(f.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(f)
+
+
 try:
-    NF = _Dag(config, workflow.basedir)
+    NF = _Dag(config, workflow.basedir, origin=_config_origin())
 except _ConfigError as _e:
-    raise WorkflowError(str(_e)) from None
+    # a config error is the user's input, not a bug: one line (the config file, the key, the
+    # culprit) and status 1, before any job is planned; no Snakemake traceback header
+    sys.exit(f"negfree: {_e}")
 EXPS = NF.experiments
 
 _METHOD_RE = "|".join(sorted(REGISTRY, key=len, reverse=True))
@@ -338,16 +352,25 @@ def paper_targets(paper):
 # -- the user's cluster (issue 16) ---------------------------------------------------------
 # Account, partitions, QoS and GPU model come from the user's environment, never from the
 # repository: NEGFREE_SLURM_ACCOUNT, NEGFREE_SLURM_PARTITION_GPU, NEGFREE_SLURM_PARTITION_CPU,
-# NEGFREE_SLURM_QOS, NEGFREE_SLURM_GPU_MODEL, NEGFREE_SLURM_EXTRA (negfree/dag.py CLUSTER_ENV).
+# NEGFREE_SLURM_QOS, NEGFREE_SLURM_GPU_MODEL, NEGFREE_SLURM_EXTRA, NEGFREE_SLURM_MAX_RUNTIME_GPU,
+# NEGFREE_SLURM_MAX_RUNTIME_CPU (negfree/dag.py CLUSTER_ENV).
 # The Snakefile calls this once every rule file is read, so a new workflows/*.smk gets them too.
 # They join each rule's own resources (memory, runtime, GPUs stay); a resource that a rule or the
 # command line (--set-resources) sets itself wins. Rules that ask for GPUs (gpu > 0, or per job)
-# go to the GPU partition, the others to the CPU one.
+# go to the GPU partition, the others to the CPU one. The runtime caps clip every job's runtime
+# (its own or --set-resources'), by the same GPU/CPU split. Once the DAG is built, under the Slurm
+# executor, _check_cluster prints what the jobs will use and refuses GPU jobs without a partition.
 def apply_cluster_settings(rules):
-    from negfree.dag import cluster_resources, cluster_settings
+    from negfree.dag import cluster_resources, cluster_settings, runtime_caps
 
     settings = cluster_settings(os.environ)
+    try:
+        caps = runtime_caps(settings)
+    except _ConfigError as e:
+        sys.exit(f"negfree: {e}")     # the user's input: one line, status 1 (as a config error)
     for r in rules:
+        if caps and "runtime" in r.resources:
+            r.resources["runtime"] = _capped(r.name, r.resources["runtime"], r.resources.get("gpu"), caps)
         gpu = r.resources.get("gpu")
         on_gpu, on_cpu = cluster_resources(settings, True), cluster_resources(settings, False)
         if "extra" in settings:     # appended to the rule's own flags (train: the early signal)
@@ -383,7 +406,95 @@ def _per_job(gpu, if_gpu, if_cpu):
 
 
 def _attempt(wildcards, attempt):
+    _check_cluster()    # every rule has this resource: its first evaluation comes once the DAG is built
     return attempt
+
+
+# Runtimes asked above a cap, by job: (rule, wildcards) -> (minutes asked, variable, cap).
+_CLIPPED = {}
+
+
+def _job_key(rulename, wildcards):
+    return rulename, tuple(sorted(dict(wildcards.items()).items()))     # Wildcards or a dict
+
+
+def _capped(rulename, own, gpu, caps):
+    from negfree.dag import capped_runtime
+
+    def runtime(wildcards, **kw):
+        asked = own.evaluate(wildcards, **kw).value
+        minutes, var = capped_runtime(asked, caps, bool(gpu.evaluate(wildcards, **kw).value))
+        if var:
+            _CLIPPED[_job_key(rulename, wildcards)] = (asked, var, minutes)
+        return minutes
+    return runtime
+
+
+def _executor_name():
+    """The executor the user asked for (--executor, or the profile's `executor:`). Snakemake 9.27 sets
+    workflow.executor_plugin only when it executes the DAG, and a dry run (-n) or --touch executes
+    with the 'dryrun'/'touch' plugin instead; the one asked for is then the `executor` argument of
+    snakemake.api.DAGApi.execute_workflow, which is on the stack while the DAG is executed. Inside a
+    Slurm job, snakemake runs with the 'slurm-jobstep' executor."""
+    name = getattr(workflow.executor_plugin, "name", None)
+    if name not in (None, "dryrun", "touch"):
+        return name
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == "execute_workflow" and frame.f_globals.get("__name__") == "snakemake.api":
+            return frame.f_locals.get("executor")
+        frame = frame.f_back
+    return name
+
+
+_CLUSTER_CHECKED = []
+
+
+def _check_cluster():
+    """Once, when the first job's resources are evaluated (the DAG is built, nothing submitted yet),
+    under the Slurm executor only: one line saying which account, partitions and QoS the jobs will
+    use; a warning per unknown NEGFREE_SLURM_* variable; the refusal of GPU jobs that no partition
+    reaches (a dry run warns and goes on, as for gated models; negfree/dag.py gpu_partition_refusal;
+    opt-out NEGFREE_SLURM_PARTITION_GPU=default); and one line on the jobs the runtime caps clip,
+    raising the train rule's retries by the clipped attempts its largest job needs (clip_retries)."""
+    if _CLUSTER_CHECKED:
+        return
+    _CLUSTER_CHECKED.append(True)
+    if _executor_name() != "slurm":
+        return
+    from negfree.dag import (RESUMABLE_RULES, clip_retries, clip_summary, cluster_settings, cluster_summary,
+                             gpu_partition_refusal, unknown_cluster_vars)
+
+    settings = cluster_settings(os.environ)
+    print(cluster_summary(settings), file=sys.stderr)
+    for line in unknown_cluster_vars(os.environ):
+        print(f"WARNING: {line}", file=sys.stderr)
+    unplaced, clipped = {}, []
+    for job in workflow.dag.needrun_jobs():
+        name = job.rule.name
+        if job.rule.norun or name in workflow._localrules:     # not submitted: run on this host
+            continue
+        res = job.resources     # evaluates the job's resources (runtime: clipped, recorded in _CLIPPED)
+        gpus = res.get("gpu")
+        if isinstance(gpus, int) and gpus > 0 and not res.get("slurm_partition"):
+            unplaced[name] = unplaced.get(name, 0) + 1
+        asked = _CLIPPED.get(_job_key(name, job.wildcards_dict))
+        if asked:
+            clipped.append((name, *asked))
+    msg = gpu_partition_refusal(settings, unplaced)
+    if msg and workflow.dryrun:
+        print(f"WARNING: {msg} (a run without -n stops here)", file=sys.stderr)
+    elif msg:
+        raise WorkflowError(msg)
+    retries = {}
+    for name, asked, var, cap in clipped:
+        if name in RESUMABLE_RULES:
+            retries[name] = max(retries.get(name, 0), clip_retries(asked, cap, workflow.execution_settings.retries))
+    for name, n in retries.items():
+        workflow.get_rule(name).restart_times = n    # read by the scheduler when a job fails
+    line = clip_summary(clipped, retries)
+    if line:
+        print(line, file=sys.stderr)
 
 
 # Per-attempt logs: Snakemake deletes a job's log before it retries the job, so each attempt

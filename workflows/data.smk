@@ -11,6 +11,11 @@ rule make_data:
         test="{data_dir}/test.jsonl",
     params:
         d=data_spec,
+    resources:
+        # small CPU job (a local rule: the sizes matter where a site forces it through Slurm)
+        mem_mb=4000,
+        runtime=30,
+        cpus_per_task=1,
     log:
         "logs/{data_dir}/make_data.log",
     shell:

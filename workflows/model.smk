@@ -13,6 +13,11 @@ rule prepare_model:
     params:
         source=model_source,
         out="work/models/{model}",
+    resources:
+        # GGUF/hub checkpoint -> safetensors directory, on CPU. A local rule: these sizes only matter
+        # where a site forces it through Slurm.
+        mem_mb=32000,
+        runtime=60,
     log:
         "logs/models/{model}.log",
     shell:

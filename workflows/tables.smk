@@ -12,6 +12,10 @@ rule summary_table:
         html=report("results/tables/{exp}/summary.html", caption="../report/summary_table.rst", category="Tables",
                   labels={"table": "summary", "experiment": "{exp}"}),
         provenance="results/tables/{exp}/summary.provenance.json",
+    resources:
+        mem_mb=4000,    # a small CPU job (here, not in the profile: --set-resources replaces its block)
+        runtime=30,
+        cpus_per_task=1,
     log:
         "logs/{exp}/summary_table.log",
     shell:

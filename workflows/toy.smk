@@ -10,6 +10,10 @@ rule frozen_lake:
                       category="Frozen Lake (IFT Fig. 3)", labels={"paper": "IFT", "figure": "visit map"}),
     params:
         args=frozen_lake_args(),
+    resources:
+        mem_mb=8000,    # the toy, on CPU (here, not in the profile: --set-resources replaces its block)
+        runtime=120,
+        cpus_per_task=4,
     log:
         "logs/toy/frozen_lake.log",
     shell:

@@ -18,6 +18,16 @@ rule train:
         mem_mb=mem_mb_of("train"),
         runtime=runtime_of("train"),
         cpus_per_task=cpus_of("train"),
+        # Preemption and time limit (also a runtime cap, NEGFREE_SLURM_MAX_RUNTIME_GPU): Slurm sends
+        # SIGTERM to the job's processes 600 s before the time limit (up to 60 s earlier), so the
+        # trainer finishes its step, writes a checkpoint and exits 143; the retry resumes from it
+        # (negfree/train/checkpoint.py StopFlag; with save_every: 0 too, the SIGTERM checkpoint is
+        # always written). Without `B:` the signal goes to the job step (the trainer), not the batch
+        # shell. Clusters whose preemption should send it too: PreemptParameters=send_user_signal in
+        # slurm.conf. The plan's runtime and a cap are at least 30 min, so the signal never comes
+        # before minute 20. Here, not in the profile: a `--set-resources` on the command line
+        # replaces the profile's whole set-resources block. NEGFREE_SLURM_EXTRA is appended to it.
+        slurm_extra="--signal=TERM@600",
     log:
         "logs/{exp}/train/{run}.log",
     shell:

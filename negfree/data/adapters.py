@@ -26,11 +26,15 @@ Adapters (name -> hub id, splits):
   the last "\\n\\nAssistant:"; the part before it is parsed into Human/Assistant turns.
 - ``simpo_*``: the SimPO on-policy preference sets BNF trains on (bnf.txt Sec. 4),
   chosen/rejected message lists, train/test.
+- ``alpaca_en``: llamafactory/alpaca_en (Stanford Alpaca's 52K, as LLaMA-Factory ships it under
+  the name asft.txt Sec. 5.1 uses), one split ``train``. instruction and, where set, input
+  joined by a newline are the one user turn (LLaMA-Factory's alpaca converter); output is the
+  positive (the reference answer of asft.txt Table 3's BLEU/ROUGE).
 
-``load_adapter(name, split, n, seed, path)`` loads through ``datasets.load_dataset`` (the hub
-id, or a local parquet/json file at ``path``), keeps the first ``n`` rows of a permutation
-seeded by ``seed`` (kept in hub order, so n=100 is a subset of n=1000 at the same seed), and
-converts only those rows. Any problem raises one ValueError naming the dataset, the row and
+``load_adapter(name, split, n, seed, path, revision)`` loads through ``datasets.load_dataset``
+(the hub id at ``revision``, a data config's pinned commit, or a local parquet/json file at
+``path``), keeps the first ``n`` rows of a permutation seeded by ``seed`` (kept in hub order,
+so n=100 is a subset of n=1000 at the same seed), and converts only those rows. Any problem raises one ValueError naming the dataset, the row and
 the column.
 
 Pairing-ratio masking (bnf.txt Sec. 5.2 Table 6) is :func:`apply_pairing_ratio`; its
@@ -144,6 +148,15 @@ def _hh_split(text, ctx: dict, row: int, column: str) -> tuple[list[dict], str]:
     return msgs, answer
 
 
+def _alpaca_row(ctx: dict, row: int, r: dict) -> dict:
+    instruction = _text(r["instruction"], ctx, row, "instruction")
+    extra = r.get("input")
+    if extra is not None and not isinstance(extra, str):
+        raise ValueError(f"{_where(ctx, row)}: column 'input' is not a string")
+    content = f"{instruction}\n{extra.strip()}" if extra and extra.strip() else instruction
+    return _record(ctx, row, [{"role": "user", "content": content}], _text(r["output"], ctx, row, "output"))
+
+
 def _hh_row(ctx: dict, row: int, r: dict) -> dict:
     prompt, chosen = _hh_split(r["chosen"], ctx, row, "chosen")
     prompt_r, rejected = _hh_split(r["rejected"], ctx, row, "rejected")
@@ -165,6 +178,7 @@ ADAPTERS = {
                             ("chosen", "rejected"), _pair_row),
     "simpo_gemma2_armorm": ("princeton-nlp/gemma2-ultrafeedback-armorm", ("train", "test"),
                             ("chosen", "rejected"), _pair_row),
+    "alpaca_en": ("llamafactory/alpaca_en", ("train",), ("instruction", "output"), _alpaca_row),
 }
 
 
@@ -181,12 +195,12 @@ def subsample_indices(total: int, n: int | None, seed: int) -> list[int]:
     return sorted(order[:n])
 
 
-def _load(name: str, split: str, path, cache_dir):
+def _load(name: str, split: str, path, cache_dir, revision=None):
     from datasets import load_dataset
 
     hub_id = ADAPTERS[name][0]
     if path is None:
-        return hub_id, load_dataset(hub_id, split=split, cache_dir=cache_dir)
+        return hub_id, load_dataset(hub_id, split=split, cache_dir=cache_dir, revision=revision)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{name}: local data file {path} does not exist")
@@ -201,23 +215,25 @@ def _load(name: str, split: str, path, cache_dir):
 
 
 def load_adapter(name: str, split: str, n: int | None = None, seed: int = 0, path: str | Path | None = None,
-                 cache_dir: str | None = None) -> list[dict]:
+                 cache_dir: str | None = None, revision: str | None = None) -> list[dict]:
     """Records of ``split`` of dataset ``name`` (see ADAPTERS), subsampled to ``n`` rows.
 
     ``path`` (a local parquet/json/jsonl file in the hub schema) replaces the hub download;
     ``split`` then only names the records. Row numbers are positions in the loaded split.
+    ``revision``: the hub commit to download (a data config's ``revision:``; None = the newest).
     """
     if name not in ADAPTERS:
         raise ValueError(f"unknown dataset adapter {name!r}; known: {', '.join(ADAPTERS)}")
     hub_id, splits, columns, row_fn = ADAPTERS[name]
     if split not in splits:
         raise ValueError(f"{name} ({hub_id}): unknown split {split!r}; known: {', '.join(splits)}")
-    source, ds = _load(name, split, path, cache_dir)
+    source, ds = _load(name, split, path, cache_dir, revision)
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
         raise ValueError(f"{name} ({source}): missing column {missing[0]!r} "
                          f"(has {', '.join(ds.column_names) or 'no columns'})")
-    ctx = {"name": name, "dataset": hub_id if path is None else f"{hub_id} (local {source})", "split": split}
+    hub = hub_id if revision is None else f"{hub_id}@{revision}"
+    ctx = {"name": name, "dataset": hub if path is None else f"{hub_id} (local {source})", "split": split}
     rows = subsample_indices(len(ds), n, seed)
     picked = ds.select(rows)
     return [row_fn(ctx, row, r) for row, r in zip(rows, picked)]
@@ -288,7 +304,8 @@ def apply_pairing_ratio(records: list[dict], ratio: float, seed: int) -> list[di
 def make_from_config(config_path: str | Path, out_dir: str | Path, n_train: int | None = None,
                      n_test: int | None = None, seed: int | None = None, path: str | Path | None = None) -> dict:
     """``train.jsonl``, ``test.jsonl`` and ``manifest.json`` in ``out_dir`` from a configs/data/*.yaml
-    file (adapter, hub_id, splits, n, seed). ``n_train``/``seed`` override the file's ``n``/``seed``;
+    file (adapter, hub_id, splits, n, seed; optional revision, the hub commit downloaded).
+    ``n_train``/``seed`` override the file's ``n``/``seed``;
     a dataset without a test split writes an empty ``test.jsonl`` (its evaluation is a protocol).
     ``path``: a local file in the hub schema instead of the download (tests, air-gapped clusters)."""
     import yaml
@@ -308,10 +325,12 @@ def make_from_config(config_path: str | Path, out_dir: str | Path, n_train: int 
     out_dir = Path(out_dir)
     manifest = {"source": str(config_path), "adapter": spec["adapter"], "hub_id": ADAPTERS[spec["adapter"]][0]
                 if spec["adapter"] in ADAPTERS else None, "local_file": str(path) if path else None,
-                "seed": seed, "n_train": n_train, "n_test": n_test, "splits": {}, "files": {}}
+                "revision": spec.get("revision"), "seed": seed, "n_train": n_train, "n_test": n_test,
+                "splits": {}, "files": {}}
     for part, n in (("train", n_train), ("test", n_test)):
         split = (spec["splits"] or {}).get(part)
-        records = load_adapter(spec["adapter"], split, n=n, seed=seed, path=path) if split else []
+        records = (load_adapter(spec["adapter"], split, n=n, seed=seed, path=path, revision=spec.get("revision"))
+                   if split else [])
         target = out_dir / f"{part}.jsonl"
         write_jsonl(target, records)
         manifest["splits"][part] = split

@@ -632,12 +632,14 @@ def ledger_markdown(df: pd.DataFrame, scale: str, runs, runs_root, fl_dir) -> st
 
 def main_claims(argv=None) -> None:
     p = argparse.ArgumentParser(prog="negfree claims", description="evaluate configs/claims.yaml on what exists")
-    p.add_argument("--claims", default="configs/claims.yaml")
-    p.add_argument("--runs-root", required=True)
+    p.add_argument("--claims", default="configs/claims.yaml",
+                   help="the claims to judge, one entry per claim (default: configs/claims.yaml)")
+    p.add_argument("--runs-root", required=True,
+                   help="directory searched for run directories (metrics.jsonl), e.g. results/runs/<experiment>")
     p.add_argument("--frozen-lake", required=True, help="directory of the Frozen Lake outputs (fig3.csv)")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--scale", required=True)
+    p.add_argument("--out-csv", required=True, help="the ledger as CSV, one row per claim")
+    p.add_argument("--out-md", required=True, help="the ledger as markdown (an HTML page is written beside it)")
+    p.add_argument("--scale", required=True, help="one line on what ran at what scale, printed with the ledger")
     p.add_argument("--shifts", default=None, metavar="SHIFTS_SUMMARY.csv",
                    help="shifts_summary.csv of `negfree shifts` (bnf.txt Fig. 3-4): shown beside the shift/ claims")
     p.add_argument("--score-dist", default=None, metavar="FIG1_SUMMARY.csv",

@@ -617,9 +617,9 @@ def main_paper_table(argv=None) -> None:
                    help="put RUN in this printed row (label, method, #N; qualify with @MODEL or @SETTING); "
                         "repeatable. Default: the run method~X fills the one row whose method is X")
     p.add_argument("--scale", required=True, help="what our runs are, e.g. 'SmolLM2-135M, 6 steps'")
-    p.add_argument("--out-md")
-    p.add_argument("--out-csv")
-    p.add_argument("--out-tex")
+    p.add_argument("--out-md", help="the table as markdown (an HTML page beside it); with no --out-*: printed")
+    p.add_argument("--out-csv", help="the table in long form as CSV")
+    p.add_argument("--out-tex", help="the table as LaTeX (booktabs)")
     a = p.parse_args(argv)
     df = paper_table(a.item, a.evals, a.row, a.scale)
     written = []

@@ -208,7 +208,7 @@ def main(argv=None) -> None:
                    help="the documented Zephyr-style template for a tokenizer without a chat template")
     p.add_argument("--system", default=None, help="condition on x-bar: this system message (default: none, x)")
     p.add_argument("--max-len", type=int, default=1024, help="prompt + answer tokens (longer answers are cut)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="sequences scored per forward")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     a = p.parse_args(argv)
     paths = score_dist(a.model, a.pool, a.out_root, a.scale, limit=a.limit, max_len=a.max_len,

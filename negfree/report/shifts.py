@@ -447,13 +447,14 @@ def main(argv=None) -> None:
     p.add_argument("--out-root", required=True, help="writes OUT_ROOT/bnf/{fig3,fig4}.{png,pdf,csv} and more")
     p.add_argument("--scale", required=True, help="one line printed on the figures: at what scale this ran")
     p.add_argument("--limit", type=int, default=None, help="first N prompts only")
-    p.add_argument("--max-new-tokens", type=int, default=320)
+    p.add_argument("--max-new-tokens", type=int, default=320, help="tokens per greedy answer at most")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per decode/scoring batch")
     p.add_argument("--bin-anchor", default=None, help="label whose token shifts define Fig. 4's bins "
                                                       "(default: 'dpo' if given, else the first --model)")
-    p.add_argument("--fallback-template", action="store_true")
+    p.add_argument("--fallback-template", action="store_true",
+                   help="render prompts with the Zephyr-style template when the model has none")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="float32", help="torch dtype both models are loaded in (float32, bfloat16)")
     a = p.parse_args(argv)
     if a.limit is not None and a.limit < 1:
         raise ValueError(f"--limit {a.limit} must be >= 1")

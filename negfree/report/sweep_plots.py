@@ -215,7 +215,7 @@ def main(argv=None) -> None:
     p.add_argument("--metric", required=True, metavar="COLUMN", help="the column plotted")
     p.add_argument("--stderr", default=None, metavar="COLUMN", help="error-bar column (default: detected)")
     p.add_argument("--out", required=True, metavar="PATH.png", help="the .pdf and .csv are written beside it")
-    p.add_argument("--title", required=True)
+    p.add_argument("--title", required=True, help="the figure's title")
     p.add_argument("--scale", required=True, help="what ran, printed on the figure")
     a = p.parse_args(argv)
     paths = sweep_figure(a.table, a.x, a.metric, a.out, title=a.title, scale=a.scale, series=a.series,

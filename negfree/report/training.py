@@ -25,7 +25,7 @@ from .analytic import _save   # the project's byte-reproducible PNG/PDF writer
 # The methods each paper figure compares (registry names; 'x->y' = a two-stage pipeline).
 FIG_METHODS = {
     "dft/fig3": ("dft", "sft", "simpo"),
-    "dft/fig4": ("dft", "dft2", "sft", "sft->dpo"),
+    "dft/fig4": ("dft", "dft2", "sft", "sft->dpo", "sft->simpo"),
     "minorsft/fig1": ("sft", "sft_dpo", "minorsft"),
     "asft/fig2a": ("asft", "orpo"),
     "asft/fig2b": ("asft", "dpo"),
@@ -126,7 +126,32 @@ def load_run(run_dir, root=None) -> Run:
     init = next((part[len("init~"):] for part in run_dir.parts if part.startswith("init~")), None)
     if init:
         run.extra["pipeline"] = f"{init.split('.')[-1]}->{method}"
+        run.extra["init"] = init
     return run
+
+
+def stage_one_dir(r: Run) -> Path | None:
+    """The run a pipeline run started from (``init~sft``: the same experiment's method~sft;
+    ``init~<experiment>.sft``: that experiment's, a sibling of this one's runs root), else None."""
+    init = r.extra.get("init")
+    if not init:
+        return None
+    parts = r.path.parts
+    k = next(i for i, p in enumerate(parts) if p.startswith("method~"))
+    exp_root = Path(*parts[:k]) if k else Path(".")
+    if "." in init:
+        other, method = init.split(".", 1)
+        return exp_root.parent / other / f"method~{method}"
+    return exp_root / f"method~{init}"
+
+
+def train_seconds(timing: dict | None) -> float | None:
+    """The whole run's training-loop time from timing.json: seconds_per_step x steps (= wall_seconds
+    for a run never resumed; a resumed run's wall_seconds covers its last session only)."""
+    t = timing or {}
+    if t.get("seconds_per_step") is None or not t.get("steps"):
+        return None
+    return t["seconds_per_step"] * t["steps"]
 
 
 def find_runs(run_dirs) -> list[Run]:
@@ -320,18 +345,135 @@ def dft_fig3(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
     return df
 
 
+def fig4_runs(runs: list[Run]) -> list[Run]:
+    """The bars of dft.txt Fig. 4 (a): each paper method's own run (its ``method~<m>`` directory, not a
+    sweep point or a replicate, where it has one) and every SFT->DPO / SFT->SimPO pipeline run."""
+    out = []
+    for m in FIG_METHODS["dft/fig4"]:
+        rs = runs_of(runs, m)
+        if "->" not in m:
+            rs = [r for r in rs if r.path.name == f"method~{r.method}"] or rs
+        out += rs
+    return out
+
+
+def _short_labels(runs: list[Run]) -> list[str]:
+    """The kind, plus the path parts that tell apart runs of one kind (e.g. pairs vs self-play PO)."""
+    kinds: dict[str, list[set]] = {}
+    for r in runs:
+        kinds.setdefault(r.kind, []).append(set(r.name.split("/")))
+    out = []
+    for r in runs:
+        if len(kinds[r.kind]) == 1:
+            out.append(r.kind)
+            continue
+        common = set.intersection(*kinds[r.kind])
+        own = [p for p in r.name.split("/") if p not in common]
+        out.append(f"{r.kind} [{' '.join(own) or r.name}]")
+    return out
+
+
+def pipeline_stages(r: Run) -> list[tuple[str, str, dict | None]]:
+    """(stage, run directory, timing.json) of everything a bar's training time sums: a pipeline's
+    starting run (dft.txt A.4: "an initial SFT phase of 2 epochs followed by a preference optimization
+    phase of 1 epoch"), then the run itself."""
+    first = stage_one_dir(r)
+    own = ("PO stage" if first else "run", str(r.path), r.timing)
+    if first is None:
+        return [own]
+    return [(f"{r.extra['init'].split('.')[-1].upper()} stage", str(first), _read_json(first / "timing.json")), own]
+
+
+def _total_rows(sel: list[Run], labels: list[str]) -> tuple[list[dict], list[str], list[tuple]]:
+    """CSV rows of the total training time per bar, what is missing, and (label, [(stage, hours)]) bars."""
+    rows, missing, bars = [], [], []
+    for r, label in zip(sel, labels):
+        stages = pipeline_stages(r)
+        secs = [train_seconds(t) for _, _, t in stages]
+        if any(s is None for s in secs):
+            bad = "; ".join(f"{d}/timing.json" for (_, d, _), s in zip(stages, secs) if s is None)
+            rows.append({"method": r.kind, "run": r.name, "step": "", "series": "total_train_hours", "value": "",
+                         "note": f"missing: no seconds_per_step x steps in {bad}"})
+            missing.append(f"{label} (no timing.json: {bad})")
+            continue
+        procs = [(t or {}).get("processes") or 1 for _, _, t in stages]
+        for k, ((stage, d, _), s, p) in enumerate(zip(stages, secs, procs), 1):
+            if len(stages) > 1:
+                rows.append({"method": r.kind, "run": r.name, "step": "", "series": f"stage{k}_train_hours",
+                             "value": s / 3600,
+                             "note": f"{stage}: {d}/timing.json seconds_per_step x steps; {p} processes"})
+        rows.append({"method": r.kind, "run": r.name, "step": "", "series": "total_train_hours",
+                     "value": sum(secs) / 3600,
+                     "note": ("sum of both stages (dft.txt A.4)" if len(stages) > 1
+                              else "timing.json seconds_per_step x steps") + f"; {r.device}"})
+        rows.append({"method": r.kind, "run": r.name, "step": "", "series": "total_gpu_hours",
+                     "value": sum(s * p for s, p in zip(secs, procs)) / 3600,
+                     "note": "hours x processes (one GPU each), summed over the stages"})
+        bars.append((label, [(stage, s / 3600) for (stage, _, _), s in zip(stages, secs)], max(procs)))
+    return rows, missing, bars
+
+
+def _total_panel(ax, bars: list[tuple]) -> None:
+    colours = {"run": "tab:blue", "PO stage": "tab:blue"}
+    seen = set()
+    for i, (_, stages, _) in enumerate(bars):
+        bottom = 0.0
+        for stage, hours in stages:
+            lab = {"run": "one-stage run"}.get(stage, stage) if stage not in seen else None
+            seen.add(stage)
+            ax.bar(i, hours, bottom=bottom, color=colours.get(stage, "tab:gray"), label=lab)
+            bottom += hours
+        ax.text(i, bottom, f" {bottom:.3g}", ha="center", va="bottom", fontsize=7, rotation=90)
+    tops = [sum(h for _, h in st) for _, st, _ in bars]
+    if tops:
+        ax.set_ylim(0, max(tops) * 1.6 or 1)
+        ax.legend(fontsize=7, loc="upper left", ncol=3)
+    else:
+        ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks(range(len(bars)))
+    ax.set_xticklabels([f"{lab} ({p} proc)" for lab, _, p in bars], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("total training time, hours", fontsize=8)
+    ax.set_title("(a) total training time (a pipeline: both stages)", fontsize=9)
+
+
 def dft_fig4(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
+    """dft.txt Fig. 4: (a) the paper's quantity, total training time in hours per method, an SFT->PO
+    pipeline counted as the sum of its two stages (A.4); (b, c) seconds per step and peak memory of
+    every run of the experiment."""
     miss_rows, missing = _missing_rows("dft/fig4", runs)
-    df = _write_csv(out_png.with_suffix(".csv"), _cost_rows(runs) + miss_rows)
+    sel = fig4_runs(runs)
+    total_rows, total_missing, bars = _total_rows(sel, _short_labels(sel))
+    df = _write_csv(out_png.with_suffix(".csv"), total_rows + _cost_rows(runs) + miss_rows)
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    _cost_panels(axes, runs)
-    fig.suptitle("dft.txt Fig. 4: training cost per method (timing.json of each run)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    _total_panel(axes[0], bars)
+    _cost_panels(axes[1:], runs)
+    axes[1].set_title("(b) seconds per step, every run", fontsize=9)
+    axes[2].set_title("(c) peak memory, every run", fontsize=9)
+    fig.suptitle("dft.txt Fig. 4: training cost per method (timing.json of each run; negative generation "
+                 "excluded, as in the paper)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
     devices = sorted({r.device for r in runs}) or ["no runs"]
-    _footer(fig, scale, missing, f"{MEMORY_NOTE}; device: {', '.join(devices)}")
+    _footer(fig, scale, missing + total_missing,
+            f"{MEMORY_NOTE}; device: {', '.join(devices)}; (a) the training loop of each stage, hours on the "
+            "processes shown (the paper: 4xA100-80G), GPU-hours in the CSV")
     _save(fig, out_png)
     return df
+
+
+def methods_run(fig: str, runs: list[Run]) -> tuple[list[str], list[str]]:
+    """The paper methods of ``fig`` that have a run here (drawn), and those that do not."""
+    ran = [m for m in FIG_METHODS[fig] if runs_of(runs, m)]
+    return ran, [m for m in FIG_METHODS[fig] if m not in ran]
+
+
+def _methods_line(fig: str, runs: list[Run]) -> str:
+    """One title line saying which of the paper's methods the figure draws and which did not run."""
+    ran, not_run = methods_run(fig, runs)
+    line = f"drawn: {', '.join(ran) or 'none'}"
+    if not_run:
+        line += f"; not run at this scale: {', '.join(not_run)} (this experiment trains no run of them)"
+    return line
 
 
 def minorsft_fig1(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
@@ -341,9 +483,12 @@ def minorsft_fig1(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.4))
     _line_panel(ax, sel, "deviation", "m_theta = mean (S - S0) / |y|", "deviation from the reference (Eq. 8)")
-    fig.suptitle(f"minorsft.txt Fig. 1: deviation metric over training steps ({_source(sel)})", fontsize=9)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    _footer(fig, scale, missing, "paper: SFT lr 1e-5, SFT-using-DPO and MinorSFT lr 2e-5")
+    fig.suptitle(f"minorsft.txt Fig. 1: deviation metric over training steps ({_source(sel)})\n"
+                 f"{_methods_line('minorsft/fig1', runs)}", fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.92))
+    not_run = methods_run("minorsft/fig1", runs)[1]   # named in the title; the footnote keeps what ran but lacks data
+    _footer(fig, scale, [m for m in missing if m.split(" ", 1)[0] not in not_run],
+            "paper: SFT lr 1e-5, SFT-using-DPO and MinorSFT lr 2e-5")
     _save(fig, out_png)
     return df
 
