@@ -447,3 +447,40 @@ def test_plan_prints_the_seeds_preset_cost_per_paper(capsys):
     assert with_preset - without == pytest.approx(sum(p["gpu_hours"] for p in cost.values()), abs=0.5)
     assert main(argparse.Namespace(**{**args, "seeds": "configs/seeds.yaml"})) == 0
     assert "trained and evaluated; included above)" in capsys.readouterr().out
+
+
+def test_bleu_rouge_ordering_across_two_experiments_and_the_base_model(tmp_path):
+    """asft.txt Table 3 (ASFT > ORPO > SFT = the untrained instruct model, on BLEU-4 and ROUGE-1/2/L, on
+    HH-RLHF and UltraFeedback): two experiments, read through both configs' paper_tables rows from one
+    experiment's ledger; textsim's per-item scores; the base model is one of the sides."""
+    from negfree.dag import Experiment
+    from negfree.evaluate.textsim import score
+
+    rng = np.random.default_rng(4)
+    words = "the a cat dog sat ran on in mat park today quickly slowly red blue big small".split()
+    refs = [" ".join(rng.choice(words, 12)) for _ in range(60)]
+
+    def answer(ref: str, keep: float) -> str:
+        return " ".join(w if rng.random() < keep else str(rng.choice(words)) for w in ref.split())
+
+    rows = []
+    for cfg_file, exp_name in (("asft.yaml", "asft_llama3_uf"), ("asft_hh.yaml", "asft_llama3_hh")):
+        exp = Experiment(yaml.safe_load((ROOT / "configs/paper" / cfg_file).read_text()), cfg_file)
+        root = tmp_path / exp_name
+        rows += [{**r, "run_dir": str(root / Path(r["run_dir"]).relative_to(exp.runs_root))} for r in paper_rows_of(exp)]
+        for run, keep in (("base~meta-llama-3-8b-instruct", 0.2), ("method~orpo", 0.6), ("method~asft", 0.95)):
+            d = write_run(root, run, run.split("~")[1]) if run.startswith("method") else root / run
+            out = d / "eval/textsim.json"
+            out.parent.mkdir(parents=True)
+            preds = [answer(r, keep) for r in refs]
+            out.with_suffix(".predictions.jsonl").write_text("".join(
+                json.dumps({"i": i, "prediction": p, "reference": r, "n_tokens": 12}) + "\n"
+                for i, (p, r) in enumerate(zip(preds, refs))))
+            out.write_text(json.dumps({"protocol": "textsim_alpaca_en", "scores": score(preds, refs), "n": 60,
+                                       "predictions": out.with_suffix(".predictions.jsonl").name}))
+    df = claims_ledger(CLAIMS, tmp_path / "asft_llama3_uf", None, tmp_path / "c.csv", tmp_path / "c.md", SCALE,
+                       paper_rows=rows).set_index("id")
+    r = df.loc["asft.table3.beats_orpo_and_sft"]
+    assert r.verdict == REPRODUCED and r.uncertainty == TEST_ITEMS, (r.verdict, r.reason, r.measurement[:500])
+    assert "asft_llama3_hh/method~asft" in r.measurement and "base~meta-llama-3-8b-instruct" in r.measurement
+    assert "bleu4 (textsim_alpaca_en/bleu4)" in r.measurement

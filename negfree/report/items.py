@@ -30,6 +30,7 @@ value the result JSON reports.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import re
@@ -142,14 +143,24 @@ class NoItems(ValueError):
 
 
 _CACHE: dict = {}
+_SAMPLE_KEYS = ("task", "doc_id", "filter", "metrics")     # what a score needs of an lm-eval sample row
 
 
-def _read_rows(path: Path) -> list[dict]:
-    key = (str(path), path.stat().st_mtime_ns, path.stat().st_size)
+def _read_rows(path: Path, keep: tuple[str, ...] | None = None):
+    """A JSON file, or the rows of a JSONL file (only the ``keep`` keys of each: lm-eval's samples carry
+    every prompt, megabytes the scores do not need); the last few files read are kept."""
+    key = (str(path), path.stat().st_mtime_ns, path.stat().st_size, keep)
     if key not in _CACHE:
-        _CACHE.clear() if len(_CACHE) > 8 else None
+        if len(_CACHE) > 8:
+            _CACHE.clear()
         if path.suffix == ".jsonl":
-            _CACHE[key] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows = []
+            with path.open() as f:
+                for line in f:
+                    if line.strip():
+                        r = json.loads(line)
+                        rows.append({k: r.get(k) for k in keep} if keep else r)
+            _CACHE[key] = rows
         else:
             _CACHE[key] = json.loads(path.read_text())
     return _CACHE[key]
@@ -181,7 +192,7 @@ def lm_eval_column(json_path: Path, key: str, protocol: str, task: str, metric: 
         raise NoItems(f"{json_path} has no per-sample file ({samples.name})")
     name, _, filt = metric.partition(",")
     ids, vals = [], []
-    for r in _read_rows(samples):
+    for r in _read_rows(samples, _SAMPLE_KEYS):
         if r.get("filter") != filt or not _leaf_match(task, r.get("task", "")):
             continue
         v = (r.get("metrics") or {}).get(name)
@@ -300,7 +311,7 @@ def column(run_dir: Path, key: str, protocols: tuple[str, ...] | None = None) ->
             continue
         return [column(run_dir, k, (p,))[0] for k in keys]
     for s in cands:
-        if protocols and not any(s.protocol == p for p in protocols):
+        if protocols and not any(p == s.protocol or fnmatch.fnmatchcase(p, s.protocol) for p in protocols):
             continue
         path = run_dir / "eval" / EVAL_FILE.get(s.protocol, f"{s.protocol}.json")
         if not path.is_file():
