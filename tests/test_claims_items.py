@@ -484,3 +484,62 @@ def test_bleu_rouge_ordering_across_two_experiments_and_the_base_model(tmp_path)
     assert r.verdict == REPRODUCED and r.uncertainty == TEST_ITEMS, (r.verdict, r.reason, r.measurement[:500])
     assert "asft_llama3_hh/method~asft" in r.measurement and "base~meta-llama-3-8b-instruct" in r.measurement
     assert "bleu4 (textsim_alpaca_en/bleu4)" in r.measurement
+
+
+def test_argmax_over_a_sweep_judges_the_winner_against_each_printed_value(cluster_run, tmp_path):
+    """dft.txt Table 12 (T = 0.7 best of 0, 0.3, 0.7, 1.0): the winner against each other value, over test
+    items. Fig. 7 prints 2 of its 4 strategies: the best of all four is not judged on the two."""
+    import shutil
+
+    _, _, src = cluster_run
+    root = tmp_path / "dft_uf"
+    shutil.copytree(src, root)
+    sft = items.column(root / "method~sft", "avg")            # reuse SFT's items: a worse model than DFT
+    scores = {}
+    for c in sft:
+        task = c.source.split("/")[1]
+        x = c.values[:, 0].copy()
+        scores[task] = {"mmlu_abstract_algebra": x[:150], "mmlu_anatomy": x[150:]} if task == "mmlu" else x
+    for run in ("method~dft/temperature~0.0", "method~dft/temperature~0.3", "method~dft/temperature~1.0",
+                "method~dft/strategy~chat_good"):
+        write_protocol_eval(write_run(root, run, "dft"), "openllm_dft", scores)
+    df = claims_ledger(CLAIMS, root, None, tmp_path / "c.csv", tmp_path / "c.md", SCALE,
+                       paper_rows=dft_rows(root)).set_index("id")
+    r = df.loc["dft.table12.temperature_07_best"]
+    assert r.verdict == REPRODUCED and r.uncertainty == TEST_ITEMS and "argmax over T = 0.7 against [0.0, 0.3, 1.0]" \
+        in r.measurement
+    r = df.loc["dft.fig7.adversarial_system_prompt_best"]
+    assert r.verdict == NOT_CHECKABLE and "direct, chat of the paper's values" in r.reason
+    assert "have no paper-table row (no printed number)" in r.reason
+
+
+def test_a_judged_claim_is_judged_only_with_the_papers_judge(tmp_path):
+    """The hook for judged benchmarks: AlpacaEval 2's plain win rate per item is the judge's preference;
+    two models judged against the same reference are paired by instruction. The offline stand-in
+    judge gives no verdict; GPT-4 Turbo's preferences do (over test items)."""
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(yaml.safe_dump({"version": 1, "claims": [{
+        "id": "ift.test.judged", "paper": "ift", "statement": "IFT wins more often than SFT on AlpacaEval 2.",
+        "source": "ift.txt Table 2", "needs": {"targets": ["ift/table2"], "runs": ["sft", "ift"]}, "requires": ["judge"],
+        "check": {"kind": "compare", "metric": "alpacaeval2/win_rate", "a": {"method": "ift"}, "b": {"method": "sft"},
+                  "expect": "a > b"}}]}))
+    rng = np.random.default_rng(1)
+    wins = {"sft": (rng.random(805) < 0.10), "ift": None}
+    wins["ift"] = wins["sft"] | (rng.random(805) < 0.15)
+
+    def ledger(annotator):
+        root = tmp_path / annotator
+        for m, w in wins.items():
+            out = write_run(root, f"method~{m}", m) / "eval/alpaca_eval2.json"
+            out.parent.mkdir()
+            out.with_suffix(".annotations.json").write_text(json.dumps(
+                [{"instruction": f"instruction {k}", "preference": 2.0 if x else 1.0} for k, x in enumerate(w)]))
+            out.write_text(json.dumps({"protocol": "alpaca_eval2", "annotator": annotator, "n": 805,
+                                       "annotations": out.with_suffix(".annotations.json").name}))
+        return claims_ledger(claims, root, None, tmp_path / "c.csv", tmp_path / "c.md", SCALE).set_index("id").iloc[0]
+
+    r = ledger("weighted_alpaca_eval_gpt4_turbo")
+    assert r.verdict == REPRODUCED and r.uncertainty == TEST_ITEMS and "805 test items" in r.measurement
+    r = ledger("negfree_local_loglik")
+    assert r.verdict == NOT_CHECKABLE and "needs a paid LLM judge" in r.reason
+    assert "judged by negfree_local_loglik, not AlpacaEval 2's GPT-4 Turbo judge" in r.reason

@@ -806,6 +806,16 @@ def check_bench_argbest(ctx, check, claim) -> Judged:
     if not win or len(values) < 2:
         return _bench_nc(metric, f"'{kind}' over {sweep}: the paper-table rows give {values or 'no value'}"
                          + ("" if ctx.rows else " (no paper_tables rows given: --paper-rows)"))
+    # a figure's sweep values the paper prints no number for have no row: the argmax needs them all
+    from . import paper_numbers
+
+    listed = [_sweep_value({"setting": st}, sweep) for it in dict.fromkeys(r["item"] for r in rows)
+              for st in paper_numbers.info(it).get("settings") or []]
+    unrowed = [v for v in dict.fromkeys(listed) if v is not None and str(v) not in {str(x) for x in values}]
+    if unrowed:
+        return _bench_nc(metric, f"'{kind}' over {sweep}: {', '.join(map(str, unrowed))} of the paper's values "
+                                 f"{[v for v in dict.fromkeys(listed)]} have no paper-table row (no printed number), "
+                                 "so the best of all cannot be judged")
 
     def side(v):
         if sweep == "method":
@@ -1078,7 +1088,8 @@ def evaluate_claim(ctx: Context, claim: dict) -> dict:
     missing = [REQUIREMENTS[r] for r in _as_list(claim.get("requires"))
                if r in REQUIREMENTS and not (r == "judge" and res.verdict != NOT_CHECKABLE)]
     if missing:
-        res.verdict, res.reason, res.uncertainty = NOT_CHECKABLE, "; ".join(f"needs {m}" for m in missing), ""
+        why = "; ".join(f"needs {m}" for m in missing)
+        res.verdict, res.reason, res.uncertainty = NOT_CHECKABLE, why + (f" ({res.reason})" if res.reason else ""), ""
     reason = res.reason
     if TEST_ITEMS in res.uncertainty.split("+") and res.verdict != NOT_CHECKABLE:
         reason = f"{TEST_ITEMS_NOTE}; {reason}" if reason else TEST_ITEMS_NOTE
