@@ -725,7 +725,8 @@ def seeds_preset_cost(cfg: dict, preset: dict, root: Path, gpu_type: str | None 
 
 def _print_seeds_preset(cost: dict, preset_file: str, seeds: list, included: bool) -> None:
     print(f"\nseeds preset ({preset_file}: seeds {seeds} of the runs behind each paper's headline claims, trained and "
-          f"evaluated; {'included above' if included else 'not included above, opt-in: --configfile <config> ' + preset_file})")
+          f"evaluated; {'included above' if included else 'not included above, opt-in: --configfile <config> ' + preset_file}"
+          ")")
     print(f"  {'paper':<10} {'extra runs':>10} {'extra jobs':>10} {'extra GPU-h':>12} {'of which train':>15} "
           f"{'vs without':>11}  runs (experiment: methods)")
     for paper, p in cost.items():

@@ -714,12 +714,15 @@ def _bench_pair(ctx, check, metric, sa, sb, kind, item=None, b_item=None) -> Jud
     VA, VB = values(SA), values(SB)
     what = (f"{la} - {'' if factor == 1 else _fmt(factor) + ' * '}{lb}" if kind != "ratio"
             else f"{la} / {lb}")
-    if None in VB and None not in VA and len(VA) >= MIN_SEEDS or None in VA and None not in VB and len(VB) >= MIN_SEEDS \
-            or None not in VA and None not in VB and len(set(VA) & set(VB)) >= MIN_SEEDS:
-        shown = (f"{metric} ({src}) {la}: " + ", ".join(f"seed {s} {_fmt(v)}" if s is not None else f"untrained {_fmt(v)}"
-                                                      for s, v in sorted(VA.items(), key=lambda kv: kv[0] or 0))
-                 + f"; {lb}: " + ", ".join(f"seed {s} {_fmt(v)}" if s is not None else f"untrained {_fmt(v)}"
-                                          for s, v in sorted(VB.items(), key=lambda kv: kv[0] or 0)))
+    over_seeds = (None in VB and None not in VA and len(VA) >= MIN_SEEDS
+                  or None in VA and None not in VB and len(VB) >= MIN_SEEDS
+                  or None not in VA and None not in VB and len(set(VA) & set(VB)) >= MIN_SEEDS)
+
+    def listed(V: dict) -> str:
+        return ", ".join(f"seed {s} {_fmt(v)}" if s is not None else f"untrained {_fmt(v)}"
+                         for s, v in sorted(V.items(), key=lambda kv: kv[0] or 0))
+    if over_seeds:
+        shown = f"{metric} ({src}) {la}: {listed(VA)}; {lb}: {listed(VB)}"
         if None in VB:
             res = _interval(VA, None, lambda a: fn(a, VB[None]))
         elif None in VA:
@@ -743,7 +746,8 @@ def _bench_pair(ctx, check, metric, sa, sb, kind, item=None, b_item=None) -> Jud
              f"{_fmt(_r6(iv.value_b))}")
     return Judged(verdict, f"{shown}; {what}: {_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}], {iv.method} over the {iv.n_items} "
                   f"test items ({seeds}fewer than {MIN_SEEDS} training seeds); {expect}",
-                  n_seeds=min(sum(s is not None for s in VA) or 1, sum(s is not None for s in VB) or 1), estimate=est, ci=(lo, hi), slack=slack, uncertainty=TEST_ITEMS)
+                  n_seeds=min(sum(s is not None for s in VA) or 1, sum(s is not None for s in VB) or 1),
+                  estimate=est, ci=(lo, hi), slack=slack, uncertainty=TEST_ITEMS)
 
 
 def _parent_item(check: dict, claim: dict) -> str | None:
@@ -848,7 +852,8 @@ def _protocol_differs(metric: str, cols) -> str | None:
             return PROTOCOL_DIFFERS[c.key]
         rec = c.record
         if rec.get("limit"):
-            return f"ours scored the first {rec['limit']} items of each task (evaluate.limit), the paper the full test set"
+            return (f"ours scored the first {rec['limit']} items of each task (evaluate.limit), the paper the full "
+                    "test set")
         if c.protocol == "alpaca_eval2":
             if rec.get("annotator") != PAPER_JUDGE:
                 return f"a different judge: ours {rec.get('annotator')}, the paper's GPT-4 Turbo ({PAPER_JUDGE})"
@@ -907,7 +912,8 @@ def check_paper_value(ctx, check, claim) -> Judged:
             differs = _protocol_differs(metric, cols)
             if differs:
                 ours = float(np.mean([c.value for c in cols]))
-                parts.append(_nc(f"paper value {metric} of {_sel_str(sel)}: no verdict, the protocols differ: {differs}",
+                parts.append(_nc(f"paper value {metric} of {_sel_str(sel)}: no verdict, the protocols differ: "
+                                 f"{differs}",
                                  f"{metric} {_sel_str(sel)}: ours {_fmt(_r6(ours))}, {band}"))
                 continue
             vals = {}
@@ -918,11 +924,13 @@ def check_paper_value(ctx, check, claim) -> Judged:
                     pass
             if None not in vals and len(vals) >= MIN_SEEDS:
                 n, est, lo, hi, _ = _interval(vals, None, lambda a: a)
-                how, unc, ns = f"{n} seeds: " + ", ".join(f"seed {s} {_fmt(v)}" for s, v in sorted(vals.items())), SEEDS, n
+                how = f"{n} seeds: " + ", ".join(f"seed {s} {_fmt(v)}" for s, v in sorted(vals.items()))
+                unc, ns = SEEDS, n
             else:
                 iv = score_interval(cols)
                 est, lo, hi = _r6(iv.estimate), _r6(iv.low), _r6(iv.high)
-                how, unc, ns = f"{iv.method} over the {iv.n_items} test items, one training seed", TEST_ITEMS, 1
+                trained = "an untrained model" if None in seeds else "one training seed"
+                how, unc, ns = f"{iv.method} over the {iv.n_items} test items, {trained}", TEST_ITEMS, 1
             verdict = band_verdict(lo, hi, pv - tol, pv + tol)
             parts.append(Judged(verdict, f"{metric} {_sel_str(sel)} [{_label(ctx, d)}]: ours {_fmt(est)} [{_fmt(lo)}, "
                                 f"{_fmt(hi)}] ({how}); {band}", n_seeds=ns, estimate=est, ci=(lo, hi), slack=0.0,
@@ -1103,7 +1111,8 @@ def evaluate_claim(ctx: Context, claim: dict) -> dict:
     scale = (ctx.fl_scale if metrics and all(m.startswith("toy/") for m in metrics) else
              "Frozen Lake robustness study" if check["kind"] == "robustness" else ctx.scale)
     ci = res.ci or (None, None)
-    row.update(kind="empirical", verdict=res.verdict, uncertainty=res.uncertainty if res.verdict != NOT_CHECKABLE else "",
+    row.update(kind="empirical", verdict=res.verdict,
+               uncertainty=res.uncertainty if res.verdict != NOT_CHECKABLE else "",
                n_seeds=res.n_seeds, estimate=res.estimate, ci_low=ci[0], ci_high=ci[1], measurement=res.measurement,
                scale=scale, reason=reason.strip())
     return row
