@@ -352,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: each experiment's launch.gpu_type")
     s.add_argument("--json", action="store_true")
     s.add_argument("--by-paper", action="store_true")
+    s.add_argument("--seeds", default=None, metavar="PRESET.yaml",
+                   help="plan the DAG with the seeds preset (configs/seeds.yaml: 3 seeds of the runs behind the "
+                        "headline claims, trained and evaluated); without it the preset's extra cost per paper is "
+                        "printed after the tables")
     s.set_defaults(fn=lambda a: __import__("negfree.plan", fromlist=["main"]).main(a))
 
     s = sub.add_parser("bench", help="benchmarks: 'negfree bench {train,generate,score,data} --help'",

@@ -49,9 +49,12 @@ def _schema_errors(cfg: dict, schema_path: Path) -> list[str]:
 
 @dataclass
 class Experiment:
-    """One experiment: its runs, where everything it makes lives, and what it targets."""
+    """One experiment: its runs, where everything it makes lives, and what it targets.
+    ``seeds_preset``: this experiment's entry of the seeds preset (configs/seeds.yaml), ``{seeds,
+    methods}``: those methods: runs trained again at each seed and evaluated like the run itself."""
     config: dict
     origin: str = "config"
+    seeds_preset: dict | None = None
     name: str = field(init=False)
     run_specs: dict = field(init=False)
     sweeps: dict = field(init=False)
@@ -79,6 +82,8 @@ class Experiment:
         except ValueError as e:
             raise ConfigError(f"{self.origin}: {e}") from None
         self.replicates = self._replicates(c.get("replicates"))
+        self.evaluated_replicates = self._replicates(self.seeds_preset, "seeds preset") if self.seeds_preset else []
+        self.replicates += [r for r in self.evaluated_replicates if r not in self.replicates]
         self.protocols = list(c.get("evaluate", {}).get("protocols") or ["offline"])
         self.paper_protocols = [p for p in self.protocols if p != "offline"]
         self.paper_tables = c.get("paper_tables") or {}
@@ -113,14 +118,15 @@ class Experiment:
         self.scale = (f"{self.name} scale: {self.model}, {prompts} training prompts{probe}, {length} of "
                       f"{t.get('batch_size')} prompts, B={t.get('num_negatives')}")
 
-    def _replicates(self, block) -> list[str]:
+    def _replicates(self, block, what: str = "replicates") -> list[str]:
         """``replicates: {seeds: [...], methods: [...]}``: each listed ``methods:`` run again at every
         other train.seed (data order, the B negatives drawn from each pool, any initial noise), as
         ``method~M/seed~S``. Trained only, not evaluated: the claims ledger's statistics over seeds read
-        them beside the run itself (its seed is the experiment's train.seed)."""
+        them beside the run itself (its seed is the experiment's train.seed). The seeds preset's
+        replicates (``what`` = "seeds preset") are evaluated too: its benchmark claims need them."""
         if not block:
             return []
-        where = f"{self.origin}: replicates"
+        where = f"{self.origin}: {what}"
         if not isinstance(block, dict) or set(block) - {"seeds", "methods"}:
             raise ConfigError(f"{where}: a mapping with 'seeds' (integers) and 'methods' (methods: entries)")
         seeds, methods = block.get("seeds") or [], block.get("methods") or []
@@ -134,7 +140,9 @@ class Experiment:
         out = []
         for m in methods:
             for seed in dict.fromkeys(seeds):
-                if seed != own:
+                if seed != own and f"method~{m}/seed~{seed}" in self.run_specs:
+                    out.append(f"method~{m}/seed~{seed}")       # both replicates: and the preset name it
+                elif seed != own:
                     spec = {**self.run_specs[f"method~{m}"]}
                     spec["train"] = {**spec["train"], "seed": seed}
                     out.append(f"method~{m}/seed~{seed}")
@@ -142,8 +150,9 @@ class Experiment:
         return out
 
     def evaluated_runs(self) -> list[str]:
-        """Every run but the replicates: the runs the tables and paper protocols evaluate."""
-        return [r for r in self.run_specs if r not in self.replicates]
+        """Every run but the trained-only replicates: the runs the tables and paper protocols evaluate
+        (the seeds preset's replicates are evaluated: the ledger judges benchmark claims over them)."""
+        return [r for r in self.run_specs if r not in self.replicates or r in self.evaluated_replicates]
 
     # -- paths ---------------------------------------------------------------------------
     def run_dir(self, run: str) -> str:
@@ -540,11 +549,13 @@ class Dag:
         """``origin``: the config file the user gave (``--configfile``), named in every error."""
         self.basedir = Path(basedir)
         schema = self.basedir / "configs/schema/config.schema.yaml"
+        config = dict(config)
+        self.seeds_preset = self._seeds_preset(config.pop("seeds", None), origin)
         if "experiments" in config:
             extra = sorted(set(config) - {"experiments", "toy"})
             if extra:
-                raise ConfigError(f"{origin}: a config with 'experiments' takes only 'experiments' and 'toy'; "
-                                  f"found {extra}")
+                raise ConfigError(f"{origin}: a config with 'experiments' takes only 'experiments', 'toy' and "
+                                  f"'seeds' (configs/seeds.yaml); found {extra}")
             files = config["experiments"]
             if not isinstance(files, list) or not files:
                 raise ConfigError(f"{origin}: 'experiments' must be a non-empty list of experiment config files")
@@ -564,7 +575,10 @@ class Dag:
             if errors:
                 raise ConfigError(f"{origin}: does not match {schema.name}:\n  " + "\n  ".join(errors))
             self._check_paths(cfg, origin)
-            exp = Experiment(cfg, origin)
+            name = cfg.get("experiment")
+            preset = ({"seeds": self.seeds_preset["seeds"], "methods": self.seeds_preset["runs"][name]}
+                      if self.seeds_preset and name in self.seeds_preset["runs"] else None)
+            exp = Experiment(cfg, origin, preset)
             if exp.name in self.experiments:
                 raise ConfigError(f"{origin}: experiment name {exp.name!r} is used twice")
             self.experiments[exp.name] = exp
@@ -576,6 +590,24 @@ class Dag:
         self._check_launch()
         self._estimates: dict = {}
         self._check_plan()
+
+    @staticmethod
+    def _seeds_preset(block, origin: str) -> dict | None:
+        """The seeds preset (configs/seeds.yaml, given as a second --configfile): ``seeds: {seeds: [...],
+        runs: {experiment: [methods: runs]}}``. Experiments it names that are not loaded are skipped
+        (the preset covers the five papers; a config may load a few)."""
+        if block is None:
+            return None
+        where = f"{origin}: seeds"
+        if not isinstance(block, dict) or set(block) - {"seeds", "runs"} or not isinstance(block.get("runs"), dict):
+            raise ConfigError(f"{where}: a mapping with 'seeds' (integers) and 'runs' (experiment -> methods: runs)")
+        seeds = block.get("seeds") or []
+        if not seeds or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds):
+            raise ConfigError(f"{where}.seeds: {seeds!r} must be a non-empty list of integers >= 0")
+        for exp, methods in block["runs"].items():
+            if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+                raise ConfigError(f"{where}.runs.{exp}: a non-empty list of methods: run names")
+        return {"seeds": list(seeds), "runs": {k: list(v) for k, v in block["runs"].items()}}
 
     # -- the files a config points to -------------------------------------------------------
     def _exists(self, path: str, directory: bool = False) -> bool:

@@ -238,7 +238,7 @@ def test_printed_averages_are_consistent():
 
 # ----------------------------------------------------------------------------- claims ledger
 KINDS = {"compare", "trend", "close", "ratio", "argmax", "argmin", "ordering", "monotone", "top_drop", "robustness",
-         "threshold", "analytic", "registry", "all"}
+         "threshold", "analytic", "registry", "all", "paper_value"}
 
 
 def claims():
@@ -362,6 +362,10 @@ def _evaluate(chk, df, b_df, extra):
                 v = _value(df, {**sel, **extra}, metric)
                 if v is not None:
                     out.append(OPS[chk["op"]](v, chk["value"]))
+    elif kind == "paper_value":      # the paper against itself: every selected cell must be printed
+        for metric in metrics:
+            for sel in _as_list(chk["select"]):
+                out.append(_value(df, {**sel, **extra}, metric) is not None)
     else:
         raise AssertionError(f"cannot evaluate kind {kind} on paper numbers")
     return out

@@ -21,11 +21,36 @@ rule training_figures:
         "--scale {params.scale:q}" + LOG
 
 
+def paper_experiments(exp):
+    """The experiments whose runs one experiment's ledger reads for benchmark claims: those of its paper
+    (bnf Table 4's model blocks and asft Table 3's data sets are separate experiments), else itself."""
+    return [e for e in EXPS.values() if e.paper() == exp.paper()] if exp.paper() else [exp]
+
+
+def claims_evals(exp):
+    """Every evaluation the ledger reads: the paper protocols' results of the paper's experiments
+    (runs, base model, released checkpoints, the seeds preset's replicates) and the offline twin's."""
+    out = [path for e in paper_experiments(exp) for path, _ in protocol_evals(e)]
+    if "offline" in exp.protocols:
+        out += [eval_json(exp, r) for r in exp.evaluated_runs()]
+    return list(dict.fromkeys(out))
+
+
+def claims_paper_rows(wildcards):
+    """The paper_tables rows of the paper's experiments, for claims that name a setting or a model."""
+    import json
+    from negfree.report.claims import paper_rows_of
+
+    rows = [r for e in paper_experiments(exp_of(wildcards)) for r in paper_rows_of(e)]
+    return f"--paper-rows {shlex.quote(json.dumps(rows))}" if rows else ""
+
+
 def claims_inputs(wildcards):
-    """The runs, Frozen Lake, and the analyses the experiment makes (their claims are checked too)."""
+    """The runs, Frozen Lake, the analyses the experiment makes (their claims are checked too) and the
+    evaluations (benchmark claims: over seeds, or over the test items of runs trained once)."""
     exp = exp_of(wildcards)
     out = {"runs": all_runs(wildcards), "lake": "results/toy/frozen_lake/fig3.csv",
-           "claims": str(Path(workflow.basedir, "configs/claims.yaml"))}
+           "claims": str(Path(workflow.basedir, "configs/claims.yaml")), "evals": claims_evals(exp)}
     if NF.toy.get("frozen_lake_robustness"):    # the reduced study is in the DAG where a config sizes it (the demo)
         out["robustness"] = f"{NF.robustness_dir()}/robustness_claims.csv"
     if exp.shifts():
@@ -55,11 +80,12 @@ rule claims_ledger:
         scale=scale_of,
         root=runs_root,
         analyses=claims_analysis_args,
+        rows=claims_paper_rows,
     log:
         "logs/{exp}/claims_ledger.log",
     shell:
         "{NEGFREE} claims --claims {input.claims} --runs-root {params.root} --frozen-lake results/toy/frozen_lake "
-        "{params.analyses} --out-csv {output.csv} --out-md {output.md} --scale {params.scale:q}" + LOG
+        "{params.analyses} {params.rows} --out-csv {output.csv} --out-md {output.md} --scale {params.scale:q}" + LOG
 
 
 # dft.txt Fig. 1: s(y',x) under a dft checkpoint for its own sampled negatives and for a pool
