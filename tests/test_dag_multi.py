@@ -78,7 +78,7 @@ def test_conflicts_and_bad_references_name_the_culprit(basedir):
         Dag({"experiments": [a, a]}, basedir)
     with pytest.raises(ConfigError, match="^config: experiments: configs/nope.yaml does not exist$"):
         Dag({"experiments": [a, "configs/nope.yaml"]}, basedir)
-    with pytest.raises(ConfigError, match=r"takes only 'experiments' and 'toy'; found \['methods'\]"):
+    with pytest.raises(ConfigError, match=r"takes only 'experiments', 'toy' and 'seeds' \(configs/seeds.yaml\); found \['methods'\]"):
         Dag({"experiments": [a], "methods": {}}, basedir)
     c_cfg = {**demo, "experiment": "c", "pipelines": {"po": {"init": "zzz.sft", "method": "dpo"}}}
     c = _write(basedir, "c.yaml", c_cfg)
