@@ -144,11 +144,15 @@ def inference_dtype(device: str) -> torch.dtype:
     return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 
+def dtype_name(config: dict) -> str | None:
+    """The weights' dtype a config.json names: ``dtype`` (transformers 5), formerly ``torch_dtype``."""
+    return config.get("dtype") or config.get("torch_dtype")
+
+
 def checkpoint_dtype(path: str | Path) -> torch.dtype | None:
     """The dtype a checkpoint's weights were saved in (config.json's ``dtype``, formerly
     ``torch_dtype``); None when the config does not say."""
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    name = cfg.get("dtype") or cfg.get("torch_dtype")
+    name = dtype_name(json.loads((Path(path) / "config.json").read_text()))
     value = getattr(torch, str(name), None) if name else None
     return value if isinstance(value, torch.dtype) else None
 

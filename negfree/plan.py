@@ -279,6 +279,8 @@ def arch_of(exp, basedir: Path) -> Arch:
 
 def arch_from_config(c: dict, source: str = "") -> Arch:
     """A Llama-shaped decoder's size and checkpoint dtype from its config.json."""
+    from .models import dtype_name
+
     h, n_layers, inter, vocab = c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"], c["vocab_size"]
     heads = c["num_attention_heads"]
     kv = c.get("num_key_value_heads") or heads
@@ -286,7 +288,7 @@ def arch_from_config(c: dict, source: str = "") -> Arch:
     tied = bool(c.get("tie_word_embeddings", False))
     layer = h * heads * hd * 2 + 2 * h * kv * hd + 3 * h * inter + 2 * h
     params = vocab * h * (1 if tied else 2) + n_layers * layer + h
-    dtype = c.get("torch_dtype") or c.get("dtype") or "float32"
+    dtype = dtype_name(c) or "float32"
     return Arch(params, h, n_layers, inter, vocab, heads, kv, hd, tied, c.get("model_type", ""), source, dtype)
 
 

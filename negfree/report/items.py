@@ -182,14 +182,26 @@ def _reported(record: dict, task: str, metric: str):
     return t.get(metric), n
 
 
-def lm_eval_column(json_path: Path, key: str, protocol: str, task: str, metric: str, unit: float) -> Column:
-    """Per-item scores of one lm-eval task (or group) from the samples file beside its result."""
+def _result(json_path: Path) -> dict:
+    """An evaluation's result JSON, or NoItems naming it."""
     if not json_path.is_file():
         raise NoItems(f"no evaluation {json_path}")
-    record = _read_rows(json_path)
-    samples = json_path.with_name(record.get("samples") or json_path.with_suffix(".samples.jsonl").name)
-    if not samples.is_file():
-        raise NoItems(f"{json_path} has no per-sample file ({samples.name})")
+    return _read_rows(json_path)
+
+
+def _beside(json_path: Path, record: dict, field: str, suffix: str, what: str) -> Path:
+    """The per-item file a result names under ``field`` (default: its own name with ``suffix``),
+    or NoItems saying the result has no ``what``."""
+    path = json_path.with_name(record.get(field) or json_path.with_suffix(suffix).name)
+    if not path.is_file():
+        raise NoItems(f"{json_path} has no {what} ({path.name})")
+    return path
+
+
+def lm_eval_column(json_path: Path, key: str, protocol: str, task: str, metric: str, unit: float) -> Column:
+    """Per-item scores of one lm-eval task (or group) from the samples file beside its result."""
+    record = _result(json_path)
+    samples = _beside(json_path, record, "samples", ".samples.jsonl", "per-sample file")
     name, _, filt = metric.partition(",")
     ids, vals = [], []
     for r in _read_rows(samples, _SAMPLE_KEYS):
@@ -234,12 +246,8 @@ def _bleu_of(sum_stats: np.ndarray) -> np.ndarray:
 
 def textsim_column(json_path: Path, key: str, metric: str) -> Column:
     """BLEU-4 or ROUGE-1/2/L per item, recomputed from the predictions beside a textsim result."""
-    if not json_path.is_file():
-        raise NoItems(f"no evaluation {json_path}")
-    record = _read_rows(json_path)
-    preds_path = json_path.with_name(record.get("predictions") or json_path.with_suffix(".predictions.jsonl").name)
-    if not preds_path.is_file():
-        raise NoItems(f"{json_path} has no predictions file ({preds_path.name})")
+    record = _result(json_path)
+    preds_path = _beside(json_path, record, "predictions", ".predictions.jsonl", "predictions file")
     rows = _read_rows(preds_path)
     preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
     ids = [(r["i"], r["reference"]) for r in rows]
@@ -268,15 +276,11 @@ def alpaca_column(json_path: Path, key: str, metric: str) -> Column:
     """A judged win rate per item: the judge's preference for the model's answer over the reference
     (alpaca_eval's preference 1 = reference, 2 = model; win = preference - 1), in percent. Only the
     plain win rate is a mean of per-item preferences: the length-controlled one is a model fit."""
-    if not json_path.is_file():
-        raise NoItems(f"no evaluation {json_path}")
-    record = _read_rows(json_path)
+    record = _result(json_path)
     if metric != "win_rate":
         raise NoItems(f"the {metric} of AlpacaEval is fitted over all items (length control), not a mean of per-item "
                       "preferences: no test-item interval (the plain win rate has one)")
-    path = json_path.with_name(record.get("annotations") or json_path.with_suffix(".annotations.json").name)
-    if not path.is_file():
-        raise NoItems(f"{json_path} has no per-item judge preferences ({path.name})")
+    path = _beside(json_path, record, "annotations", ".annotations.json", "per-item judge preferences")
     rows = _read_rows(path)
     ids, vals = [], []
     for r in rows:

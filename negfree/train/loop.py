@@ -394,7 +394,7 @@ def train(cfg: dict) -> dict:
     if main:
         write_json(out_dir / "config.json", cfg)
         write_json(out_dir / "provenance.json", provenance())
-        write_json(out_dir / "run_info.json", {"records": n, "dropped_overlong_prompts": dropped,
+        run_info = {"records": n, "dropped_overlong_prompts": dropped,
                                                "processes": world, "micro_batches_per_step": n_micro,
                                                "distributed": str(accelerator.distributed_type),
                                                "parameter_dtype": str(next(raw_model.parameters()).dtype),
@@ -407,7 +407,8 @@ def train(cfg: dict) -> dict:
                                                "packing": packed, "packing_unsupported": unpackable,
                                                "attn_implementation": getattr(raw_model.config, "_attn_implementation",
                                                                               None),
-                                               "config_hash": chash})
+                                               "config_hash": chash}
+        write_json(out_dir / "run_info.json", run_info)
     probe_log = MetricsLog(out_dir / "probe.jsonl", keep_steps=start, enabled=main and bool(probe))
     probe_ref = bool(probe) and all(r.get("ref") for r in probe)
 
@@ -497,8 +498,8 @@ def train(cfg: dict) -> dict:
             if step == start and n_micro > 1:
                 held = _gather_floats(accelerator, world, held_mb or 0.0)
                 if main:
-                    info = json.loads((out_dir / "run_info.json").read_text())
-                    write_json(out_dir / "run_info.json", {**info, "gradient_mb_held_between_micro_batches": held})
+                    run_info["gradient_mb_held_between_micro_batches"] = held
+                    write_json(out_dir / "run_info.json", run_info)
             bar.set_postfix(loss=f"{sums['loss']:.4g}", refresh=False)
             bar.update(1)
             if cfg["report_to"]:
@@ -617,12 +618,7 @@ def held_gradient_mb(model) -> float:
 def _host_peak_mb_per_rank(accelerator, world: int) -> list[float]:
     """Peak resident host memory of every process once the model is loaded and placed (or sharded):
     under FSDP with cpu_ram_efficient_loading only the first process reads the full checkpoint."""
-    import resource
-
-    mine = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024], dtype=torch.float64,
-                        device=accelerator.device)
-    every = accelerator.gather(mine).cpu() if world > 1 else mine.cpu()
-    return [round(float(x), 1) for x in every]
+    return _gather_floats(accelerator, world, _rss_mb()[1])
 
 
 def _any(accelerator, flag: bool, world: int) -> bool:
