@@ -49,10 +49,10 @@ test: setup
 clean-demo:
 	rm -rf work/demo results/runs/demo
 
-# The first command on any GPU machine (negfree/gpu_check.py). No setup, no venv: it runs from
+# The first command on any GPU machine (negfree/bench/gpu_check.py). No setup, no venv: it runs from
 # the source tree with whatever python3 has (.venv's when it exists, PATH above), so it works on
 # a bare node: make gpu-check PYTHON=/path/to/python3. Without a GPU: one line, exit 0.
 # ARGS: e.g. --cpu (same stages on CPU), --no-big, --methods sft,dpo
 PYTHON ?= python3
 gpu-check:
-	@PYTHONPATH=.$(if $(PYTHONPATH),:$(PYTHONPATH)) $(PYTHON) -m negfree.gpu_check $(ARGS)
+	@PYTHONPATH=.$(if $(PYTHONPATH),:$(PYTHONPATH)) $(PYTHON) -m negfree.bench.gpu_check $(ARGS)

@@ -1,5 +1,5 @@
 # negfree: the paper DAG. Thin on purpose: stages live in workflows/*.smk, logic in the
-# negfree package (negfree/dag.py resolves the experiments).
+# negfree package (negfree/jobs/dag.py resolves the experiments).
 #
 # Extension by convention: any new workflows/*.smk is included, and it adds its final outputs
 # with `FINAL_TARGETS += [...]` (a list defined in workflows/common.smk); they join `rule all`

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+
+from negfree.common.errors import run_reporting_errors
 
 
 def _parse_value(text: str):
@@ -29,7 +30,7 @@ def _pairs(items: list[str] | None, what: str) -> dict:
 
 # ----------------------------------------------------------------------------- commands
 def cmd_methods(args) -> None:
-    from .losses import REGISTRY
+    from negfree.losses import REGISTRY
 
     rows = [m.describe() for m in REGISTRY.values()]
     if args.json:
@@ -78,39 +79,39 @@ def methods_table(rows: list[tuple], width: int = 100) -> list[str]:
 
 
 def cmd_prepare_model(args) -> None:
-    from .models import prepare_model
+    from negfree.common.models import prepare_model
 
     print(prepare_model(args.source, args.out))
 
 
 def cmd_make_data(args) -> None:
     if args.source == "embedded":
-        from .data.embedded import make_embedded
+        from negfree.data.embedded import make_embedded
 
         print(json.dumps(make_embedded(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed),
                          indent=2))
         return
-    from .data.adapters import make_from_config
+    from negfree.data.adapters import make_from_config
 
     print(json.dumps(make_from_config(args.source, args.out, n_train=args.n_train or None,
                                       n_test=args.n_test or None, seed=args.seed, path=args.local), indent=2))
 
 
 def _records(path: str, limit: int | None):
-    from .data.embedded import load_jsonl
+    from negfree.data.schema import load_jsonl
 
     recs = load_jsonl(path)
     return recs[:limit] if limit else recs
 
 
 def cmd_generate(args) -> None:
-    from .generate import generate_negatives, pair_negatives
+    from negfree.generate.negatives import generate_negatives, pair_negatives
 
     if args.strategy == "pair":
         print(json.dumps(pair_negatives(_records(args.data, args.limit), args.out, num=args.num), indent=2))
         return
     if args.from_shards:   # the gather job: the shards' pools -> one pool in record order
-        from .generate import gather_generated
+        from negfree.generate.negatives import gather_generated
 
         print(json.dumps(gather_generated(_records(args.data, args.limit), args.from_shards, args.out), indent=2))
         return
@@ -123,8 +124,8 @@ def cmd_generate(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from .io import write_json
-    from .score import gather_scores, score_records
+    from negfree.common.io import write_json
+    from negfree.score.reference import gather_scores, score_records
 
     records = _records(args.data, args.limit)
     if args.from_shards:   # the gather job: the shards' parts -> the scored file, in record order
@@ -142,9 +143,9 @@ def cmd_score(args) -> None:
 def cmd_train(args) -> None:
     import yaml
 
-    from .io import read_text
-    from .train.checkpoint import Preempted
-    from .train.loop import train
+    from negfree.common.io import read_text
+    from negfree.train.checkpoint import Preempted
+    from negfree.train.loop import train
 
     cfg = {}
     if args.config:
@@ -176,18 +177,18 @@ def cmd_train(args) -> None:
 def cmd_bench(args, rest) -> None:
     import importlib
 
-    importlib.import_module(f".bench_{args.bench}", __package__).main(rest)
+    importlib.import_module(f"negfree.bench.{args.bench}").main(rest)
 
 
 def cmd_table(args) -> None:
-    from .report.tables import summary_table
+    from negfree.report.tables import summary_table
 
     print(summary_table(args.evals, args.out_csv, args.out_md, runs=args.runs, scale=args.scale,
                         settings=json.loads(args.settings) if args.settings else None).to_string(index=False))
 
 
 def cmd_sweep_table(args) -> None:
-    from .report.tables import protocol_sweep_table
+    from negfree.report.tables import protocol_sweep_table
 
     print(protocol_sweep_table(args.evals, args.runs, json.loads(args.settings), args.out_csv, args.out_md,
                                scale=args.scale).to_string(index=False))
@@ -198,8 +199,8 @@ def cmd_provenance(args) -> None:
     import time
     from datetime import datetime, timezone
 
-    from .io import write_json
-    from .train.runlog import provenance
+    from negfree.common.io import write_json
+    from negfree.train.runlog import provenance
 
     start = float(open(args.start_file).read().strip())
     rec = {"command": args.command, "started": datetime.fromtimestamp(start, timezone.utc).isoformat(timespec="seconds"),
@@ -211,13 +212,13 @@ def cmd_provenance(args) -> None:
 
 
 def cmd_figure(args) -> None:
-    from .report import analytic
+    from negfree.report import analytic
 
     analytic.main([args.name, "--png", args.png, "--csv", args.csv])
 
 
 def cmd_toy(args, rest: list[str]) -> None:
-    from .toy import frozen_lake
+    from negfree.toy import frozen_lake
 
     raise SystemExit(frozen_lake.main(rest))
 
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hp", action="append", metavar="NAME=VALUE", help="set a method hyperparameter")
     s.set_defaults(fn=cmd_train)
 
-    from .evaluate.commands import register as register_evaluation
+    from negfree.evaluate.commands import register as register_evaluation
 
     register_evaluation(sub)   # evaluate, alpaca-eval, textsim, eval-csv
 
@@ -345,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", required=True)
     s.set_defaults(fn=cmd_figure)
 
-    s = sub.add_parser("plan", help="per-job tokens, GPU and host memory, GPU-hours of a DAG (negfree/plan.py)")
+    s = sub.add_parser("plan", help="per-job tokens, GPU and host memory, GPU-hours of a DAG (negfree/jobs/plan.py)")
     s.add_argument("--configfile", default=None, help="default: configs/papers.yaml (as the Snakefile)")
     s.add_argument("--directory", default=None, help="the repository root (default: .)")
     s.add_argument("--gpu", choices=["a100-80gb", "h100-80gb"], default=None,
@@ -356,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plan the DAG with the seeds preset (configs/seeds.yaml: 3 seeds of the runs behind the "
                         "headline claims, trained and evaluated); without it the preset's extra cost per paper is "
                         "printed after the tables")
-    s.set_defaults(fn=lambda a: __import__("negfree.plan", fromlist=["main"]).main(a))
+    s.set_defaults(fn=lambda a: __import__("negfree.jobs.plan", fromlist=["main"]).main(a))
 
     s = sub.add_parser("bench", help="benchmarks: 'negfree bench {train,generate,score,data} --help'",
                        add_help=False)
@@ -454,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
                          else args.fn(args), debug=args.debug)
 
 
-GROUP_MODULES = {"bench": "negfree.bench_{}", "toy": "negfree.toy.{}"}
+GROUP_MODULES = {"bench": "negfree.bench.{}", "toy": "negfree.toy.{}"}
 
 
 def _summary(module: str) -> str:
@@ -495,39 +496,5 @@ def _version() -> str:
 
 
 # ------------------------------------------------------------------------------- errors
-def _input_errors() -> tuple:
-    """What bad input raises (a missing or unreadable file, undecodable bytes, bad JSON or YAML,
-    a truncated safetensors file, a value out of range, a failed judge). Imported only when an
-    error is being handled, so `negfree methods` stays instant."""
-    import yaml
-    from safetensors import SafetensorError
-
-    from .evaluate.alpaca import AlpacaEvalError
-
-    return (ValueError, OSError, FloatingPointError, SafetensorError, yaml.YAMLError, AlpacaEvalError)
-
-
-def describe_error(err: BaseException) -> str:
-    """One line: an OSError as "<reason> (<file>)", anything else as its message, newlines folded."""
-    if isinstance(err, OSError) and err.strerror and err.filename:
-        text = f"{err.strerror} ({err.filename})"
-    else:
-        text = str(err) or type(err).__name__
-    return " ".join(text.split())
-
-
-def run_reporting_errors(command: str, fn, debug: bool = False):
-    """Run ``fn()``; bad input ends the process with one line ``negfree <command>: <what> (<where>)``
-    and a non-zero status. The traceback adds nothing there; ``--debug`` or ``NEGFREE_DEBUG=1``
-    shows it. Any other exception is a bug and keeps its traceback."""
-    debug = debug or os.environ.get("NEGFREE_DEBUG", "") not in ("", "0")
-    try:
-        return fn()
-    except Exception as e:
-        if debug or not isinstance(e, _input_errors()):
-            raise
-        raise SystemExit(f"negfree {command}: {describe_error(e)}") from None
-
-
 if __name__ == "__main__":
     main()

@@ -36,7 +36,7 @@ def embedded_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, embedded_dir):
     """Directory with a saved tiny random LlamaForCausalLM and its tokenizer."""
-    from negfree.tiny import make_tiny_model
+    from negfree.bench.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"), embedded_dir)
 
@@ -79,9 +79,9 @@ def scored_pool(tiny_model_dir, embedded_dir):
     `negatives` records as its pool of negatives (no generation needed), scored under the tiny
     model at max_len 96; returns the scored file."""
     def make(out, n=8, negatives=3):
-        from negfree.data.embedded import load_jsonl
-        from negfree.io import write_jsonl
-        from negfree.score import score_records
+        from negfree.common.io import write_jsonl
+        from negfree.data.schema import load_jsonl
+        from negfree.score.reference import score_records
 
         recs = load_jsonl(embedded_dir / "train.jsonl")[:n]
         for i, r in enumerate(recs):

@@ -121,7 +121,7 @@ def test_alpaca_en_config_is_pinned_and_is_a_test_split(tmp_path):
     import yaml
 
     from negfree.data.adapters import make_from_config
-    from negfree.data.embedded import load_jsonl
+    from negfree.data.schema import load_jsonl
 
     cfg = Path(__file__).resolve().parents[1] / "configs/data/alpaca_en.yaml"
     spec = yaml.safe_load(cfg.read_text())
@@ -258,7 +258,7 @@ def test_data_configs_name_known_adapters():
 def test_make_data_from_a_data_config_writes_splits_and_manifest(tmp_path):
     """The make_data rule's path for hub datasets, on a local file in the hub schema."""
     from negfree.data.adapters import make_from_config
-    from negfree.data.embedded import load_jsonl
+    from negfree.data.schema import load_jsonl
 
     cfg = tmp_path / "uf.yaml"
     cfg.write_text("adapter: ultrafeedback\nhub_id: HuggingFaceH4/ultrafeedback_binarized\n"
@@ -288,7 +288,7 @@ def test_every_data_config_file_builds_through_make_data(tmp_path):
 
 
 def test_hub_model_source_is_checked_and_fails_clearly_offline(tmp_path, monkeypatch):
-    from negfree.models import prepare_model
+    from negfree.common.models import prepare_model
 
     with pytest.raises(ValueError, match="hub:<org>/<name>"):
         prepare_model("hub:not-a-repo-id", tmp_path / "m")

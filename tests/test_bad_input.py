@@ -22,9 +22,9 @@ import yaml
 from safetensors.torch import load_file
 
 from negfree.cli import main
-from negfree.dag import ConfigError, Dag
-from negfree.data.embedded import load_jsonl
-from negfree.score import score_records
+from negfree.data.schema import load_jsonl
+from negfree.jobs.dag import ConfigError, Dag
+from negfree.score.reference import score_records
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")

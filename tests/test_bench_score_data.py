@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from negfree.bench_data import KEYS, ratios, synthetic_rows
+from negfree.bench.data import KEYS
 from negfree.cli import main
+from negfree.common.batching import ratios, synthetic_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

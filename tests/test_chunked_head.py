@@ -1,11 +1,11 @@
-"""The chunked output head (negfree.logprobs.model_token_logprobs) computes exactly what the
+"""The chunked output head (negfree.common.logprobs.model_token_logprobs) computes exactly what the
 full-logits path computes, values and gradients of every parameter, without a
 [rows x length x vocab] tensor; architectures it does not know take the full path."""
 import pytest
 import torch
 from transformers import Gemma2Config, Gemma2ForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from negfree.logprobs import (hidden_states_as_logits, model_greedy_tokens, model_token_logprobs,
+from negfree.common.logprobs import (hidden_states_as_logits, model_greedy_tokens, model_token_logprobs,
                               plain_output_head, shift_for_causal_lm, token_logprobs)
 
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from negfree.evaluate.protocols import PROTOCOLS, summarize
 from negfree.evaluate.local import _sample_row
+from negfree.evaluate.protocols import PROTOCOLS, summarize
 from negfree.report import items
 from negfree.report.claims import (COLUMNS, CONTRADICTED, INCONCLUSIVE, NOT_CHECKABLE, REPRODUCED, SEEDS, TEST_ITEMS,
                                    claims_ledger, main_claims, paper_rows_of)
@@ -171,7 +171,7 @@ def better(scores: dict, k: int, rng) -> dict:
 
 def dft_rows(root: Path) -> list[dict]:
     """The paper-table rows of configs/paper/dft.yaml, with the run directories under ``root``."""
-    from negfree.dag import Experiment
+    from negfree.jobs.dag import Experiment
 
     exp = Experiment(yaml.safe_load((ROOT / "configs/paper/dft.yaml").read_text()), "dft.yaml")
     return [{**r, "run_dir": str(root / Path(r["run_dir"]).relative_to(exp.runs_root))} for r in paper_rows_of(exp)]
@@ -385,7 +385,7 @@ def test_the_offline_twin_comparisons_are_shown_labelled(tmp_path):
 
 # ----------------------------------------------------------------------------- the seeds preset
 def test_seeds_preset_trains_and_evaluates_the_headline_runs():
-    from negfree.dag import ConfigError, Dag
+    from negfree.jobs.dag import ConfigError, Dag
 
     demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     demo["replicates"] = {"seeds": [0, 1, 2], "methods": ["sft", "simpo"]}       # trained only
@@ -406,7 +406,7 @@ def test_seeds_preset_trains_and_evaluates_the_headline_runs():
 def test_the_seeds_preset_names_the_paper_configs_headline_runs():
     """configs/seeds.yaml with configs/papers.yaml (as `--configfile configs/papers.yaml configs/seeds.yaml`
     merges them): every experiment it names is loaded and gets its 3 seeds."""
-    from negfree.dag import Dag
+    from negfree.jobs.dag import Dag
 
     preset = yaml.safe_load((ROOT / "configs/seeds.yaml").read_text())
     dag = Dag({**yaml.safe_load((ROOT / "configs/papers.yaml").read_text()), **preset}, ROOT)
@@ -424,8 +424,9 @@ def test_the_seeds_preset_names_the_paper_configs_headline_runs():
 def test_plan_prints_the_seeds_preset_cost_per_paper(capsys):
     import argparse
 
-    from negfree.dag import Dag
-    from negfree.plan import jobs_of, main, seeds_preset_cost
+    from negfree.jobs.dag import Dag
+    from negfree.jobs.plan import main, seeds_preset_cost
+    from negfree.jobs.resources import jobs_of
 
     args = dict(directory=str(ROOT), configfile=None, gpu=None, json=False, by_paper=False)
     assert main(argparse.Namespace(**args)) == 0
@@ -453,8 +454,8 @@ def test_bleu_rouge_ordering_across_two_experiments_and_the_base_model(tmp_path)
     """asft.txt Table 3 (ASFT > ORPO > SFT = the untrained instruct model, on BLEU-4 and ROUGE-1/2/L, on
     HH-RLHF and UltraFeedback): two experiments, read through both configs' paper_tables rows from one
     experiment's ledger; textsim's per-item scores; the base model is one of the sides."""
-    from negfree.dag import Experiment
     from negfree.evaluate.textsim import score
+    from negfree.jobs.dag import Experiment
 
     rng = np.random.default_rng(4)
     words = "the a cat dog sat ran on in mat park today quickly slowly red blue big small".split()

@@ -1,7 +1,7 @@
 """A newcomer's first week on the cluster: settings that are unset or misspelt are said, resources
 that survive a command-line `--set-resources`, runtime caps.
 
-The pure logic (negfree/dag.py, next to CLUSTER_ENV) is tested directly; the workflow's use of it
+The pure logic (negfree/jobs/dag.py, next to CLUSTER_ENV) is tested directly; the workflow's use of it
 (workflows/common.smk apply_cluster_settings and _check_cluster) through `snakemake -n --profile
 slurm` on the repo's configs, and the refusal of GPU jobs without a partition through a real run
 whose Slurm commands are fakes on PATH (nothing can be submitted: the fake sbatch records its calls
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from negfree.dag import (CLUSTER_ENV, ConfigError, capped_runtime, clip_retries, clip_summary, cluster_resources,
+from negfree.jobs.dag import (CLUSTER_ENV, ConfigError, capped_runtime, clip_retries, clip_summary, cluster_resources,
                          cluster_settings, cluster_summary, gpu_partition_refusal, runtime_caps, unknown_cluster_vars)
 
 ROOT = Path(__file__).resolve().parents[1]

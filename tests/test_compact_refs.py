@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from negfree.data.embedded import load_jsonl
-from negfree.io import write_jsonl
+from negfree.common.batching import RefSum
+from negfree.common.io import write_jsonl
+from negfree.common.models import load_model, load_tokenizer
+from negfree.data.schema import load_jsonl
 from negfree.losses import get_method
-from negfree.models import load_model, load_tokenizer
 from negfree.train.batch import collate, loss_inputs
 from negfree.train.loop import resolve_config
-from negfree.train.records import RefSum, compact_references
+from negfree.train.records import compact_references
 
 
 @pytest.fixture(scope="module")

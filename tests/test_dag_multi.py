@@ -1,4 +1,4 @@
-"""Several experiments in one DAG (negfree/dag.py): the papers' set, pipelines across runs and
+"""Several experiments in one DAG (negfree/jobs/dag.py): the papers' set, pipelines across runs and
 experiments, the analyses beyond the tables, and the errors that name the culprit."""
 import copy
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from negfree.dag import ConfigError, Dag
+from negfree.jobs.dag import ConfigError, Dag
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from negfree.data.embedded import (FACTS, evaluate_expression, load_jsonl,
-                                   make_embedded)
+from negfree.data.embedded import FACTS, evaluate_expression, make_embedded
+from negfree.data.schema import load_jsonl
 
 
 @pytest.fixture(scope="module")

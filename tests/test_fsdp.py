@@ -176,7 +176,7 @@ def test_only_the_first_process_reads_the_full_checkpoint(tmp_path, tiny_model_d
 def hub_shaped_model(tmp_path_factory, embedded_dir):
     """A bf16 checkpoint, as every paper model ships on the hub, large enough (85M parameters,
     340 MB in fp32) that a full copy on a process stands far above the noise of its host memory."""
-    from negfree.tiny import make_tiny_model
+    from negfree.bench.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("bf16_model"), embedded_dir, hidden=1024, layers=8, heads=8,
                            dtype="bfloat16")

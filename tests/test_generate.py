@@ -7,10 +7,10 @@ import types
 import pytest
 import torch
 
-from negfree import generate as gen
-from negfree.data.embedded import load_jsonl
-from negfree.generate import (_next_tokens, decode, generate_negatives, partial_path, sample_seed)
-from negfree.models import load_model, load_tokenizer
+from negfree.generate import negatives as gen
+from negfree.common.models import load_model, load_tokenizer
+from negfree.data.schema import load_jsonl
+from negfree.generate.negatives import (_next_tokens, decode, generate_negatives, partial_path, sample_seed)
 
 KW = dict(num=2, temperature=1.0, max_new_tokens=6, seed=1, progress=False)
 
@@ -301,7 +301,7 @@ def test_vllm_requests_use_token_ids_max_tokens_and_per_sample_seeds(tiny_model_
 
 # ---------------------------------------------------------------- benchmark
 def test_bench_generate_reports_both_modes(tiny_model_dir, tmp_path):
-    from negfree.bench_generate import main
+    from negfree.bench.generate import main
 
     res = main(["--model", str(tiny_model_dir), "--prompts", "4", "--max-new-tokens", "4", "--vllm",
                 "--json", str(tmp_path / "bench.json")])
@@ -318,8 +318,8 @@ def test_bench_generate_reports_both_modes(tiny_model_dir, tmp_path):
 
 
 def test_pair_strategy_uses_the_rejected_answer_and_needs_num_1(tmp_path):
-    from negfree.data.embedded import load_jsonl
-    from negfree.generate import pair_negatives
+    from negfree.data.schema import load_jsonl
+    from negfree.generate.negatives import pair_negatives
 
     recs = [{"id": f"r{i}", "prompt": [{"role": "user", "content": f"q{i}"}], "positive": f"good {i}",
              "negatives": [], "pair": {"chosen": f"good {i}", "rejected": f"bad {i}"}} for i in range(3)]

@@ -1,4 +1,4 @@
-"""`make gpu-check` (negfree/gpu_check.py), exercised on CPU: the one-line answer without a GPU,
+"""`make gpu-check` (negfree/bench/gpu_check.py), exercised on CPU: the one-line answer without a GPU,
 every stage of the script with ``--cpu`` as on a bare GPU node (lm-eval, snakemake, datasets,
 gguf and vLLM made unimportable), a check that can fail does fail, the 1.1B model's stages on a
 scaled-down shape, and the FSDP launch on 2 CPU processes."""
@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from negfree import gpu_check
-from negfree.io import write_jsonl
-from negfree.score import score_records
+from negfree.bench import gpu_check
+from negfree.common.io import write_jsonl
+from negfree.score.reference import score_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABSENT = ("lm_eval", "snakemake", "datasets", "gguf", "vllm")   # not on the bare GPU node, reported as such
@@ -23,7 +23,7 @@ UNSEEN = ABSENT + ("alpaca_eval", "matplotlib", "jsonschema", "gymnasium", "trl"
 # which is how transformers and gpu_check look for optional packages.
 BARE = ("import runpy, sys\n"
         f"for m in {UNSEEN!r}: sys.modules[m] = None\n"
-        "runpy.run_module('negfree.gpu_check', run_name='__main__', alter_sys=True)\n")
+        "runpy.run_module('negfree.bench.gpu_check', run_name='__main__', alter_sys=True)\n")
 
 
 def run(args, env_extra=None, timeout=300):
@@ -35,7 +35,7 @@ def test_without_a_gpu_make_gpu_check_prints_one_line_and_exits_0():
     plan = run(["make", "-n", "--no-print-directory", "gpu-check", f"PYTHON={sys.executable}"])
     commands = plan.stdout.strip().splitlines()   # no setup step: the one command, whatever python is given
     assert plan.returncode == 0 and len(commands) == 1, plan.stdout
-    assert commands[0].startswith("PYTHONPATH=.") and commands[0].endswith(f"{sys.executable} -m negfree.gpu_check")
+    assert commands[0].startswith("PYTHONPATH=.") and commands[0].endswith(f"{sys.executable} -m negfree.bench.gpu_check")
     p = run(["make", "-s", "--no-print-directory", "gpu-check", f"PYTHON={sys.executable}"])
     assert p.returncode == 0, p.stderr
     lines = p.stdout.strip().splitlines()

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
+from negfree.common.logprobs import token_logprobs
 from negfree.losses import REGISTRY, LossInputs, Seq, dft_update_log_u, get_method, ift_token_weights
-from negfree.logprobs import token_logprobs
 
 D = torch.float64
 

@@ -1,6 +1,6 @@
 """Padding-free packing (issue 15): the rows of a micro-batch laid end to end in one row, with
 position_ids restarting per sequence and no attention mask. Every architecture we allow
-(negfree.logprobs.PACKABLE_MODELS) gives the padded path's per-token log-probs and gradients in
+(negfree.common.logprobs.PACKABLE_MODELS) gives the padded path's per-token log-probs and gradients in
 float64; so do the losses built on them (IFT's two passes, BNF's vocabulary term); the trainer
 runs it and records it; an architecture we do not allow falls back to length bucketing."""
 import json
@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 
-from negfree.logprobs import (PACKABLE_MODELS, Packing, model_greedy_tokens, model_token_logprobs, pack_inputs,
+from negfree.common.logprobs import (PACKABLE_MODELS, Packing, model_greedy_tokens, model_token_logprobs, pack_inputs,
                               packing_support, shift_for_causal_lm, token_logprobs)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -142,9 +142,9 @@ def test_losses_and_gradients_packed_equal_padded(tiny_model_dir, data, method, 
     """The losses read the per-token grid: packed and padded micro-batches give the same loss and
     gradients (float64 model, the scored pool's references), IFT's greedy pass and BNF's vocabulary
     term included."""
-    from negfree.data.embedded import load_jsonl
+    from negfree.common.models import load_model, load_tokenizer
+    from negfree.data.schema import load_jsonl
     from negfree.losses import get_method
-    from negfree.models import load_model, load_tokenizer
     from negfree.train.batch import collate, loss_inputs
     from negfree.train.loop import resolve_config
     from negfree.train.records import compact_references
@@ -203,9 +203,9 @@ def test_the_trainer_packs_and_says_so(tmp_path, tiny_model_dir, data):
 
 
 def test_an_unsupported_architecture_falls_back_to_bucketing(tmp_path, tiny_model_dir, data, monkeypatch):
-    import negfree.logprobs
+    import negfree.common.logprobs
 
-    monkeypatch.setattr(negfree.logprobs, "PACKABLE_MODELS", frozenset({"mistral"}))
+    monkeypatch.setattr(negfree.common.logprobs, "PACKABLE_MODELS", frozenset({"mistral"}))
     _, _, info = _train(tmp_path / "fallback", tiny_model_dir, data, packing=True, max_steps=1)
     assert info["packing"] is False and info["length_bucketing"] is True
     assert "'llama' is not one of mistral" in info["packing_unsupported"]

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from negfree.data.embedded import load_jsonl
-from negfree.generate import generate_negatives
+from negfree.data.schema import load_jsonl
+from negfree.generate.negatives import generate_negatives
 from negfree.losses import REGISTRY
-from negfree.score import score_records
+from negfree.score.reference import score_records
 from negfree.train.loop import train
 
 

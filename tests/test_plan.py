@@ -1,4 +1,4 @@
-"""`negfree plan` (negfree/plan.py) and the per-experiment launch resources it feeds: the
+"""`negfree plan` (negfree/jobs/plan.py) and the per-experiment launch resources it feeds: the
 memory and disk arithmetic by hand, every paper job covered and within 70 GB per GPU, the
 checks that stop a DAG before anything is submitted, and a Slurm dry run asking each
 experiment's GPUs."""
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from negfree.dag import ConfigError, Dag
-from negfree.plan import (BUDGET_GB, MODELS, arch_from_config, evaluate_job, generate_job, jobs_of, score_job,
-                          train_job)
+from negfree.jobs.dag import ConfigError, Dag
+from negfree.jobs.resources import (BUDGET_GB, MODELS, arch_from_config, evaluate_job, generate_job, jobs_of,
+                                    score_job, train_job)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,7 +180,7 @@ def test_largest_training_estimate_fits_an_a100_with_headroom():
 def test_plan_prints_disk_per_job_and_per_paper(capsys):
     """The text tables carry the disk; ``--by-paper`` (with --json) wraps the same job list with
     the per-paper sums, while plain --json stays the list its consumers read."""
-    from negfree.plan import main
+    from negfree.jobs.plan import main
 
     args = argparse.Namespace(directory=str(ROOT), configfile=None, gpu=None, json=True, by_paper=True)
     assert main(args) == 0
@@ -224,7 +224,7 @@ def test_peak_above_gpu_memory_stops_the_dag(tmp_path):
 
 def test_unknown_hub_model_is_named(tmp_path):
     cfg = _with("configs/paper/minorsft.yaml", tmp_path, lambda c: c["model"].update(source="hub:org/unknown-7b"))
-    with pytest.raises(ConfigError, match=r"model.source 'hub:org/unknown-7b' has no size in negfree/plan.py"):
+    with pytest.raises(ConfigError, match=r"model.source 'hub:org/unknown-7b' has no size in negfree/jobs/resources.py"):
         Dag(cfg, ROOT)
 
 
@@ -262,7 +262,7 @@ def test_the_baseline_before_issue_15_by_hand():
     job by job: never cheaper; a scoring job costs the fp32/bf16 peak ratio (312 / 19.5 = 16 on
     A100) times the padding ratios of record order over sorted batches; a packed training run
     pays for its padded positions again."""
-    from negfree.plan import GPUS, _layout_of
+    from negfree.jobs.resources import GPUS, _layout_of
 
     dag = _papers_dag()
     now = {j.job: j for j in jobs_of(dag)}

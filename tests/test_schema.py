@@ -150,9 +150,9 @@ def test_a_configfile_replaces_the_demo_config_whole(tmp_path):
 @pytest.mark.parametrize("paper", sorted(p.stem for p in (ROOT / "configs/paper").glob("*.yaml")))
 def test_paper_experiment_files_validate_and_resolve(paper):
     """configs/paper/*.yaml: schema, registry ranges, sweep and pipeline expansion, paper-table
-    rows and analyses resolve (negfree.dag, as the workflow does), together with the experiments
+    rows and analyses resolve (negfree.jobs.dag, as the workflow does), together with the experiments
     its pipelines start from. The whole DAG over every file is dry-run in test_dag_multi."""
-    from negfree.dag import Dag
+    from negfree.jobs.dag import Dag
 
     by_name = {yaml.safe_load(f.read_text())["experiment"]: f"configs/paper/{f.name}"
                for f in (ROOT / "configs/paper").glob("*.yaml")}

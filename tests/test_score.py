@@ -1,4 +1,4 @@
-"""Reference scoring (negfree/score.py): length-sorted batches under a token budget, shards,
+"""Reference scoring (negfree/score/reference.py): length-sorted batches under a token budget, shards,
 resume, and the precision choice. The tiny model on the CPU, fp32: sorting only changes which
 sequences share a batch and how far they are padded, so every value equals the unsorted,
 record-order pass up to float rounding (another padded width changes the order of float sums:
@@ -9,9 +9,10 @@ import json
 import pytest
 import torch
 
-import negfree.score as score
-from negfree.data.embedded import load_jsonl
-from negfree.score import assign_shards, autocast_dtype, gather_scores, padded_positions, plan_batches, score_records
+import negfree.score.reference as score
+from negfree.common.batching import padded_positions, plan_batches
+from negfree.data.schema import load_jsonl
+from negfree.score.reference import assign_shards, autocast_dtype, gather_scores, score_records
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 MAX_LEN = 96
@@ -125,7 +126,7 @@ def test_bf16_autocast_only_on_cuda():
 
 def test_the_cli_scores_shards_and_gathers(tiny_model_dir, raw, unsorted, tmp_path):
     from negfree.cli import main
-    from negfree.io import write_jsonl
+    from negfree.common.io import write_jsonl
 
     data = write_jsonl(tmp_path / "raw.jsonl", raw)
     common = ["score", "--model", tiny_model_dir, "--data", data, "--max-len", MAX_LEN, "--batch-size", 5,
@@ -151,7 +152,7 @@ def test_the_columnar_copy_reads_back_what_the_trainer_keeps(unsorted, raw, tmp_
 
     import numpy as np
 
-    from negfree.score import read_reference_table, write_reference_table
+    from negfree.score.reference import read_reference_table, write_reference_table
     from negfree.train.records import compact_references
 
     scored = load_jsonl(unsorted[0])
@@ -178,7 +179,7 @@ def test_the_columnar_copy_reads_back_what_the_trainer_keeps(unsorted, raw, tmp_
 def test_bf16_scoring_loads_bf16_weights(tiny_model_dir, raw, tmp_path, monkeypatch):
     """Where scoring computes in bf16 (CUDA by default; forced here on the CPU) the weights are
     loaded in bf16: fp32 weights under autocast keep a bf16 copy of each beside them (6 B/param)."""
-    import negfree.models as models
+    import negfree.common.models as models
 
     seen = []
     real = models.load_model

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from negfree.cli import main as cli
-from negfree.data.embedded import load_jsonl
-from negfree.generate import generate_negatives
+from negfree.data.schema import load_jsonl
+from negfree.generate.negatives import generate_negatives
 from negfree.report import score_dist as sd
 
 

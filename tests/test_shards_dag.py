@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from negfree.dag import ConfigError, Dag
-from negfree.data.embedded import load_jsonl
+from negfree.data.schema import load_jsonl
+from negfree.jobs.dag import ConfigError, Dag
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,8 +25,8 @@ def test_more_shards_than_prompts_is_refused_at_dag_build(tiny_dag_config, secti
 
 
 def test_sharded_jobs_gather_the_bytes_of_one_pass(tmp_path, tiny_dag_config):
-    from negfree.generate import generate_negatives
-    from negfree.score import score_records
+    from negfree.generate.negatives import generate_negatives
+    from negfree.score.reference import score_records
 
     cfg = tiny_dag_config
     cfg["generate"]["shards"] = 3

@@ -35,7 +35,7 @@ def perturbed_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def records(embedded_dir):
-    from negfree.data.embedded import load_jsonl
+    from negfree.data.schema import load_jsonl
 
     recs = [{"id": r["id"], "prompt": r["prompt"]} for r in load_jsonl(Path(embedded_dir) / "test.jsonl")[:3]]
     recs.append({"id": "plain-string", "prompt": "What is 2 + 3?"})   # a bare string prompt works too

@@ -1,7 +1,8 @@
-"""Sweep expansion (negfree/sweeps.py): ids, grid order, checks before any job runs."""
+"""Sweep expansion (negfree/jobs/sweeps.py): ids, grid order, checks before any job runs."""
 import pytest
 
-from negfree.sweeps import expand_runs, run_settings
+from negfree.common.naming import run_settings
+from negfree.jobs.sweeps import expand_runs
 
 GEN = {"strategy": "chat_bad", "temperature": 0.7, "num": 4, "max_new_tokens": 8, "batch_size": 2, "seed": 0}
 
@@ -36,7 +37,7 @@ def test_a_sweep_does_not_inherit_the_methods_entry():
 def test_a_point_that_computes_a_methods_run_is_that_run():
     """gamma 0.85 is dft's paper default and B=2 the experiment's: those points are method~dft and
     method~sft, trained once; their own ids stay usable as aliases."""
-    from negfree.sweeps import sweep_settings
+    from negfree.jobs.sweeps import sweep_settings
 
     block = {"method": "dft", "hparams": {"gamma": [0.8, 0.85]}}
     specs, sweeps, aliases = expand_runs(

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from negfree.data.embedded import load_jsonl
-from negfree.io import write_jsonl
-from negfree.score import score_records
+from negfree.common.io import write_jsonl
+from negfree.data.schema import load_jsonl
+from negfree.score.reference import score_records
 from negfree.train.loop import train
 
 
@@ -271,8 +271,8 @@ def test_scoring_follows_the_same_prompt_length_policy(tmp_path, tiny_model_dir,
 
 
 def test_the_fallback_template_is_saved_with_the_final_model(tmp_path, tiny_model_dir, data):
+    from negfree.common.models import load_tokenizer
     from negfree.data.tokenize import ZEPHYR_TEMPLATE
-    from negfree.models import load_tokenizer
 
     base = tmp_path / "base"
     tok = load_tokenizer(tiny_model_dir)
@@ -335,8 +335,8 @@ def test_pairing_ratio_as_a_train_key_masks_scored_data_like_masking_before_scor
 
 def test_a_dropped_side_contributes_nothing_to_the_bnf_loss(tiny_model_dir, data):
     """Same prompt, dropped negatives: the loss equals the positive-only loss exactly."""
+    from negfree.common.models import load_model, load_tokenizer
     from negfree.losses import get_method
-    from negfree.models import load_model, load_tokenizer
     from negfree.train.batch import collate, loss_inputs
 
     tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
@@ -399,8 +399,8 @@ def test_a_full_disk_in_save_state_or_final_keeps_the_last_checkpoint(tmp_path, 
     import accelerate
     import transformers
 
-    from negfree import io as nio
-    from negfree.io import DiskFull
+    from negfree.common import io as nio
+    from negfree.common.io import DiskFull
     from negfree.train import checkpoint
 
     cfg = cfg_for(tiny_model_dir, data, tmp_path / "run", "dft", max_steps=3, batch_size=2, micro_batch_size=2,
@@ -445,7 +445,7 @@ def test_a_full_disk_in_save_state_or_final_keeps_the_last_checkpoint(tmp_path, 
 def test_what_counts_as_a_full_disk(tmp_path, monkeypatch):
     import errno
 
-    from negfree import io as nio
+    from negfree.common import io as nio
 
     monkeypatch.setattr(nio, "free_bytes", lambda path: 10 ** 12)
     assert nio.is_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)

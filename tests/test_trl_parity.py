@@ -14,7 +14,7 @@ How TRL is called (no TRL formula is re-typed here):
   per-token log-probs, so TRL and negfree read the same tensors; gradients are compared on them.
 - CPOTrainer and ORPOTrainer (trl.experimental) take logits: their get_batch_loss_metrics
   runs on ``LogitsModel``, which returns given logits; negfree takes the per-token
-  log-probs from the same logits with its one extractor (negfree.logprobs.token_logprobs).
+  log-probs from the same logits with its one extractor (negfree.common.logprobs.token_logprobs).
   Gradients are compared on the logits, so the extraction is checked too.
 
 Convention differences, each asserted as exactly the documented difference
@@ -43,7 +43,7 @@ from trl.experimental.cpo import CPOTrainer  # noqa: E402
 from trl.experimental.orpo import ORPOTrainer  # noqa: E402
 from trl.trainer.utils import FusedCausalLMOutput  # noqa: E402
 
-from negfree.logprobs import token_logprobs  # noqa: E402
+from negfree.common.logprobs import token_logprobs  # noqa: E402
 from negfree.losses import LossInputs, Seq, get_method  # noqa: E402
 
 D = torch.float64

@@ -89,7 +89,7 @@ rule claims_ledger:
 
 
 # dft.txt Fig. 1: s(y',x) under a dft checkpoint for its own sampled negatives and for a pool
-# sampled by the base model at a very high temperature (analysis.score_dist, negfree/dag.py).
+# sampled by the base model at a very high temperature (analysis.score_dist, negfree/jobs/dag.py).
 def score_dist_of(wildcards):
     return exp_of(wildcards).score_dist()
 
@@ -167,7 +167,7 @@ rule score_distribution:
 
 
 # bnf.txt Fig. 3-4: log-likelihood and logit shifts of checkpoints against the base model on
-# their own greedy answers to the test prompts (analysis.shifts, negfree/dag.py).
+# their own greedy answers to the test prompts (analysis.shifts, negfree/jobs/dag.py).
 def shift_runs(wildcards):
     exp = exp_of(wildcards)
     return [f"{exp.run_dir(r)}/timing.json" for r in exp.shifts()["runs"]]

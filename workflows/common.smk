@@ -1,5 +1,5 @@
 # Named input functions and lookups shared by every stage. The experiments (one, or the set a
-# config lists under `experiments:`) are checked and expanded once, in negfree/dag.py; rules
+# config lists under `experiments:`) are checked and expanded once, in negfree/jobs/dag.py; rules
 # carry the experiment as the {exp} wildcard and look everything else up.
 import os
 import shlex
@@ -8,7 +8,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from negfree.dag import ConfigError as _ConfigError, Dag as _Dag, item_file
+from negfree.common.naming import item_file
+from negfree.jobs.dag import ConfigError as _ConfigError, Dag as _Dag
 from negfree.evaluate.protocols import PROTOCOLS as _PROTOCOL_TABLE
 from negfree.losses import REGISTRY
 
@@ -83,9 +84,9 @@ def model_source(wildcards):
 
 def gated_model_check(wildcards):
     """No input; stops the DAG when this model is still to be downloaded, is gated on the hub and
-    no Hugging Face token is set (negfree/dag.py gated_model_error). Input functions run while
+    no Hugging Face token is set (negfree/jobs/dag.py gated_model_error). Input functions run while
     the DAG is built, only for jobs of the requested targets."""
-    from negfree.dag import gated_model_error
+    from negfree.jobs.dag import gated_model_error
 
     msg = gated_model_error(wildcards.model, NF.models[wildcards.model],
                             Path(f"work/models/{wildcards.model}/config.json").exists())
@@ -124,7 +125,7 @@ def train_args(wildcards):
 
 def start_model(wildcards):
     """(directory, ready file) the run starts from: the base model, or a pipeline's checkpoint."""
-    from negfree.dag import init_label
+    from negfree.jobs.dag import init_label
 
     exp, spec = exp_of(wildcards), spec_of(wildcards)
     if spec.get("init") is None:
@@ -157,7 +158,7 @@ def accelerate_config(wildcards):
 
 
 # -- Slurm resources per job ---------------------------------------------------------------
-# GPUs from the experiment's launch: section, runtime and memory from its plan (negfree/plan.py:
+# GPUs from the experiment's launch: section, runtime and memory from its plan (negfree/jobs/resources.py:
 # estimate x SAFETY; memory also x attempt, so a job killed for memory gets more). Every job runs
 # on one node (sbatch --nodes=1). `negfree plan` prints the same numbers.
 def gpus_of(rule):
@@ -275,7 +276,7 @@ def sweep_timings(wildcards):
 def sweep_settings_arg(wildcards):
     """The sweep table's setting columns, one dict per grid point (a point may be a methods: run)."""
     import json, shlex
-    from negfree.sweeps import sweep_settings
+    from negfree.jobs.sweeps import sweep_settings
 
     block = exp_of(wildcards).config["sweeps"][wildcards.sweep]
     return "--settings " + shlex.quote(json.dumps(sweep_settings(block)))
@@ -353,7 +354,7 @@ def paper_targets(paper):
 # Account, partitions, QoS and GPU model come from the user's environment, never from the
 # repository: NEGFREE_SLURM_ACCOUNT, NEGFREE_SLURM_PARTITION_GPU, NEGFREE_SLURM_PARTITION_CPU,
 # NEGFREE_SLURM_QOS, NEGFREE_SLURM_GPU_MODEL, NEGFREE_SLURM_EXTRA, NEGFREE_SLURM_MAX_RUNTIME_GPU,
-# NEGFREE_SLURM_MAX_RUNTIME_CPU (negfree/dag.py CLUSTER_ENV).
+# NEGFREE_SLURM_MAX_RUNTIME_CPU (negfree/jobs/dag.py CLUSTER_ENV).
 # The Snakefile calls this once every rule file is read, so a new workflows/*.smk gets them too.
 # They join each rule's own resources (memory, runtime, GPUs stay); a resource that a rule or the
 # command line (--set-resources) sets itself wins. Rules that ask for GPUs (gpu > 0, or per job)
@@ -361,7 +362,7 @@ def paper_targets(paper):
 # (its own or --set-resources'), by the same GPU/CPU split. Once the DAG is built, under the Slurm
 # executor, _check_cluster prints what the jobs will use and refuses GPU jobs without a partition.
 def apply_cluster_settings(rules):
-    from negfree.dag import cluster_resources, cluster_settings, runtime_caps
+    from negfree.jobs.dag import cluster_resources, cluster_settings, runtime_caps
 
     settings = cluster_settings(os.environ)
     try:
@@ -419,7 +420,7 @@ def _job_key(rulename, wildcards):
 
 
 def _capped(rulename, own, gpu, caps):
-    from negfree.dag import capped_runtime
+    from negfree.jobs.dag import capped_runtime
 
     def runtime(wildcards, **kw):
         asked = own.evaluate(wildcards, **kw).value
@@ -454,7 +455,7 @@ def _check_cluster():
     """Once, when the first job's resources are evaluated (the DAG is built, nothing submitted yet),
     under the Slurm executor only: one line saying which account, partitions and QoS the jobs will
     use; a warning per unknown NEGFREE_SLURM_* variable; the refusal of GPU jobs that no partition
-    reaches (a dry run warns and goes on, as for gated models; negfree/dag.py gpu_partition_refusal;
+    reaches (a dry run warns and goes on, as for gated models; negfree/jobs/dag.py gpu_partition_refusal;
     opt-out NEGFREE_SLURM_PARTITION_GPU=default); and one line on the jobs the runtime caps clip,
     raising the train rule's retries by the clipped attempts its largest job needs (clip_retries)."""
     if _CLUSTER_CHECKED:
@@ -462,7 +463,7 @@ def _check_cluster():
     _CLUSTER_CHECKED.append(True)
     if _executor_name() != "slurm":
         return
-    from negfree.dag import (RESUMABLE_RULES, clip_retries, clip_summary, cluster_settings, cluster_summary,
+    from negfree.jobs.dag import (RESUMABLE_RULES, clip_retries, clip_summary, cluster_settings, cluster_summary,
                              gpu_partition_refusal, unknown_cluster_vars)
 
     settings = cluster_settings(os.environ)

@@ -34,12 +34,12 @@ def gen_runtime(wildcards):
 
 def gen_backend(wildcards):
     """generate.backend, except that a pool the named backend cannot sample (a temperature above
-    vLLM's 2, negfree.generate.BACKEND_LIMITS) goes through `auto`, which samples it with
+    vLLM's 2, negfree.generate.negatives.BACKEND_LIMITS) goes through `auto`, which samples it with
     transformers and records why in the manifest, instead of failing every retry."""
     backend = neg_spec(wildcards).gen[4]
     if backend == "auto":
         return backend
-    from negfree.generate import backend_refusal   # imports torch: only when a backend is named
+    from negfree.generate.negatives import backend_refusal   # imports torch: only when a backend is named
 
     return "auto" if backend_refusal(backend, temperature=float(wildcards.temperature)) else backend
 

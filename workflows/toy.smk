@@ -27,7 +27,7 @@ rule frozen_lake:
 # core) is its own target, `snakemake frozen_lake_robustness`, in results/toy/frozen_lake/. A config
 # with `toy: frozen_lake_robustness:` (configs/demo.yaml) sizes a reduced grid, written apart in
 # results/toy/frozen_lake/demo_grid/ so it never overwrites the full one; it joins `all`.
-from negfree.dag import ROBUSTNESS_FULL as ROBUST_FULL, ROBUSTNESS_REDUCED as ROBUST_REDUCED
+from negfree.jobs.dag import ROBUSTNESS_FULL as ROBUST_FULL, ROBUSTNESS_REDUCED as ROBUST_REDUCED
 
 
 def frozen_lake_robustness_args():

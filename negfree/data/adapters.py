@@ -310,7 +310,7 @@ def make_from_config(config_path: str | Path, out_dir: str | Path, n_train: int 
     ``path``: a local file in the hub schema instead of the download (tests, air-gapped clusters)."""
     import yaml
 
-    from ..io import write_json, write_jsonl
+    from negfree.common.io import write_json, write_jsonl
 
     config_path = Path(config_path)
     if not config_path.is_file():

@@ -16,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from ..io import atomic_write_text
+from negfree.common.io import atomic_write_text
 
 COLUMNS = ("run", "protocol", "task", "metric", "value", "stderr", "n")
 

@@ -34,8 +34,9 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ..io import atomic_write_text, check_writable, read_text, removed_on_error
-from . import greedy
+from negfree.common.errors import InputError
+from negfree.common.io import atomic_write_text, check_writable, read_text, removed_on_error
+from negfree.evaluate import greedy
 
 GPT4_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 LOCAL_ANNOTATOR = "negfree_local_loglik"
@@ -49,8 +50,8 @@ _PARSE = re.compile(re.escape(_I) + r"\n(.*)\n" + re.escape(_A) + r"\n(.*)\n"
                     + re.escape(_B) + r"\n(.*)\n" + re.escape(_END), re.S)
 
 
-class AlpacaEvalError(RuntimeError):
-    pass
+class AlpacaEvalError(InputError, RuntimeError):
+    """The judge or the alpaca_eval library failed: reported in one line."""
 
 
 # ------------------------------------------------------------------------ inputs
@@ -228,7 +229,7 @@ def evaluate_alpaca(model_dir: str | Path, instructions: str | Path, reference_o
                     max_new_tokens: int = 2048, batch_size: int = 8, device: str = "cpu",
                     name: str | None = None) -> dict:
     """Generate, judge, and write ``out_json`` (+ ``<stem>.outputs.json``, ``<stem>.annotations.json``)."""
-    from ..models import check_model_dir
+    from negfree.common.models import check_model_dir
 
     check_annotator(annotator, judge_model)
     out_json = Path(out_json)

@@ -52,7 +52,7 @@ def _limit(value):
 
 def _device(value: str) -> str:
     """``auto``: the GPU a cluster job was given, else the CPU (the workflow passes no device)."""
-    from ..models import resolve_device
+    from negfree.common.models import resolve_device
 
     return resolve_device(value)
 
@@ -79,7 +79,7 @@ def _cache(value: str | None):
 
 def cmd_evaluate(args) -> None:
     if args.protocol:
-        from .protocols import DEFAULT_MAX_LENGTH, DEFAULT_SEED, evaluate_protocol, resolve
+        from negfree.evaluate.protocols import DEFAULT_MAX_LENGTH, DEFAULT_SEED, evaluate_protocol, resolve
 
         if args.dry_run:
             resolved = resolve(args.protocol)
@@ -105,7 +105,7 @@ def cmd_evaluate(args) -> None:
         raise ValueError("--dry-run needs --protocol")
     if args.max_length is not None or args.cache is not None:
         raise ValueError("--max-length and --cache apply to --protocol only")
-    from .local import evaluate_local
+    from negfree.evaluate.local import evaluate_local
 
     res = evaluate_local(args.model, args.test, args.out, limit=_limit(args.limit),
                          batch_size=_batch(args.batch_size, _device(args.device)), device=_device(args.device),
@@ -121,7 +121,7 @@ def add_fetch_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_fetch_eval_data(args) -> None:
-    from .protocols import fetch_data
+    from negfree.evaluate.protocols import fetch_data
 
     res = fetch_data(args.protocol, args.out)
     for call in res["calls"]:
@@ -149,7 +149,7 @@ def add_alpaca_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_alpaca_eval(args) -> None:
-    from .alpaca import evaluate_alpaca
+    from negfree.evaluate.alpaca import evaluate_alpaca
 
     res = evaluate_alpaca(args.model, args.instructions, args.reference, args.out,
                           annotator=args.annotator, judge_model=args.judge_model, limit=args.limit,
@@ -174,7 +174,7 @@ def add_textsim_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_textsim(args) -> None:
-    from .textsim import evaluate_textsim
+    from negfree.evaluate.textsim import evaluate_textsim
 
     res = evaluate_textsim(args.model, args.data, args.out, prompt_field=args.prompt_field,
                            reference_field=args.reference_field, limit=args.limit,
@@ -191,7 +191,7 @@ def add_eval_csv_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval_csv(args) -> None:
-    from .aggregate import aggregate
+    from negfree.evaluate.aggregate import aggregate
 
     rows = aggregate(args.evals, args.out, args.runs)
     print(f"{len(rows)} rows -> {args.out}")
@@ -223,7 +223,7 @@ def _main(name: str, argv: list[str] | None) -> None:
     p = argparse.ArgumentParser(prog=f"negfree {name}", description=help_)
     add(p)
     args = p.parse_args(argv)
-    from ..cli import run_reporting_errors
+    from negfree.common.errors import run_reporting_errors
 
     run_reporting_errors(name, lambda: fn(args))
 

@@ -27,7 +27,7 @@ def load(model_dir: str | Path, device: str = "cpu"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..models import check_model_dir, load_named
+    from negfree.common.models import check_model_dir, load_named
 
     check_model_dir(model_dir)
     model = load_named(model_dir, "model",

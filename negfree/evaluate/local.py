@@ -29,9 +29,9 @@ from pathlib import Path
 
 import yaml
 
-from ..data.embedded import load_jsonl
-from ..io import atomic_write_text, check_writable, removed_on_error
-from ..models import check_model_dir, inference_dtype, load_named
+from negfree.common.io import atomic_write_text, check_writable, removed_on_error
+from negfree.common.models import check_model_dir, inference_dtype, load_named
+from negfree.data.schema import load_jsonl
 
 GROUP = "negfree_offline"
 TASKS = ("negfree_mc", "negfree_gen")

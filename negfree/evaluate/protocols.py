@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ..io import atomic_write_text
-from .local import _jsonable, _number, _sample_row
+from negfree.common.io import atomic_write_text
+from negfree.evaluate.local import _jsonable, _number, _sample_row
 
 TASKS_DIR = Path(__file__).with_name("protocols")
 DEFAULT_SEED = 1234
@@ -279,7 +279,7 @@ def fetch_data(protocol: str | Protocol, marker: str | Path) -> dict:
     A call that preflight would skip for missing packages is skipped here too. Writes and
     returns the marker record.
     """
-    from ..io import check_writable
+    from negfree.common.io import check_writable
 
     marker = Path(marker)
     check_writable(marker)
@@ -464,8 +464,8 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
     from lm_eval.models.utils import resolve_max_length
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..io import check_writable
-    from ..models import check_model_dir, inference_dtype, load_named
+    from negfree.common.io import check_writable
+    from negfree.common.models import check_model_dir, inference_dtype, load_named
 
     protocol = get_protocol(protocol)
     out_json = Path(out_json)

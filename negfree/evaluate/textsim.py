@@ -21,8 +21,8 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ..io import atomic_write_text
-from . import greedy
+from negfree.common.io import atomic_write_text
+from negfree.evaluate import greedy
 
 METRICS = ("bleu4", "rouge1", "rouge2", "rougeL")
 

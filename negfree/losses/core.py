@@ -2,7 +2,7 @@
 
 A loss is a small pure function ``fn(inp: LossInputs, **hparams) -> LossOutput``.
 It never sees a model: the trainer (or a figure, or a test) computes per-token
-log-probs once with :mod:`negfree.logprobs` and packs them here. Everything the
+log-probs once with :mod:`negfree.common.logprobs` and packs them here. Everything the
 rest of the suite needs to know about a loss (does it need a reference? does it
 need negatives? is it token-level? which hyperparameters, with which paper
 defaults?) is declared once, in its :class:`Method` entry, and asked of the

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import HParam, LossInputs, LossOutput, Seq, detached_metrics, log1mexp, masked_mean, register, require
+from negfree.losses.core import HParam, LossInputs, LossOutput, Seq, detached_metrics, log1mexp, masked_mean, register, require
 
 POS = dict(lo=0.0)            # (0, inf)
 UNIT = dict(lo=0.0, hi=1.0)   # (0, 1]
@@ -240,7 +240,7 @@ def bnf_sequence_loss(seq: Seq, label: float, method: str = "bnf") -> Tensor:
 
     f = sg[min(p(y_i)/q(y_i), 1)] with q the reference token probability. The
     vocabulary sum arrives precomputed as ``tok_plogp`` = sum_t sg[p(t)] log p(t)
-    (chunked in negfree.logprobs), so the non-target part is tok_plogp - sg[p(y_i)] log p(y_i).
+    (chunked in negfree.common.logprobs), so the non-target part is tok_plogp - sg[p(y_i)] log p(y_i).
     Returns one loss per sequence, shape of ``seq.logp``.
     """
     lp = require(seq.tok, method, "per-token log-probs")

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import HParam, LossInputs, LossOutput, detached_metrics, log1mexp, pair_mean, register, require
-from .negative_free import LOG_P_MAX, _likelihood_metrics
+from negfree.losses.core import HParam, LossInputs, LossOutput, detached_metrics, log1mexp, pair_mean, register, require
+from negfree.losses.negative_free import LOG_P_MAX, _likelihood_metrics
 
 POS = dict(lo=0.0)
 NONNEG = dict(lo=0.0, lo_open=False)

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import atomic_write_bytes, atomic_write_text
-from ..logprobs import token_logprobs
-from ..losses import LossInputs, Seq, asft_align, get_method
+from negfree.common.io import atomic_write_bytes, atomic_write_text
+from negfree.common.logprobs import token_logprobs
+from negfree.losses import LossInputs, Seq, asft_align, get_method
 
 D = torch.float64
 VOCAB_REST = (1.0, 2.0, 3.0, 4.0)   # how the mass 1 - p(y) is spread over the other tokens

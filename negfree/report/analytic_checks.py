@@ -9,9 +9,9 @@ import numpy as np
 
 def analytic_checks():
     import torch
-    from ..logprobs import token_logprobs
-    from ..losses import LossInputs, Seq, asft_align, bnf_sequence_loss, get_method
-    from .analytic import BNF_LOSSES, _grad_abs
+    from negfree.common.logprobs import token_logprobs
+    from negfree.losses import LossInputs, Seq, asft_align, bnf_sequence_loss, get_method
+    from negfree.report.analytic import BNF_LOSSES, _grad_abs
 
     D = torch.float64
     grid = np.linspace(0.01, 0.99, 99)

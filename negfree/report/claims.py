@@ -59,9 +59,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..io import atomic_write_text
-from .html import write_markdown_page
-from .training import find_runs
+from negfree.common.io import atomic_write_text
+from negfree.report.html import write_markdown_page
+from negfree.report.training import find_runs
 
 MIN_SEEDS = 3
 VERIFIED, FAILED = "verified", "failed"
@@ -448,7 +448,7 @@ def check_robustness(ctx, check, claim) -> Judged:
     scale = (f"; grid {len(grid.get('maps', []))} maps x steps {grid.get('steps')} x {len(grid.get('bases', []))} bases "
              f"x {len(grid.get('negatives', []))} negative sources x {n} seeds, {len(grid.get('methods') or [])} "
              f"methods ({cfg})" if grid else "")
-    from ..toy.robustness import verdict as wilson_rule
+    from negfree.toy.robustness import verdict as wilson_rule
 
     lo, hi = _r6(round(float(r.ci_low), 12)), _r6(round(float(r.ci_high), 12))
     verdict = wilson_rule(lo, hi)
@@ -467,7 +467,7 @@ def _timing_guard(ctx, claim: dict, metric: str, sels) -> str | None:
                 "timing/step_seconds, the median per-step time inside each training process")
     if not metric.startswith("timing/"):
         return None
-    from ..losses import REGISTRY
+    from negfree.losses import REGISTRY
 
     t = ctx.table[ctx.table.source == "runs"]
     methods = [s.get("method") for s in sels]
@@ -513,7 +513,7 @@ PAPER_JUDGE = "weighted_alpaca_eval_gpt4_turbo"
 
 
 def _item_id(item: str | None) -> str | None:
-    from . import paper_numbers
+    from negfree.report import paper_numbers
 
     if not item:
         return None
@@ -524,10 +524,10 @@ def _item_id(item: str | None) -> str | None:
 
 
 def paper_rows_of(exp) -> list[dict]:
-    """The paper-table rows of one experiment (negfree.dag.Experiment): per row of each item in its
+    """The paper-table rows of one experiment (negfree.jobs.dag.Experiment): per row of each item in its
     ``paper_tables``, the paper's model, setting and method and the run directory that fills it."""
-    from . import paper_numbers
-    from .paper_table import _parse_row_pairs, resolve_row
+    from negfree.report import paper_numbers
+    from negfree.report.paper_table import _parse_row_pairs, resolve_row
 
     out = []
     for item, spec in (exp.paper_tables or {}).items():
@@ -621,7 +621,7 @@ def _seed_dirs(run_dir: Path) -> dict:
 
 def _columns(ctx, run_dir: Path, metric: str, protocols) -> list:
     """The per-item columns of ``metric`` in one run's evaluations (cached); raises NoItems."""
-    from .items import NoItems, column
+    from negfree.report.items import NoItems, column
 
     key = (str(run_dir), metric, protocols)
     if key not in ctx._columns:
@@ -641,7 +641,7 @@ def _columns(ctx, run_dir: Path, metric: str, protocols) -> list:
 
 
 def _item_protocols(item: str | None):
-    from .paper_table import ITEM_PROTOCOLS
+    from negfree.report.paper_table import ITEM_PROTOCOLS
 
     return ITEM_PROTOCOLS.get(_item_id(item)) if item else None
 
@@ -675,7 +675,7 @@ def _bench_pair(ctx, check, metric, sa, sb, kind, item=None, b_item=None) -> Jud
     """One comparison of side a against side b on a paper benchmark: over training seeds where
     both sides have MIN_SEEDS (an untrained side counts as fixed), else over the test items the
     two runs' evaluations share (paired, one training seed each)."""
-    from .items import NoItems, compare
+    from negfree.report.items import NoItems, compare
 
     la, lb = _sel_str(sa), _sel_str(sb)
     da, why = _bench_run(ctx, sa, item)
@@ -811,7 +811,7 @@ def check_bench_argbest(ctx, check, claim) -> Judged:
         return _bench_nc(metric, f"'{kind}' over {sweep}: the paper-table rows give {values or 'no value'}"
                          + ("" if ctx.rows else " (no paper_tables rows given: --paper-rows)"))
     # a figure's sweep values the paper prints no number for have no row: the argmax needs them all
-    from . import paper_numbers
+    from negfree.report import paper_numbers
 
     listed = [_sweep_value({"setting": st}, sweep) for it in dict.fromkeys(r["item"] for r in rows)
               for st in paper_numbers.info(it).get("settings") or []]
@@ -845,7 +845,7 @@ def _protocol_differs(metric: str, cols) -> str | None:
     """Why our measurement is not the paper's protocol, or None: a subset of the items, another
     shot count or chat-template use than the protocol's (the paper's), another judge, another
     harness (PROTOCOL_DIFFERS)."""
-    from ..evaluate.protocols import PROTOCOLS
+    from negfree.evaluate.protocols import PROTOCOLS
 
     for c in cols:
         if c.key in PROTOCOL_DIFFERS:
@@ -880,8 +880,8 @@ def _protocol_differs(metric: str, cols) -> str | None:
 def check_paper_value(ctx, check, claim) -> Judged:
     """Our score within the paper's transcribed value +- the benchmark's tolerance ([ours]), judged on
     our interval (over seeds where the run has MIN_SEEDS, else over test items)."""
-    from . import paper_numbers
-    from .items import NoItems, score_interval
+    from negfree.report import paper_numbers
+    from negfree.report.items import NoItems, score_interval
 
     item = check["paper_item"]
     paper = paper_numbers.load(item)
@@ -949,7 +949,7 @@ OFFLINE_METRICS = (("negfree_mc", "acc,none"), ("negfree_gen", "exact_match,stri
 def offline_comparisons(ctx) -> list[dict]:
     """The headline pairs on the offline twin's per-item scores (negfree_offline.samples.jsonl of the
     methods: runs): paired intervals over the test items, one training seed each."""
-    from .items import NoItems, compare, lm_eval_column
+    from negfree.report.items import NoItems, compare, lm_eval_column
 
     out = []
     for a, b in HEADLINE_PAIRS:
@@ -1059,14 +1059,14 @@ def evaluate_check(ctx: Context, check: dict, claim: dict) -> Judged:
 
 def implementation_check(check: dict) -> tuple[bool | None, str]:
     if check["kind"] == "registry":
-        from ..losses import REGISTRY
+        from negfree.losses import REGISTRY
 
         name, prop = check["method"], check["property"]
         if name not in REGISTRY:
             return False, f"method '{name}' is not registered"
         got = REGISTRY[name].describe().get(prop, "<no such field>")
         return got == check["expect"], f"negfree methods --json: {name}.{prop} = {got!r} (expected {check['expect']!r})"
-    from .analytic_checks import analytic_checks
+    from negfree.report.analytic_checks import analytic_checks
 
     fn = analytic_checks().get((check["function"], check["property"]))
     if fn is None:

@@ -11,7 +11,7 @@ import html
 import re
 from pathlib import Path
 
-from ..io import atomic_write_text
+from negfree.common.io import atomic_write_text
 
 STYLE = ("body{font:14px/1.45 system-ui,sans-serif;margin:1em 2em;color:#222}"
          "table{border-collapse:collapse;margin:.6em 0;font-size:13px}"

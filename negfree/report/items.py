@@ -298,7 +298,7 @@ def column(run_dir: Path, key: str, protocols: tuple[str, ...] | None = None) ->
     """The per-item columns behind one paper metric key of one run: one column, or the averaged
     columns of an average (``avg``: AVERAGE_RULES; ``mean_of(a,b,...)``). The first protocol with a
     result of the run gives them. Raises NoItems with the reason."""
-    from .paper_table import AVERAGE_RULES, METRIC_SOURCES
+    from negfree.report.paper_table import AVERAGE_RULES, METRIC_SOURCES
 
     parts = re.fullmatch(r"mean_of\((.*)\)", key)
     if parts:

@@ -45,9 +45,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_write_text
-from .html import write_markdown_page
-from . import paper_numbers
+from negfree.common.io import atomic_write_text
+from negfree.report import paper_numbers
+from negfree.report.html import write_markdown_page
 
 EVAL_COLUMNS = ("run", "protocol", "task", "metric", "value", "stderr", "n")
 LONG_COLUMNS = ["item", "row", "label", "model", "setting", "method", "run", "metric", "metric_label",
@@ -166,7 +166,7 @@ def sources_for(protocol_patterns: Iterable[str]) -> list[Source]:
 def check_sources() -> list[str]:
     """Problems of METRIC_SOURCES against negfree.evaluate.protocols.PROTOCOLS (empty = fine):
     every mapped lm-eval protocol task and metric must be one the protocol scores."""
-    from ..evaluate.protocols import PROTOCOLS
+    from negfree.evaluate.protocols import PROTOCOLS
 
     problems = []
     for s in METRIC_SOURCES:
@@ -193,7 +193,7 @@ def _why_not_measured(key: str, protocols: tuple[str, ...]) -> str:
 def load_evals(evals) -> pd.DataFrame:
     """Tidy evaluation rows from CSVs of ``negfree eval-csv`` and/or evaluation JSONs
     (collected with ``aggregate.collect``), or from rows / a DataFrame given directly."""
-    from ..evaluate.aggregate import collect
+    from negfree.evaluate.aggregate import collect
 
     if isinstance(evals, pd.DataFrame):
         frames = [evals]

@@ -19,7 +19,7 @@ in the paper, "Sampling" (temperature < 1, as used for training) and "Random" (a
 temperature); any labels and any number of pools work here. Each negative is conditioned on
 the training prompt x through the chat template (or the documented fallback template), as
 ``negfree score`` conditions S0: the same encoding (``negfree.data.tokenize.encode``) and the
-same scorer (``negfree.score.answer_token_logprobs``), not a second one. ``--system`` conditions
+same scorer (``negfree.score.reference.answer_token_logprobs``), not a second one. ``--system`` conditions
 on the augmented prompt x-bar instead.
 
 Outputs under OUT_ROOT/dft/: fig1.png, fig1.pdf (byte-reproducible), fig1.csv (one row per
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_write_text
+from negfree.common.io import atomic_write_text
 
 SCORE_DEFINITION = "s(y',x) = (1/|y'|) log P_g(y'|x)  (dft.txt Sec. 5; Eq. 5 / Eq. 11)"
 CSV_COLUMNS = ["pool", "prompt_index", "record_id", "negative_index", "score", "n_tokens", "logp_sum",
@@ -68,7 +68,7 @@ def parse_pools(specs: list[str]) -> list[tuple[str, Path]]:
 def load_pool(label: str, path: str | Path, limit: int | None = None) -> list[dict]:
     """The first ``limit`` records of a negatives file (all when None), checked: each has a
     ``negatives`` list of strings, and the pool holds at least one negative."""
-    from ..data.embedded import load_jsonl
+    from negfree.data.schema import load_jsonl
 
     path = Path(path)
     if not path.is_file():
@@ -94,9 +94,9 @@ def score_pools(model_dir: str | Path, pools: list[tuple[str, Path]], *, limit: 
     """One row per negative of each pool: its score Sbar under ``model_dir`` and its token count."""
     import torch
 
-    from ..data.tokenize import encode, render_prompt
-    from ..models import load_model, load_tokenizer
-    from ..score import answer_token_logprobs
+    from negfree.common.models import load_model, load_tokenizer
+    from negfree.data.tokenize import encode, render_prompt
+    from negfree.score.reference import answer_token_logprobs
 
     loaded = [(label, path, load_pool(label, path, limit)) for label, path in pools]   # fail before loading a model
     if batch_size < 1:
@@ -147,7 +147,7 @@ def plot_fig1(df: pd.DataFrame, summary: pd.DataFrame, out_png: str | Path, scal
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .analytic import _save   # the project's byte-reproducible PNG/PDF writer
+    from negfree.report.analytic import _save   # the project's byte-reproducible PNG/PDF writer
 
     scores = df["score"].to_numpy(dtype=float)
     lo, hi = float(scores.min()), float(scores.max())

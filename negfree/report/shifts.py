@@ -68,8 +68,8 @@ raw data everything else is computed from). Every file is written atomically; PN
 byte-reproducible (negfree.report.analytic._save).
 
 Memory. Each model is loaded once; prompts go through in batches of ``batch_size``: greedy
-decoding (negfree.generate.decode, KV cache), then one forward of the batch per model that
-returns last hidden states (negfree.logprobs, models with a plain output head) and projects
+decoding (negfree.generate.negatives.decode, KV cache), then one forward of the batch per model that
+returns last hidden states (negfree.common.logprobs, models with a plain output head) and projects
 onto the vocabulary only at answer positions, ``chunk`` positions at a time, keeping the chosen
 token's logit and the log-sum-exp. The reference stays loaded; each fine-tuned model is
 dropped before the next is loaded.
@@ -84,7 +84,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import atomic_write_text, iter_jsonl, write_jsonl
+from negfree.common.io import atomic_write_text, iter_jsonl, write_jsonl
 
 N_BINS = 10
 FIG3_COLUMNS = ["model", "id", "n_tokens", "ended_with_eos", "loglik", "abs_loglik", "abs_logit", "logit",
@@ -153,8 +153,8 @@ def chosen_token_stats(model, seqs: list[list[int]], starts: list[int], pad_id: 
     ``seqs[r]`` = prompt ids + answer ids, the answer starting at ``starts[r]``. The vocabulary
     projection is applied only at answer positions, ``chunk`` at a time (plain-head models;
     others give full logits, still reduced chunk by chunk)."""
-    from ..logprobs import _forward, _project, answer_logit_slice, output_softcap, shift_for_causal_lm
-    from ..score import pad_batch
+    from negfree.common.batching import pad_batch
+    from negfree.common.logprobs import _forward, _project, answer_logit_slice, output_softcap, shift_for_causal_lm
 
     ids, attn, ans = pad_batch(seqs, starts, pad_id)
     labels, mask = shift_for_causal_lm(ids, ans)
@@ -249,9 +249,9 @@ def compute_shifts(reference: str | Path, models: list[tuple[str, Path]], record
                    device: str | None = None, dtype: str = "float32", chunk: int = 64,
                    progress: bool = False) -> list[dict]:
     """Per (model, prompt): the greedy response and its four per-token series (see the docstring)."""
-    from ..data.tokenize import render_prompt
-    from ..generate import _eos_ids, _messages, decode
-    from ..models import load_model, load_tokenizer, resolve_device
+    from negfree.common.models import load_model, load_tokenizer, resolve_device
+    from negfree.data.tokenize import render_prompt
+    from negfree.generate.negatives import _eos_ids, _messages, decode
 
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens {max_new_tokens!r} must be >= 1")
@@ -353,8 +353,8 @@ def _box(ax, fig3: pd.DataFrame, labels: list[str], col: str, title: str, ylabel
 
 
 def plot_fig3(fig3: pd.DataFrame, summary: pd.DataFrame, labels: list[str], out_png: Path, scale: str) -> None:
-    from .analytic import _save
-    from .training import _footer, _plt
+    from negfree.report.analytic import _save
+    from negfree.report.training import _footer, _plt
 
     plt = _plt()
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.6))
@@ -382,8 +382,8 @@ def plot_fig3(fig3: pd.DataFrame, summary: pd.DataFrame, labels: list[str], out_
 
 
 def plot_fig4(fig4: pd.DataFrame, labels: list[str], anchor: str, out_png: Path, scale: str) -> None:
-    from .analytic import _save
-    from .training import _footer, _plt
+    from negfree.report.analytic import _save
+    from negfree.report.training import _footer, _plt
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 4.6))

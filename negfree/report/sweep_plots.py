@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_write_text
+from negfree.common.io import atomic_write_text
 
 DERIVED_KEYS = ("table", "method")
 
@@ -151,7 +151,7 @@ def plot_sweep(data: pd.DataFrame, x: str, metric: str, out_png: str | Path, *, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .analytic import _save   # the project's byte-reproducible PNG/PDF writer
+    from negfree.report.analytic import _save   # the project's byte-reproducible PNG/PDF writer
 
     xnum = _numeric(data[x])
     kind = "line" if (xnum is not None and series is None) else "bars"

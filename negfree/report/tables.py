@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_write_text, read_json, write_json
-from .html import write_markdown_page
-from ..sweeps import run_settings
-from ..train.runlog import provenance
+from negfree.common.io import atomic_write_text, read_json, write_json
+from negfree.common.naming import run_settings
+from negfree.report.html import write_markdown_page
+from negfree.train.runlog import provenance
 
 # metric key in the evaluation JSON -> column name in the table
 COLUMNS = {
@@ -22,7 +22,7 @@ _FIXED = [c for col in COLUMNS.values() for c in (col, col + "_se")] + ["n_test"
 
 
 def _run_id(run_dir: Path) -> str:
-    """The run id: the path from its method~NAME segment on (negfree.sweeps)."""
+    """The run id: the path from its method~NAME segment on (negfree.jobs.sweeps)."""
     parts = run_dir.parts
     i = next((k for k in range(len(parts) - 1, -1, -1) if parts[k].startswith("method~")), None)
     return "/".join(parts[i:]) if i is not None else run_dir.name
@@ -95,7 +95,7 @@ def protocol_sweep_table(evals: str | Path, runs: list[str], settings: list[dict
     """One sweep over paper protocols: a row per grid point (its settings, its run id), a column per
     (protocol, task, metric) of the tidy ``evals.csv`` (``negfree eval-csv``), task metrics in %
     (lm-eval fractions x 100), protocol averages as the protocol reports them."""
-    from .paper_table import load_evals
+    from negfree.report.paper_table import load_evals
 
     if len(settings) != len(runs):
         raise ValueError(f"sweep table: {len(settings)} settings for {len(runs)} runs")

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from ..io import atomic_write_text
-from .html import write_markdown_page
+from negfree.common.io import atomic_write_text
+from negfree.report.html import write_markdown_page
 
 ITEM_KEYS = {"id", "what", "files", "missing", "needs"}
 TOP_KEYS = {"version", "items"}
@@ -186,7 +186,7 @@ def _lm_eval_tasks() -> list[str]:
 
 
 def _protocol_tasks() -> set[str]:
-    from ..evaluate.protocols import PROTOCOLS
+    from negfree.evaluate.protocols import PROTOCOLS
 
     return {t.lower() for p in PROTOCOLS.values() for call in p.calls for t in [call.group, *call.metrics]}
 
@@ -218,7 +218,7 @@ def check_need(need: dict, facts: ConfigFacts) -> str | None:
     if kind == "declared_in" and v not in facts.experiment_files:
         return f"{v} is not listed in configs/papers.yaml"
     if kind == "paper_rows":
-        from . import paper_numbers
+        from negfree.report import paper_numbers
 
         rows = (paper_numbers.info(v["item"]) or {}).get("rows") or []
         if len(rows) != v["count"]:
@@ -262,8 +262,8 @@ def expand(pattern: str, experiments: list[str]) -> list[str]:
 
 def build_command(t: Target) -> str:
     """What builds a declared file: the per-item rule for paper tables and for the figure items that
-    have one (negfree/dag.py FIGURE_ITEMS), else the paper's target."""
-    from ..dag import FIGURE_ITEMS, item_file
+    have one (negfree/jobs/dag.py FIGURE_ITEMS), else the paper's target."""
+    from negfree.common.naming import FIGURE_ITEMS, item_file
 
     rules = sorted({Path(f).name[len("paper~"):-len(".md")] for f in t.files
                     if Path(f).name.startswith("paper~") and f.endswith(".md")})

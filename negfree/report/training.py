@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_write_text
-from .analytic import _save   # the project's byte-reproducible PNG/PDF writer
+from negfree.common.io import atomic_write_text
+from negfree.report.analytic import _save   # the project's byte-reproducible PNG/PDF writer
 
 # The methods each paper figure compares (registry names; 'x->y' = a two-stage pipeline).
 FIG_METHODS = {

@@ -5,7 +5,7 @@ trainer calls them:
 
 - prompt = the start cell; answer = a trajectory; token y_t = the action a_t;
   the prefix before token t = the cell s_t reached so far (the policy is Markov).
-- per-token log-probs ``tok`` = log pi(a_t | s_t) from :func:`negfree.logprobs.token_logprobs`
+- per-token log-probs ``tok`` = log pi(a_t | s_t) from :func:`negfree.common.logprobs.token_logprobs`
   (the one shared extractor), S = their sum, |y| = the number of steps.
 - S0 and ``tok_ref`` come from the base policy, computed once before training and
   stored with the data; no reference network runs during training.
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from negfree.logprobs import token_logprobs
+from negfree.common.logprobs import token_logprobs
 from negfree.losses import LossInputs, Method, Seq
 
-from .lake import Lake, Trajectories, rollout
-from .policies import PolicyNet
+from negfree.toy.lake import Lake, Trajectories, rollout
+from negfree.toy.policies import PolicyNet
 
 # ift.txt App. B.2: "For DPO and ORPO, the optimal and sub-optimal trajectories are
 # used as positive and negative samples". Every other method that needs negatives

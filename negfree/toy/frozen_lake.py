@@ -24,15 +24,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from negfree.io import atomic_write_bytes, atomic_write_text, write_json
+from negfree.common.io import atomic_write_bytes, atomic_write_text, write_json
 from negfree.losses import REGISTRY, get_method
 
-from . import plots
-from .finetune import (FT_LR, N_NEGATIVES, NEGATIVE_SOURCES, build_data, finetune, negative_source,
+from negfree.toy import plots
+from negfree.toy.finetune import (FT_LR, N_NEGATIVES, NEGATIVE_SOURCES, build_data, finetune, negative_source,
                        resolved_hparams)
-from .lake import (DEFAULT_MAP, Lake, Trajectories, build_lake, discounted_return, greedy_path, load_map,
+from negfree.toy.lake import (DEFAULT_MAP, Lake, Trajectories, build_lake, discounted_return, greedy_path, load_map,
                    rollout, soft_optimal_table, two_paths, value_iteration, visit_rates)
-from .policies import BASES, PolicyNet, base_target, param_mse_blocks, reference_policies
+from negfree.toy.policies import BASES, PolicyNet, base_target, param_mse_blocks, reference_policies
 
 PAPER_FIG3 = ("sft", "ift", "dpo", "orpo")   # the methods in ift.txt Fig. 3
 PARAM_BLOCKS = ("mse_params", "mse_params_shared", "mse_params_path", "mse_params_offpath")

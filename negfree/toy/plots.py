@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .lake import Lake, walk  # noqa: E402
+from negfree.toy.lake import Lake, walk  # noqa: E402
 
 ICE, HOLE = "#dff1fb", "#1f3b5a"
 

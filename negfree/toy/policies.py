@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .lake import Lake, blocked_desc, build_lake, soft_optimal_table, value_iteration
+from negfree.toy.lake import Lake, blocked_desc, build_lake, soft_optimal_table, value_iteration
 
 HIDDEN = 32          # hidden width [ours]
 BASES = ("long_way", "uniform")   # the base policies the toy can start from [ours]

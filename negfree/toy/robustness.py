@@ -33,15 +33,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from negfree.io import atomic_write_bytes, atomic_write_text, write_json
+from negfree.common.io import atomic_write_bytes, atomic_write_text, write_json
 from negfree.losses import get_method
 
-from . import plots
-from .finetune import build_data, finetune, negative_source, resolved_hparams
-from .frozen_lake import (PAPER_CLAIMS, PAPER_FIG3, ToyConfig, evaluate, judge_claims, make_world, param_metrics,
+from negfree.toy import plots
+from negfree.toy.finetune import build_data, finetune, negative_source, resolved_hparams
+from negfree.toy.frozen_lake import (PAPER_CLAIMS, PAPER_FIG3, ToyConfig, evaluate, judge_claims, make_world, param_metrics,
                           policy_mse, resolve_methods)
-from .lake import MAPS, Trajectories, load_map
-from .policies import BASES, reference_policies
+from negfree.toy.lake import MAPS, Trajectories, load_map
+from negfree.toy.policies import BASES, reference_policies
 
 # The full grid [ours]. Maps: two with a straight optimal path, two with turns (lake.py).
 GRID = {

@@ -3,7 +3,7 @@ into one padded batch, run one forward (two for IFT), and cut the per-token
 log-probs into the :class:`Seq` views the losses read.
 
 Rows are ordered positives (N), then negatives (N*B, prompt-major), then
-mismatched answers (N). Reference log-probs travel with the data (negfree.score)
+mismatched answers (N). Reference log-probs travel with the data (negfree.score.reference)
 and are laid on the logit positions that predict each answer token.
 """
 from __future__ import annotations
@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.tokenize import encode, render_prompt
-from ..logprobs import answer_logit_slice, model_greedy_tokens, model_token_logprobs, shift_for_causal_lm
-from ..losses import LossInputs, Seq
-from ..score import pad_batch
-from .records import RefSum, ref_length
+from negfree.common.batching import RefSum, pad_batch, ref_length
+from negfree.common.logprobs import answer_logit_slice, model_greedy_tokens, model_token_logprobs, shift_for_causal_lm
+from negfree.data.tokenize import encode, render_prompt
+from negfree.losses import LossInputs, Seq
 
 
 @dataclass
@@ -103,9 +102,9 @@ def loss_inputs(model, raw_model, batch: Batch, method, hp: dict, log_u: torch.T
                 pack_capacity: int | None = None) -> LossInputs:
     """``model`` is what the optimizer trains (possibly DDP/FSDP-wrapped); ``raw_model`` its module.
     ``chunked_head``: apply the output projection chunk-wise at answer positions only
-    (``negfree.logprobs.model_token_logprobs``); the loop turns it off under FSDP/ZeRO-3.
+    (``negfree.common.logprobs.model_token_logprobs``); the loop turns it off under FSDP/ZeRO-3.
     ``packed``: each forward (IFT's greedy pass too) runs over the micro-batch's rows packed
-    padding-free into one row, or rows of ``pack_capacity`` tokens (``negfree.logprobs.pack_inputs``);
+    padding-free into one row, or rows of ``pack_capacity`` tokens (``negfree.common.logprobs.pack_inputs``);
     the results are the same."""
     dev = next(raw_model.parameters()).device
     ids, attn, ans = batch.ids.to(dev), batch.attn.to(dev), batch.answer.to(dev)

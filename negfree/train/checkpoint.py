@@ -24,7 +24,7 @@ N, before its optimizer update; ``term@N`` sends SIGTERM at the same point;
 ``enospc@N`` raises ENOSPC at that same point, as a full disk would.
 
 A full disk (or quota) while writing a checkpoint ends the run with one line naming the
-checkpoint and the space it needs and has (:class:`negfree.io.DiskFull`); the partial
+checkpoint and the space it needs and has (:class:`negfree.common.io.DiskFull`); the partial
 directory is removed and ``latest`` still names the previous checkpoint, so freeing space and
 rerunning resumes from there. :class:`RunLock` keeps a second copy of a run (a Slurm requeue
 while the first still writes) out of its directory.
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import DiskFull, atomic_write_text, dir_bytes, free_bytes, human_bytes, is_disk_full
+from negfree.common.io import DiskFull, atomic_write_text, dir_bytes, free_bytes, human_bytes, is_disk_full
 
 
 class Preempted(RuntimeError):

@@ -16,7 +16,7 @@ count summed over processes before the first forward. Each weight is then
 multiplied by the process count, because data-parallel backends average
 gradients over processes.
 
-Reference log-probs come from the data (negfree.score), never from a second
+Reference log-probs come from the data (negfree.score.reference), never from a second
 model. Methods differ only through their registry entry.
 """
 from __future__ import annotations
@@ -32,16 +32,16 @@ from pathlib import Path
 
 import torch
 
-from ..data.tokenize import encode, render_prompt
-from ..io import check_writable, write_json
-from ..losses import LossInputs, get_method
-from ..logprobs import pack_bins, packing_support, plain_output_head
-from ..losses.core import masked_mean
-from ..score import mismatched_of
-from .batch import collate, loss_inputs
-from .checkpoint import Checkpoints, Preempted, RunLock, StopFlag, fault
-from .records import check_records, check_references, compact_references, negative_indices
-from .runlog import MetricsLog, provenance
+from negfree.common.batching import mismatched_of
+from negfree.common.io import check_writable, write_json
+from negfree.common.logprobs import pack_bins, packing_support, plain_output_head
+from negfree.data.tokenize import encode, render_prompt
+from negfree.losses import LossInputs, get_method
+from negfree.losses.core import masked_mean
+from negfree.train.batch import collate, loss_inputs
+from negfree.train.checkpoint import Checkpoints, Preempted, RunLock, StopFlag, fault
+from negfree.train.records import check_records, check_references, compact_references, negative_indices
+from negfree.train.runlog import MetricsLog, provenance
 
 DEFAULTS = {
     "lr": 1e-5, "epochs": 1, "max_steps": None, "batch_size": 4, "micro_batch_size": 4,
@@ -69,7 +69,7 @@ DEFAULTS = {
                                        # every probe_every steps and at the end (the training curves of the claims)
     "probe_every": 1,
     "packing": False,                  # padding-free: each micro-batch's rows packed into one row, position_ids
-                                       # restarting per sequence (negfree.logprobs.pack_inputs); same values and
+                                       # restarting per sequence (negfree.common.logprobs.pack_inputs); same values and
                                        # gradients as padding. Architectures outside PACKABLE_MODELS fall back to
                                        # length bucketing (run_info.json says why)
     "pack_capacity": None,             # None: one packed row per micro-batch; N: packed rows of N tokens (at least
@@ -93,7 +93,7 @@ PERF_KEYS = ("seconds", "tokens_per_s", "peak_memory_mb")
 
 def mask_scored_pairs(records: list[dict], ratio: float, seed: int) -> list[dict]:
     """Pairing-ratio masking of scored records: the dropped side loses its reference log-probs too."""
-    from ..data.adapters import apply_pairing_ratio
+    from negfree.data.adapters import apply_pairing_ratio
 
     out = []
     for r in apply_pairing_ratio(records, ratio, seed):
@@ -212,7 +212,7 @@ def sequence_metrics(inp: LossInputs) -> dict[str, float]:
 
 def packed_positions(attn: torch.Tensor, capacity: int | None) -> int:
     """Positions the model computes for ``attn``'s rows packed (one row: the real tokens), from the
-    row lengths alone (the bins negfree.logprobs.Packing lays out)."""
+    row lengths alone (the bins negfree.common.logprobs.Packing lays out)."""
     lengths = attn.sum(1).tolist()
     fills = [sum(lengths[i] for i in b) for b in pack_bins(lengths, capacity)]
     return len(fills) * max(fills)
@@ -299,8 +299,8 @@ def _fsdp_on_cpu() -> None:
 def train(cfg: dict) -> dict:
     """Train one run; writes ``out_dir``/{final/, metrics.jsonl, perf.jsonl, config.json,
     provenance.json, run_info.json, timing.json}. Resumes from ``out_dir``/checkpoints."""
-    from ..data.embedded import load_jsonl
-    from ..models import load_model, load_tokenizer
+    from negfree.common.models import load_model, load_tokenizer
+    from negfree.data.schema import load_jsonl
 
     cfg = resolve_config(cfg)
     method = get_method(cfg["method"])
@@ -514,11 +514,11 @@ def train(cfg: dict) -> dict:
     state = accelerator.get_state_dict(model)
     save_dtype = _save_dtype(cfg)
     if main:
-        from ..io import write_dir_atomically
+        from negfree.common.io import write_dir_atomically
 
         if cfg["fallback_template"] and tok.chat_template is None:
             # the template the run was trained with travels with it (evaluation with a chat template)
-            from ..data.tokenize import ZEPHYR_TEMPLATE
+            from negfree.data.tokenize import ZEPHYR_TEMPLATE
 
             tok.chat_template = ZEPHYR_TEMPLATE
 
@@ -549,7 +549,7 @@ def train(cfg: dict) -> dict:
 
 def _save_dtype(cfg: dict) -> torch.dtype:
     """final/'s dtype: the base checkpoint's (fp32 where its config does not say) unless save_dtype names one."""
-    from ..models import checkpoint_dtype
+    from negfree.common.models import checkpoint_dtype
 
     if cfg["save_dtype"] != "base":
         return getattr(torch, cfg["save_dtype"])
@@ -559,7 +559,7 @@ def _save_dtype(cfg: dict) -> torch.dtype:
 def _receives_shards(accelerator) -> bool:
     """FSDP with cpu_ram_efficient_loading: the first process reads the checkpoint and accelerate
     broadcasts every other process its shards (fsdp2_load_full_state_dict), so the others build
-    the architecture alone (negfree.models.load_model(weights=False))."""
+    the architecture alone (negfree.common.models.load_model(weights=False))."""
     from accelerate.utils import DistributedType
 
     plugin = getattr(accelerator.state, "fsdp_plugin", None)

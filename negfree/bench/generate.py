@@ -33,14 +33,14 @@ def resolve_model(name: str, scratch: Path) -> Path:
     for cand in (Path.cwd() / EMBEDDED_DIR, Path(__file__).resolve().parents[1] / EMBEDDED_DIR):
         if (cand / "config.json").exists():
             return cand
-    from .models import prepare_model
+    from negfree.common.models import prepare_model
 
     return prepare_model("embedded", scratch / "smollm2-135m-instruct")
 
 
 def bench_prompts(tok, n: int) -> list[list[int]]:
-    from .data.embedded import build_splits
-    from .data.tokenize import render_prompt
+    from negfree.data.embedded import build_splits
+    from negfree.data.tokenize import render_prompt
 
     train = build_splits(max(n, 256), 64, 0)["train"]
     if n > len(train):
@@ -66,7 +66,7 @@ def _vllm_row(model_dir, prompts, seeds, kw) -> dict:
         import vllm  # noqa: F401
     except ImportError:
         return {"mode": "vllm", "skipped": "vllm is not installed"}
-    from .generate import VllmBackend
+    from negfree.generate.negatives import VllmBackend
 
     engine = VllmBackend(model_dir, seed=0)
     engine.sample(prompts[:1], seeds[:1], **{**kw, "max_new_tokens": 2})     # warm-up
@@ -76,7 +76,7 @@ def _vllm_row(model_dir, prompts, seeds, kw) -> dict:
 
 def run(model_dir: Path, *, n_prompts: int, max_new_tokens: int, batch_size: int, temperature: float,
         seed: int, with_vllm: bool) -> dict:
-    from .generate import TransformersBackend, sample_seed
+    from negfree.generate.negatives import TransformersBackend, sample_seed
 
     engine = TransformersBackend(model_dir)
     prompts = bench_prompts(engine.tok, n_prompts)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"batched / one at a time: {result['speedup_batched_vs_one_at_a_time']}x "
           f"(identical outputs: {result['identical_outputs']})")
     if args.json:
-        from .io import write_json
+        from negfree.common.io import write_json
 
         write_json(args.json, result)
     return result

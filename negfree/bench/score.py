@@ -1,11 +1,11 @@
 """`negfree bench score`: reference scoring with length-sorted batches against record order.
 
 Both modes run in one process on the same model, the same sequences and the same forward
-(negfree.score.answer_token_logprobs), after one warm-up batch; only the batching differs:
+(negfree.score.reference.answer_token_logprobs), after one warm-up batch; only the batching differs:
 
 - ``unsorted``: sequences in record order, ``--batch-size`` per batch (the scorer before
   issue 15);
-- ``sorted``: negfree.score.plan_batches, longest first under a budget of ``--batch-size x
+- ``sorted``: negfree.score.reference.plan_batches, longest first under a budget of ``--batch-size x
   --max-len`` padded positions (what ``negfree score`` runs).
 
 ``speedup_vs_unsorted`` = unsorted seconds / sorted seconds, the fastest of ``--repeats``
@@ -38,8 +38,8 @@ import torch
 
 
 def bench_records(tok, n: int, B: int, max_len: int, seed: int = 0) -> list[dict]:
-    from .bench_data import UF_SHAPE
-    from .data.embedded import build_splits
+    from negfree.common.batching import UF_SHAPE
+    from negfree.data.embedded import build_splits
 
     recs = build_splits(max(n, 256), 64, 0)["train"][:n]
     pool = tok(" ".join(r["positive"] for r in build_splits(256, 64, 0)["train"]),
@@ -66,7 +66,7 @@ def _clock() -> float:
 
 
 def _timed(model, jobs, batches, pad_id) -> tuple[float, float, dict]:
-    from .score import answer_token_logprobs
+    from negfree.score.reference import answer_token_logprobs
 
     out, t0, w0 = {}, _clock(), time.perf_counter()
     for b in batches:
@@ -79,8 +79,9 @@ def _timed(model, jobs, batches, pad_id) -> tuple[float, float, dict]:
 
 def run(model_dir: Path, *, n_prompts: int, negatives: int, max_len: int, batch_size: int, seed: int,
         repeats: int = 1) -> dict:
-    from .models import load_model, load_tokenizer
-    from .score import encode_jobs, padded_positions, plan_batches
+    from negfree.common.batching import padded_positions, plan_batches
+    from negfree.common.models import load_model, load_tokenizer
+    from negfree.score.reference import encode_jobs
 
     tok = load_tokenizer(model_dir)
     model = load_model(model_dir).eval()
@@ -136,13 +137,13 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError(f"{flag} must be >= {least}, got {value}")
     if args.threads or not torch.cuda.is_available():
         torch.set_num_threads(args.threads or 1)
-    from .bench_generate import resolve_model
+    from negfree.bench.generate import resolve_model
 
     with torch.inference_mode(), tempfile.TemporaryDirectory(prefix="negfree-bench-") as scratch:
         res = run(resolve_model(args.model, Path(scratch)), n_prompts=args.prompts, negatives=args.negatives,
                   max_len=args.max_len, batch_size=args.batch_size, seed=args.seed, repeats=args.repeats)
     if args.json:
-        from .io import write_json
+        from negfree.common.io import write_json
 
         write_json(args.json, res)
     print(json.dumps(res, indent=2))
