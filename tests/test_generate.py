@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from negfree.generate import negatives as gen
+from negfree.common.fingerprint import model_fingerprint
 from negfree.common.models import load_model, load_tokenizer
 from negfree.data.schema import load_jsonl
 from negfree.generate.negatives import (_next_tokens, decode, generate_negatives, partial_path, sample_seed)
@@ -47,7 +48,7 @@ def test_manifest_hashes_and_counts(tiny_model_dir, recs, reference, tmp_path):
 
     data, m = reference
     assert m["sha256"]["output"] == hashlib.sha256(data).hexdigest()
-    assert m["sha256"]["model"] == gen.sha256_dir(tiny_model_dir)
+    assert m["sha256"]["model"] == model_fingerprint(tiny_model_dir)
     assert m["prompts"] == 6 and m["negatives"] == 12 and m["resumed_prompts"] == 0
     assert m["seed"] == 1 and m["strategy"] == "chat_bad" and m["temperature"] == 1.0
     assert 0 < m["generated_tokens"] <= 6 * 2 * 6

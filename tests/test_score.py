@@ -11,8 +11,9 @@ import torch
 
 import negfree.score.reference as score
 from negfree.common.batching import padded_positions, plan_batches
+from negfree.common.models import inference_dtype
 from negfree.data.schema import load_jsonl
-from negfree.score.reference import assign_shards, autocast_dtype, gather_scores, score_records
+from negfree.score.reference import assign_shards, gather_scores, score_records
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 MAX_LEN = 96
@@ -117,11 +118,11 @@ def test_too_many_shards_are_refused(tiny_model_dir, raw, tmp_path):
 
 def test_bf16_autocast_only_on_cuda():
     """auto = the trainer's mixed_precision auto: bf16 on CUDA, plain fp32 elsewhere."""
-    assert autocast_dtype("cpu") is None
-    assert autocast_dtype("cuda") is torch.bfloat16 and autocast_dtype("cuda:1") is torch.bfloat16
-    assert autocast_dtype("cuda", "fp32") is None and autocast_dtype("cpu", "bf16") is torch.bfloat16
+    assert inference_dtype("cpu") is None
+    assert inference_dtype("cuda") is torch.bfloat16 and inference_dtype("cuda:1") is torch.bfloat16
+    assert inference_dtype("cuda", "fp32") is None and inference_dtype("cpu", "bf16") is torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
-        autocast_dtype("cpu", "fp16")
+        inference_dtype("cpu", "fp16")
 
 
 def test_the_cli_scores_shards_and_gathers(tiny_model_dir, raw, unsorted, tmp_path):

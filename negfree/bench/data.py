@@ -49,9 +49,9 @@ Top-level keys are the worse of the two distributions; per-distribution values a
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from negfree.bench.output import emit
 from negfree.common.batching import UF_SHAPE, ratios, synthetic_rows
 
 KEYS = ("padding_ratio_train_before", "padding_ratio_train_after", "padding_ratio_score_before",
@@ -121,13 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.records < 1:
         raise ValueError("--records must be >= 1")
-    res = run(args.configfile, args.records, not args.no_embedded)
-    if args.json:
-        from negfree.common.io import write_json
-
-        write_json(args.json, res)
-    print(json.dumps(res, indent=2))
-    return res
+    return emit(run(args.configfile, args.records, not args.no_embedded), args.json)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from negfree.bench.output import emit
+
 EMBEDDED_DIR = Path("work/models/smollm2-135m-instruct")
 
 
@@ -30,7 +32,7 @@ def resolve_model(name: str, scratch: Path) -> Path:
         if not (Path(name) / "config.json").exists():
             raise FileNotFoundError(f"--model {name}: no config.json there")
         return Path(name)
-    for cand in (Path.cwd() / EMBEDDED_DIR, Path(__file__).resolve().parents[1] / EMBEDDED_DIR):
+    for cand in (Path.cwd() / EMBEDDED_DIR, Path(__file__).resolve().parents[2] / EMBEDDED_DIR):
         if (cand / "config.json").exists():
             return cand
     from negfree.common.models import prepare_model
@@ -134,11 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"({row['generated_tokens']} tokens in {row['seconds']} s, batch {row['batch_size']})")
     print(f"batched / one at a time: {result['speedup_batched_vs_one_at_a_time']}x "
           f"(identical outputs: {result['identical_outputs']})")
-    if args.json:
-        from negfree.common.io import write_json
-
-        write_json(args.json, result)
-    return result
+    return emit(result, args.json, echo=False)       # the lines above are its printout
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]   # the repository root
 METHODS = ("sft", "dft", "dft2", "dpo", "ift", "bnf", "kto")
 OPTIONAL = ("vllm", "lm_eval", "datasets", "snakemake", "gguf")   # absent on a bare GPU node
 # TinyLlama-1.1B's shape (Llama-2 vocabulary, grouped-query attention): 1.10B parameters.

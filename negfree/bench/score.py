@@ -27,7 +27,6 @@ so lengths spread as a sampled pool's do. Plus KTO's mismatched answer, as ``neg
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from negfree.bench.output import emit
 
 
 def bench_records(tok, n: int, B: int, max_len: int, seed: int = 0) -> list[dict]:
@@ -142,12 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.inference_mode(), tempfile.TemporaryDirectory(prefix="negfree-bench-") as scratch:
         res = run(resolve_model(args.model, Path(scratch)), n_prompts=args.prompts, negatives=args.negatives,
                   max_len=args.max_len, batch_size=args.batch_size, seed=args.seed, repeats=args.repeats)
-    if args.json:
-        from negfree.common.io import write_json
-
-        write_json(args.json, res)
-    print(json.dumps(res, indent=2))
-    return res
+    return emit(res, args.json)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from negfree.bench.output import emit
 from negfree.common.io import write_json, write_jsonl
 
 
@@ -258,10 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         return trl_worker(args.trl_worker)
     if args.steps < 1 or args.batch_size < 1 or args.negatives < 1:
         raise ValueError("--steps, --batch-size and --negatives must be >= 1")
-    res = run(args)
-    if args.json:
-        write_json(args.json, res)
-    print(json.dumps(res, indent=2))
+    emit(run(args), args.json)
 
 
 if __name__ == "__main__":

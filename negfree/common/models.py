@@ -138,10 +138,24 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def inference_dtype(device: str) -> torch.dtype:
-    """Weights for a forward without training (evaluation): bf16 on a GPU, as the training forward
-    computes under bf16 autocast, and half the memory and time of fp32; fp32 on the CPU (exact tests)."""
-    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def inference_dtype(device: str, precision: str = "auto", *, stage: str = "inference") -> torch.dtype | None:
+    """The reduced dtype a forward without training (scoring, generation, evaluation) computes in,
+    or None for plain fp32.
+
+    ``auto``: bf16 on CUDA, as the training forward computes under the trainer's ``mixed_precision:
+    auto`` bf16 autocast, at half the memory and time of fp32; None (fp32, exact tests) on any other
+    device. ``fp32`` (None) / ``bf16`` force it. None means fp32 weights and no autocast: scoring
+    autocasts only to a dtype given; a caller loading weights in this dtype writes
+    ``inference_dtype(device) or torch.float32``. ``stage`` names the caller in the error for an
+    unknown ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{stage}: precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp32" or (precision == "auto" and not str(device).startswith("cuda")):
+        return None
+    return torch.bfloat16
 
 
 def dtype_name(config: dict) -> str | None:

@@ -145,6 +145,7 @@ def evaluate_local(model_dir: str | Path, test_jsonl: str | Path, out_json: str 
 
 def _evaluate_local(model_dir, test_jsonl, out_json: Path, tasks_dir: Path, tasks, limit, batch_size, device,
                     apply_chat_template) -> dict:
+    import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -158,8 +159,8 @@ def _evaluate_local(model_dir, test_jsonl, out_json: Path, tasks_dir: Path, task
 
     model_dir = str(model_dir)
     # The pretrained-object path of HFLM ignores `device`: place the model here.
-    model = load_named(model_dir, "model",
-                       lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device)))
+    dtype = inference_dtype(device) or torch.float32        # None: fp32
+    model = load_named(model_dir, "model", lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype))
     model = model.to(device).eval()
     tokenizer = load_named(model_dir, "tokenizer", lambda: AutoTokenizer.from_pretrained(model_dir))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from negfree.common.fingerprint import model_fingerprint
 from negfree.common.io import atomic_write_text
 from negfree.evaluate.local import _jsonable, _number, _sample_row
 
@@ -395,9 +396,7 @@ def _cache_prefix(cache, out_json: Path, model_dir: str, max_length: int, device
     if cache is None or cache is False:
         return None
     root = out_json.with_suffix(".cache") if cache is True else Path(cache)
-    files = sorted(p for p in Path(model_dir).rglob("*") if p.is_file())
-    ident = [[str(p.relative_to(model_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    ident += [max_length, str(device).split(":")[0], version("lm_eval")]
+    ident = [model_fingerprint(model_dir), max_length, str(device).split(":")[0], version("lm_eval")]
     key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
     for stale in _cache_folders(root):
         if stale.name != key:
@@ -459,6 +458,7 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
     keeps none. Raises ValueError at once, before loading the model, for an unknown protocol or
     task name.
     """
+    import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.models.utils import resolve_max_length
@@ -477,8 +477,8 @@ def evaluate_protocol(model_dir: str | Path, protocol: str | Protocol, out_json:
     check_writable(out_json)
 
     model_dir = str(model_dir)
-    model = load_named(model_dir, "model",
-                       lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=inference_dtype(device)))
+    dtype = inference_dtype(device) or torch.float32        # None: fp32
+    model = load_named(model_dir, "model", lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype))
     model = model.to(device).eval()
     tokenizer = load_named(model_dir, "tokenizer", lambda: AutoTokenizer.from_pretrained(model_dir))
     own_length = resolve_max_length(model.config, tokenizer)

@@ -48,7 +48,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from negfree.common.fingerprint import model_fingerprint
 from negfree.common.io import _clean, atomic_write_bytes, check_writable, read_progress, write_json, write_jsonl
+from negfree.common.models import inference_dtype
 from negfree.data.tokenize import render_prompt
 
 GOOD_SYSTEM = ("The assistant should answer truthfully and be faithful to factual knowledge as well as "
@@ -226,11 +228,12 @@ def check_backend(backend: str) -> None:
 
 def generation_dtype(backend: str, device: str, dtype: str | None = None) -> str:
     """The dtype the model decodes in: ``None``/``auto`` is bfloat16 on CUDA (as training computes
-    there) and float32 on any other device; ``bf16``/``fp32`` are accepted for the full names."""
+    there: :func:`negfree.common.models.inference_dtype`; vLLM always runs on CUDA) and float32 on
+    any other device; ``bf16``/``fp32`` are accepted for the full names."""
     alias = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}
     dtype = alias.get(dtype, dtype)
     if dtype in (None, "auto"):
-        return "bfloat16" if backend == "vllm" or str(device).startswith("cuda") else "float32"
+        return "float32" if inference_dtype("cuda" if backend == "vllm" else device) is None else "bfloat16"
     if dtype not in ("bfloat16", "float32", "float16"):
         raise ValueError(f"generate: dtype={dtype!r} is not one of auto, bf16, fp32, bfloat16, float32, float16")
     return dtype
@@ -272,19 +275,6 @@ def _line(rec: dict) -> bytes:
 
 def _sha256_records(records: list[dict]) -> str:
     return hashlib.sha256(b"".join(_line(r) for r in records)).hexdigest()
-
-
-def sha256_dir(path: str | Path) -> str:
-    """A content hash of every file under a model directory (names and bytes)."""
-    h = hashlib.sha256()
-    root = Path(path)
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(root)).encode("utf-8") + b"\0")
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def _resume(partial: Path, header: dict, records: list[dict]) -> list[bytes]:
@@ -362,7 +352,7 @@ def generate_negatives(model_dir: str | Path, records: list[dict], out_path: str
 
     device = resolve_device(device) if backend == "transformers" else "cuda"
     dtype = generation_dtype(backend, device, dtype)
-    config = {"model": str(model_dir), "model_sha256": sha256_dir(model_dir), "backend": backend, "dtype": dtype,
+    config = {"model": str(model_dir), "model_sha256": model_fingerprint(model_dir), "backend": backend, "dtype": dtype,
               "device": device, "strategy": strategy_name, "system": how["system"], "chat": how["chat"],
               "fallback_template": fallback_template, "temperature": temperature, "top_p": top_p, "top_k": top_k,
               "max_new_tokens": max_new_tokens, "num": num, "seed": seed, "shard": shard,

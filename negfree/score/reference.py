@@ -40,22 +40,13 @@ from pathlib import Path
 import torch
 
 from negfree.common.batching import check_answers, mismatched_of, pad_batch, padded_positions, plan_batches
+from negfree.common.fingerprint import model_fingerprint
 from negfree.common.io import _clean, atomic_write_bytes, check_writable, read_progress, write_json
 from negfree.common.logprobs import answer_logit_slice, model_token_logprobs, shift_for_causal_lm
+from negfree.common.models import inference_dtype
 from negfree.data.tokenize import encode, render_prompt
 
 PARTIAL_FORMAT = "negfree-score-partial/1"
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype | None:
-    """The dtype scoring autocasts to: bf16 on CUDA for ``auto`` (the trainer's ``mixed_precision:
-    auto``), None (plain fp32) on any other device; ``fp32`` / ``bf16`` force it."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"score: precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision == "fp32" or (precision == "auto" and not str(device).startswith("cuda")):
-        return None
-    return torch.bfloat16
 
 
 def _autocast(device, dtype: torch.dtype | None):
@@ -110,16 +101,6 @@ def partial_path(out_path: str | Path) -> Path:
 def _line(obj) -> bytes:
     """One JSONL line, byte for byte what negfree.common.io.write_jsonl writes."""
     return (json.dumps(_clean(obj), default=str) + "\n").encode("utf-8")
-
-
-def model_fingerprint(model_dir: str | Path) -> str:
-    """Names, sizes and modification times of a model directory's files: a retrained or replaced
-    checkpoint invalidates a progress file, without hashing gigabytes of weights."""
-    root, h = Path(model_dir), hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
 
 
 def _resume(partial: Path, header: dict, my_batches: list[int]) -> list[bytes]:
@@ -177,7 +158,7 @@ def score_records(model_dir: str | Path, records: list[dict], out_path: str | Pa
     if not (isinstance(num_shards, int) and num_shards >= 1 and isinstance(shard, int) and 0 <= shard < num_shards):
         raise ValueError(f"score: shard={shard!r}, num_shards={num_shards!r}: need 0 <= shard < num_shards")
     device = resolve_device(device)
-    dtype = autocast_dtype(device, precision)
+    dtype = inference_dtype(device, precision, stage="score")
     check_answers(records, source)
     check_model_dir(model_dir)
     check_writable(out_path)
