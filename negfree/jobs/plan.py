@@ -119,7 +119,7 @@ def main(args) -> int:
         print(json.dumps(obj if getattr(args, "by_paper", False) else rows, indent=1))
         return 0
     gpu = args.gpu or "each experiment's launch.gpu_type"
-    print(f"{len(jobs)} GPU jobs, on {gpu}; estimates (negfree/jobs/plan.py), Slurm asks x{SAFETY}; disk in GB left "
+    print(f"{len(jobs)} GPU jobs, on {gpu}; estimates (negfree/jobs/resources.py), Slurm asks x{SAFETY}; disk in GB left "
           f"by each job")
     print(f"{'rule':<26} {'experiment':<18} {'gpus':>4} {'Mtok':>8} {'GPU GB':>7} {'host GB':>8} {'GPU-h':>8} "
           f"{'disk GB':>8}  job")
