@@ -299,7 +299,19 @@ def _fsdp_on_cpu() -> None:
 def train(cfg: dict) -> dict:
     """Train one run; writes ``out_dir``/{final/, metrics.jsonl, perf.jsonl, config.json,
     provenance.json, run_info.json, timing.json}. Resumes from ``out_dir``/checkpoints."""
-    from negfree.common.models import load_model, load_tokenizer
+    run = _prepare_data(cfg)   # the config, records and references checked: nothing written yet
+    _build(run)                # processes, accelerator, model (the run lock taken), optimizer, scheduler
+    _open_run(run)             # resume; config.json, provenance.json, run_info.json, the logs, the step-0 probe
+    _step_loop(run)            # the optimizer steps, with their checkpoints and preemption
+    return _finish(run)        # final/, timing.json
+
+
+def _prepare_data(cfg: dict) -> types.SimpleNamespace:
+    """Phase 1: resolve the config, load the records (pairing ratio, overlong prompts), hold out the
+    probe set, check the records and their references. Returns the run's state, which every later
+    phase adds to. It holds the run lock (released when it goes, as train() returns): nothing put in it
+    may refer back to it, or a reference cycle would keep the lock until the garbage collector runs."""
+    from negfree.common.models import load_tokenizer
     from negfree.data.schema import load_jsonl
 
     cfg = resolve_config(cfg)
@@ -323,7 +335,17 @@ def train(cfg: dict) -> dict:
     use_ref = method.needs_reference or all(r.get("ref") for r in records)
     if use_ref:
         check_references(tok, records, method, cfg, cfg["data"])
+    return types.SimpleNamespace(cfg=cfg, method=method, out_dir=out_dir, tok=tok, records=records,
+                                 dropped=dropped, probe=probe, use_ref=use_ref)
 
+
+def _build(run: types.SimpleNamespace) -> None:
+    """Phase 2: seed, count the processes and the steps, build the accelerator, load the model (then
+    take the run lock), choose packing / length bucketing / the chunked head, build the optimizer and
+    scheduler and prepare them, DFT's log u."""
+    from negfree.common.models import load_model
+
+    cfg, method, out_dir, records = run.cfg, run.method, run.out_dir, run.records
     random.seed(cfg["seed"])
     torch.manual_seed(cfg["seed"])
     n, bs, mbs = len(records), cfg["batch_size"], cfg["micro_batch_size"]
@@ -351,7 +373,7 @@ def train(cfg: dict) -> dict:
     # one launch per out_dir (a Slurm requeue beside a live run): taken once the weights have been read
     # (unreadable weights leave no directory), before the model goes to the GPU and before the first
     # read or write of the directory; held until train() returns or the process dies
-    run_lock = RunLock(out_dir, accelerator).acquire()  # noqa: F841
+    run_lock = RunLock(out_dir, accelerator).acquire()
     unpackable = packing_support(model) if cfg["packing"] else None
     packed = cfg["packing"] and unpackable is None
     if unpackable:
@@ -377,7 +399,21 @@ def train(cfg: dict) -> dict:
     chunked_head = bool(cfg["chunked_head"] and plain_output_head(raw_model) is not None
                         and accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED))
     log_u = torch.zeros(n, dtype=torch.float64) if method.stateful else None
+    vars(run).update(n=n, bs=bs, mbs=mbs, world=world, per_rank=per_rank, n_micro=n_micro, accelerator=accelerator,
+                     rank=rank, steps_per_epoch=steps_per_epoch, total=total, load_mb=load_mb, run_lock=run_lock,
+                     unpackable=unpackable, packed=packed, bucketing=bucketing, lengths=lengths, model=model,
+                     optimizer=optimizer, scheduler=scheduler, host_mb=host_mb, raw_model=raw_model,
+                     chunked_head=chunked_head, log_u=log_u)
 
+
+def _open_run(run: types.SimpleNamespace) -> None:
+    """Phase 3: resume from the newest checkpoint where there is one, open the logs, write config.json,
+    provenance.json and run_info.json (the first process), measure the probe set at step 0 and start
+    the trackers."""
+    cfg, method, out_dir, accelerator, tok = run.cfg, run.method, run.out_dir, run.accelerator, run.tok
+    model, raw_model, chunked_head, packed, log_u = run.model, run.raw_model, run.chunked_head, run.packed, run.log_u
+    n, world, n_micro, total, dropped, probe = run.n, run.world, run.n_micro, run.total, run.dropped, run.probe
+    host_mb, load_mb, bucketing, unpackable = run.host_mb, run.load_mb, run.bucketing, run.unpackable
     chash = config_hash(cfg)
     ckpt = Checkpoints(out_dir, accelerator, cfg["keep_checkpoints"])
     start = 0
@@ -421,7 +457,16 @@ def train(cfg: dict) -> dict:
         write_probe(0)   # the starting policy (= the reference where S0 exists)
     if cfg["report_to"]:
         accelerator.init_trackers(method.name, config={k: v for k, v in cfg.items() if k != "hparams"})
+    vars(run).update(chash=chash, ckpt=ckpt, start=start, log_u=log_u, main=main, log=log, perf=perf,
+                     run_info=run_info if main else None, write_probe=write_probe)
 
+
+def _step_loop(run: types.SimpleNamespace) -> None:
+    """Phase 4: the optimizer steps, ``run.start`` to ``run.total``, each over this process's micro-batches;
+    checkpoints every save_every steps, and on SIGTERM before stopping (Preempted)."""
+    cfg, method, accelerator, model, raw_model = run.cfg, run.method, run.accelerator, run.model, run.raw_model
+    records, optimizer, scheduler, log_u, packed = run.records, run.optimizer, run.scheduler, run.log_u, run.packed
+    n, bs, world, n_micro, start, total, main = run.n, run.bs, run.world, run.n_micro, run.start, run.total, run.main
     hp, dev = cfg["hparams"], accelerator.device
     gather = (lambda t: accelerator.gather(t.contiguous())) if world > 1 else None
     t0 = time.time()
@@ -433,30 +478,15 @@ def train(cfg: dict) -> dict:
     held_mb = None
     with StopFlag() as stop, bar:
         for step in range(start, total):
-            epoch, s = divmod(step, steps_per_epoch)
+            epoch, s = divmod(step, run.steps_per_epoch)
             ts = time.time()
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)).tolist()
-            mine = order[s * bs:(s + 1) * bs][rank * per_rank:(rank + 1) * per_rank]
-            if bucketing and n_micro > 1:
-                mine = sorted(mine, key=lambda i: lengths[i])   # similar lengths share a micro-batch
-            micro = []
-            for m in range(0, per_rank, mbs):
-                mi = mine[m:m + mbs]
-                negs = [negative_indices(records[i], i, epoch, cfg["num_negatives"], cfg["seed"]) for i in mi]
-                kl = [mismatched_of(records, i) for i in mi] if method.needs_mismatched else []
-                micro.append((mi, collate(tok, [records[i] for i in mi], negs, cfg, kl, use_ref)))
-            # the global normaliser: prompts, or positive answer tokens summed over every process
-            if method.reduction == "tokens":
-                local = torch.tensor([float(sum(b.pos_tokens for _, b in micro))], device=dev)
-                denom = float(accelerator.reduce(local, "sum")) if world > 1 else float(local)
-            else:
-                denom = float(bs)
+            mine, micro, denom = _micro_batches(run, epoch, s)   # this process's prompts, collated
             sums, n_tokens, grad_norm, padded = {}, 0, float("nan"), 0
             for mi, batch in micro:
                 with accelerator.accumulate(model):
-                    inp, out = forward_micro(model, raw_model, batch, method, hp, log_u, mi, cfg, chunked_head,
+                    inp, out = forward_micro(model, raw_model, batch, method, hp, log_u, mi, cfg, run.chunked_head,
                                              dev, accelerator.autocast, gather, packed)
                     if not torch.isfinite(out.loss):
                         raise FloatingPointError(f"step {step + 1}: method '{method.name}' gave loss "
@@ -489,29 +519,37 @@ def train(cfg: dict) -> dict:
             dt = time.time() - ts
             if log_u is not None:
                 sums.update(log_u_mean=float(log_u.mean()), log_u_std=float(log_u.std()) if n > 1 else 0.0)
-            log.write({"step": step + 1, "epoch": epoch, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
-                       **{k: sums[k] for k in sorted(sums)}})
-            perf.write({"step": step + 1, "seconds": round(dt, 4), "tokens_per_s": round(n_tokens / dt, 2),
-                        "peak_memory_mb": MetricsLog.peak_memory_mb(), "padded_positions_rank0": padded})
+            run.log.write({"step": step + 1, "epoch": epoch, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
+                           **{k: sums[k] for k in sorted(sums)}})
+            run.perf.write({"step": step + 1, "seconds": round(dt, 4), "tokens_per_s": round(n_tokens / dt, 2),
+                            "peak_memory_mb": MetricsLog.peak_memory_mb(), "padded_positions_rank0": padded})
             if (step + 1) % cfg["probe_every"] == 0 or step + 1 == total:
-                write_probe(step + 1)
+                run.write_probe(step + 1)
             if step == start and n_micro > 1:
                 held = _gather_floats(accelerator, world, held_mb or 0.0)
                 if main:
-                    run_info["gradient_mb_held_between_micro_batches"] = held
-                    write_json(out_dir / "run_info.json", run_info)
+                    run.run_info["gradient_mb_held_between_micro_batches"] = held
+                    write_json(run.out_dir / "run_info.json", run.run_info)
             bar.set_postfix(loss=f"{sums['loss']:.4g}", refresh=False)
             bar.update(1)
             if cfg["report_to"]:
                 accelerator.log({"loss": sums["loss"], "lr": lr, "grad_norm": grad_norm}, step=step + 1)
             preempted = _any(accelerator, stop.set, world)
             if preempted or (cfg["save_every"] and (step + 1) % cfg["save_every"] == 0 and step + 1 < total):
-                path = ckpt.save(step + 1, chash, log_u)
+                path = run.ckpt.save(step + 1, run.chash, log_u)
                 if preempted:
                     raise Preempted(step + 1, path)
-    wall = time.time() - t0
+    run.wall, run.log_u = time.time() - t0, log_u
+
+
+def _finish(run: types.SimpleNamespace) -> dict:
+    """Phase 5: final/ (the first process: the weights in save_dtype, the tokenizer, DFT's log u), end the
+    trackers, clear the checkpoints, write timing.json; returns the timing."""
+    cfg, method, accelerator, out_dir, tok = run.cfg, run.method, run.accelerator, run.out_dir, run.tok
+    raw_model, log_u, wall, start, total, world, main = (run.raw_model, run.log_u, run.wall, run.start, run.total,
+                                                         run.world, run.main)
     final = out_dir / "final"
-    state = accelerator.get_state_dict(model)
+    state = accelerator.get_state_dict(run.model)
     save_dtype = _save_dtype(cfg)
     if main:
         from negfree.common.io import write_dir_atomically
@@ -537,7 +575,7 @@ def train(cfg: dict) -> dict:
     if cfg["report_to"]:
         accelerator.end_training()
     if not cfg["keep_checkpoints_at_end"]:
-        ckpt.clear()
+        run.ckpt.clear()
     steps_run = total - start
     timing = {"method": method.name, "steps": total, "steps_this_session": steps_run,
               "wall_seconds": round(wall, 3), "seconds_per_step": round(wall / max(steps_run, 1), 4),
@@ -545,6 +583,30 @@ def train(cfg: dict) -> dict:
     if main:
         write_json(out_dir / "timing.json", timing)
     return timing
+
+
+def _micro_batches(run: types.SimpleNamespace, epoch: int, s: int) -> tuple[list[int], list, float]:
+    """Step ``s`` of ``epoch`` on this process: its prompts (``mine``), its micro-batches
+    [(record indices, collated batch)] and the step's global normaliser."""
+    cfg, method, accelerator, records, lengths = run.cfg, run.method, run.accelerator, run.records, run.lengths
+    n, bs, mbs, world, rank, per_rank = run.n, run.bs, run.mbs, run.world, run.rank, run.per_rank
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)).tolist()
+    mine = order[s * bs:(s + 1) * bs][rank * per_rank:(rank + 1) * per_rank]
+    if run.bucketing and run.n_micro > 1:
+        mine = sorted(mine, key=lambda i: lengths[i])   # similar lengths share a micro-batch
+    micro = []
+    for m in range(0, per_rank, mbs):
+        mi = mine[m:m + mbs]
+        negs = [negative_indices(records[i], i, epoch, cfg["num_negatives"], cfg["seed"]) for i in mi]
+        kl = [mismatched_of(records, i) for i in mi] if method.needs_mismatched else []
+        micro.append((mi, collate(run.tok, [records[i] for i in mi], negs, cfg, kl, run.use_ref)))
+    # the global normaliser: prompts, or positive answer tokens summed over every process
+    if method.reduction == "tokens":
+        local = torch.tensor([float(sum(b.pos_tokens for _, b in micro))], device=accelerator.device)
+        denom = float(accelerator.reduce(local, "sum")) if world > 1 else float(local)
+    else:
+        denom = float(bs)
+    return mine, micro, denom
 
 
 def _save_dtype(cfg: dict) -> torch.dtype:
