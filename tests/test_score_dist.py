@@ -11,6 +11,7 @@ from negfree.cli import main as cli
 from negfree.data.schema import load_jsonl
 from negfree.generate.negatives import generate_negatives
 from negfree.report import score_dist as sd
+from negfree.report.score_dist_data import CSV_COLUMNS
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,7 +72,7 @@ def test_outputs_and_columns(made, pools):
     for name in ("fig1.png", "fig1.pdf", "fig1.csv", "fig1_summary.csv"):
         assert (out / name).stat().st_size > 0, name
     df = pd.read_csv(out / "fig1.csv")
-    assert list(df.columns) == sd.CSV_COLUMNS
+    assert list(df.columns) == CSV_COLUMNS
     assert len(df) == 2 * 3 * 2                                      # pools x --limit prompts x negatives
     assert list(dict.fromkeys(df.pool)) == ["sampling", "random"]
     assert sorted(set(df.prompt_index)) == [0, 1, 2] and sorted(set(df.negative_index)) == [0, 1]

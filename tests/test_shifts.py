@@ -12,6 +12,7 @@ import torch
 
 from negfree.cli import main as cli_main
 from negfree.report import shifts as S
+from negfree.report.shifts_data import compute_shifts
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -90,8 +91,8 @@ def test_decile_bins():
 
 # ----------------------------------------------------------------------------- (2) identical model
 def test_identical_model_gives_exactly_zero_shifts(tiny_model_dir, records):
-    rows = S.compute_shifts(tiny_model_dir, [("same", Path(tiny_model_dir))], records, max_new_tokens=8,
-                            batch_size=3)
+    rows = compute_shifts(tiny_model_dir, [("same", Path(tiny_model_dir))], records, max_new_tokens=8,
+                          batch_size=3)
     assert len(rows) == len(records)
     for r in rows:
         assert 1 <= len(r["tokens"]) <= 8
@@ -105,8 +106,8 @@ def test_identical_model_gives_exactly_zero_shifts(tiny_model_dir, records):
 def test_perturbed_model_matches_direct_forward(tiny_model_dir, perturbed_dir, records):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rows = S.compute_shifts(tiny_model_dir, [("pert", Path(perturbed_dir))], records, max_new_tokens=8,
-                            batch_size=4, chunk=3)   # a small chunk: the chunk loop is exercised
+    rows = compute_shifts(tiny_model_dir, [("pert", Path(perturbed_dir))], records, max_new_tokens=8,
+                          batch_size=4, chunk=3)   # a small chunk: the chunk loop is exercised
     fig3 = S.fig3_table(rows)
     assert (fig3.abs_logit > 0).all() and (fig3.abs_loglik > 0).any()
 

@@ -5,6 +5,7 @@ import pytest
 
 from negfree.cli import main as cli
 from negfree.report import sweep_plots as sp
+from negfree.report import sweep_tables as st
 
 GAMMA = [0.8, 0.85, 0.9, 0.95, 1.0]
 
@@ -55,13 +56,13 @@ def test_gamma_line_in_grid_order_with_stderr(tmp_path):
 def test_grid_order_is_kept_and_line_is_chosen_for_numeric_x(tmp_path):
     t = tmp_path / "t.csv"
     pd.DataFrame({"gamma": [1.0, 0.8, 0.9], "acc": [3, 1, 2]}).to_csv(t, index=False)
-    data, se = sp.sweep_data([t], "gamma", "acc")
+    data, se = st.sweep_data([t], "gamma", "acc")
     assert se is None and list(data.gamma) == ["1.0", "0.8", "0.9"] and list(data.acc) == [3, 1, 2]
     assert sp.plot_sweep(data, "gamma", "acc", tmp_path / "a.png", title="t", scale="s") == "line"
     cat = tmp_path / "strategy.csv"
     pd.DataFrame({"strategy": ["direct", "chat", "chat_good", "chat_bad"], "acc": [1, 2, 3, 4]}).to_csv(cat,
                                                                                                      index=False)
-    data, _ = sp.sweep_data([cat], "strategy", "acc")
+    data, _ = st.sweep_data([cat], "strategy", "acc")
     assert list(data.strategy) == ["direct", "chat", "chat_good", "chat_bad"]
     assert sp.plot_sweep(data, "strategy", "acc", tmp_path / "b.png", title="t", scale="s") == "bars"
 
@@ -81,22 +82,22 @@ def test_stacked_sweeps_grouped_by_method(tmp_path):
     assert list(data.num_negatives) == [1, 2, 4] * 3
     assert list(data[metric]) == [51, 52, 54, 61, 62, 64, 41, 42, 44]
     # the sweep name from the file name is a key too
-    d, _ = sp.sweep_data(tables, "num_negatives", "openllm_dft/avg", series="table")
+    d, _ = st.sweep_data(tables, "num_negatives", "openllm_dft/avg", series="table")
     assert list(dict.fromkeys(d.table)) == ["dft_B", "dft2_B", "spin_B"]
 
 
 def test_stderr_detection_and_override(tmp_path):
-    assert sp.stderr_column(["a", "a_se"], "a") == "a_se"
-    assert sp.stderr_column(["p/t/acc (%)", "p/t/acc_stderr (%)"], "p/t/acc (%)") == "p/t/acc_stderr (%)"
-    assert sp.stderr_column(["a", "b_se"], "a") is None
+    assert st.stderr_column(["a", "a_se"], "a") == "a_se"
+    assert st.stderr_column(["p/t/acc (%)", "p/t/acc_stderr (%)"], "p/t/acc (%)") == "p/t/acc_stderr (%)"
+    assert st.stderr_column(["a", "b_se"], "a") is None
     t = _offline_gamma(tmp_path / "t.csv")
-    data, se = sp.sweep_data([t], "gamma", "mc_acc", stderr="mc_acc_norm_se")
+    data, se = st.sweep_data([t], "gamma", "mc_acc", stderr="mc_acc_norm_se")
     assert se == "mc_acc_norm_se" and list(data[se]) == [2.0] * 5
     # a stderr column with no value in any row draws no error bars
     df = pd.read_csv(t)
     df["mc_acc_se"] = None
     df.to_csv(t, index=False)
-    data, se = sp.sweep_data([t], "gamma", "mc_acc")
+    data, se = st.sweep_data([t], "gamma", "mc_acc")
     assert se is None and "mc_acc_se" not in data.columns
 
 

@@ -133,7 +133,8 @@ def _timed_run(d, method, seconds_per_step, steps, processes=8):
 def test_dft_fig4_pipeline_bar_is_the_sum_of_its_two_stages(tmp_path):
     """dft.txt A.4: SFT->DPO and SFT->SimPO cost an SFT phase (2 epochs) plus a PO phase (1 epoch); the
     starting run is found by the pipeline's path (init~sft, or init~<experiment>.sft in another root)."""
-    from negfree.report.training import dft_fig4, find_runs
+    from negfree.report.runs import find_runs
+    from negfree.report.training import dft_fig4
 
     runs = tmp_path / "runs"
     root = runs / "dft_uf"
@@ -183,13 +184,14 @@ def test_minorsft_fig1_names_the_methods_that_did_not_run(tmp_path, monkeypatch,
     """The demo trains SFT only: the figure says which of the paper's three methods it draws and
     which did not run at this scale, from the runs it finds (nothing hard-coded, nothing filled in)."""
     from negfree.report import training
+    from negfree.report.runs import find_runs
 
     for i, m in enumerate(ran):
         _fake_run(tmp_path / "runs" / f"method~{m}", m, [0.1 * i, 0.2 * i])
     texts = []
-    monkeypatch.setattr(training, "_save", lambda fig, png: texts.extend(
+    monkeypatch.setattr(training, "save_figure", lambda fig, png: texts.extend(
         t.get_text() for t in fig.findobj(match=lambda o: hasattr(o, "get_text"))))
-    df = training.minorsft_fig1(training.find_runs(tmp_path / "runs"), tmp_path / "fig1.png", SCALE)
+    df = training.minorsft_fig1(find_runs(tmp_path / "runs"), tmp_path / "fig1.png", SCALE)
     title = next(t for t in texts if t.startswith("minorsft.txt Fig. 1"))
     assert f"drawn: {', '.join(ran)}" in title
     not_run = [m for m in ("sft", "sft_dpo", "minorsft") if m not in ran]

@@ -12,16 +12,15 @@ closed forms appear only in the tests, which compare the two.
 from __future__ import annotations
 
 import argparse
-import io
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from negfree.common.io import atomic_write_bytes, atomic_write_text
+from negfree.common.io import atomic_write_text
 from negfree.common.logprobs import token_logprobs
 from negfree.losses import LossInputs, Seq, asft_align, get_method
+from negfree.report.figures import pyplot, save_figure
 
 D = torch.float64
 VOCAB_REST = (1.0, 2.0, 3.0, 4.0)   # how the mass 1 - p(y) is spread over the other tokens
@@ -61,10 +60,7 @@ def bnf_fig1(out_png, out_csv, p_refs=(0.2, 0.5, 0.8), n_grid: int = 99) -> pd.D
     df = pd.DataFrame(rows)
     atomic_write_text(out_csv, df.to_csv(index=False))
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(p_refs), figsize=(4 * len(p_refs), 3.4), sharey=True)
     styles = {"nll": ("NLL (y preferred)", "-"), "pll": ("PLL (y dispreferred)", "--"), "bnf": ("BNF", "-")}
     for ax, q in zip(np.atleast_1d(axes), p_refs):
@@ -78,7 +74,7 @@ def bnf_fig1(out_png, out_csv, p_refs=(0.2, 0.5, 0.8), n_grid: int = 99) -> pd.D
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.suptitle("bnf.txt Fig. 1, one-token answer; gradients by autograd through negfree's loss code", fontsize=9)
     fig.tight_layout()
-    _save(fig, out_png)
+    save_figure(fig, out_png)
     return df
 
 
@@ -104,10 +100,7 @@ def asft_fig1(out_png, out_csv, n_grid: int = 20) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     atomic_write_text(out_csv, df.to_csv(index=False))
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     titles = {"bt": "Bradley-Terry / DPO (beta = 1)", "asft_align": "ASFT L_align (Eq. 13)"}
     for ax, (name, d) in zip(axes, df.groupby("loss", sort=False)):
@@ -124,20 +117,8 @@ def asft_fig1(out_png, out_csv, n_grid: int = 20) -> pd.DataFrame:
     fig.suptitle("asft.txt Fig. 1: loss (colour) and direction of -grad (unit arrows); autograd through negfree's loss code",
                  fontsize=8)
     fig.tight_layout()
-    _save(fig, out_png)
+    save_figure(fig, out_png)
     return df
-
-
-def _save(fig, out_png) -> None:
-    import matplotlib.pyplot as plt
-
-    out_png = Path(out_png)
-    for path, fmt in ((out_png, "png"), (out_png.with_suffix(".pdf"), "pdf")):
-        buf = io.BytesIO()
-        meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None}   # byte-reproducible files
-        fig.savefig(buf, format=fmt, dpi=150, metadata=meta)
-        atomic_write_bytes(path, buf.getvalue())
-    plt.close(fig)
 
 
 def main(argv=None) -> None:

@@ -61,7 +61,7 @@ import yaml
 
 from negfree.common.io import atomic_write_text
 from negfree.report.html import write_markdown_page
-from negfree.report.training import find_runs
+from negfree.report.runs import find_runs
 
 MIN_SEEDS = 3
 VERIFIED, FAILED = "verified", "failed"
@@ -1121,16 +1121,12 @@ def evaluate_claim(ctx: Context, claim: dict) -> dict:
 # ------------------------------------------------------------------------------ ledger
 def claims_ledger(claims_yaml, runs_root, frozen_lake_dir, out_csv, out_md, scale: str, *, shifts=None,
                   score_dist=None, robustness=None, paper_rows=None) -> pd.DataFrame:
-    """Evaluate every claim; ``runs_root``: a directory searched for runs, or a list of run dirs.
+    """Evaluate every claim; ``runs_root``: a directory searched for runs.
     ``paper_rows``: the paper-table rows that name runs (``paper_rows_of``), for settings and models."""
     spec = yaml.safe_load(Path(claims_yaml).read_text())
     claims = spec["claims"]
-    if isinstance(runs_root, (list, tuple)):
-        runs = find_runs(runs_root)
-        root = None
-    else:
-        runs = find_runs(runs_root) if runs_root and Path(runs_root).exists() else []
-        root = runs_root if runs_root and Path(runs_root).is_dir() else None
+    runs = find_runs(runs_root) if runs_root and Path(runs_root).exists() else []
+    root = runs_root if runs_root and Path(runs_root).is_dir() else None
     ctx = Context(runs, frozen_lake_dir, scale, shifts=shifts, score_dist=score_dist, robustness=robustness,
                   root=root, paper_rows=paper_rows, tolerances=spec.get("paper_value_tolerance"))
     df = pd.DataFrame([evaluate_claim(ctx, c) for c in claims], columns=COLUMNS)

@@ -1,4 +1,4 @@
-"""Training-log figures, read only from run directories under results/runs/.
+"""Training-log figures, read only from run directories under results/runs/ (negfree.report.runs).
 
 dft.txt Fig. 3 (per-token log-likelihood of positives and negatives over steps),
 dft.txt Fig. 4 (training cost per method), minorsft.txt Fig. 1 (deviation m_theta,
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from negfree.common.io import atomic_write_text
-from negfree.report.analytic import _save   # the project's byte-reproducible PNG/PDF writer
+from negfree.report.figures import footer, pyplot, save_figure
+from negfree.report.runs import Run, find_runs, pipeline_stages, runs_of, train_seconds
 
 # The methods each paper figure compares (registry names; 'x->y' = a two-stage pipeline).
 FIG_METHODS = {
@@ -31,149 +31,6 @@ FIG_METHODS = {
     "asft/fig2b": ("asft", "dpo"),
 }
 CSV_COLUMNS = ["method", "run", "step", "series", "value", "note"]
-
-
-# ----------------------------------------------------------------------------- runs
-def _steps(rows: list[dict], key: str) -> list[tuple[int, float]]:
-    return [(int(r["step"]), r[key]) for r in rows if key in r and r[key] is not None]
-
-
-@dataclass
-class Run:
-    """One training run directory, as written by negfree.train.loop.train."""
-
-    path: Path
-    name: str
-    method: str
-    config: dict
-    metrics: list[dict]
-    perf: list[dict]
-    timing: dict | None
-    provenance: dict | None = None
-    perf_source: str = "perf.jsonl"
-    extra: dict = field(default_factory=dict)
-
-    def series(self, key: str) -> list[tuple[int, float]]:
-        """(step, value) for every metrics.jsonl row that has ``key`` (perf keys from perf.jsonl)."""
-        rows = self.metrics
-        if key in ("seconds", "tokens_per_s", "peak_memory_mb") and self.perf:
-            rows = self.perf
-        return _steps(rows, key)
-
-    def curve(self, key: str) -> list[tuple[int, float]]:
-        """A training curve: the held-out probe set's (probe.jsonl, from step 0) where the run has one,
-        else each step's own batch (metrics.jsonl)."""
-        return _steps(self.extra.get("probe") or self.metrics, key)
-
-    @property
-    def curve_source(self) -> str:
-        return "probe.jsonl" if self.extra.get("probe") else "metrics.jsonl"
-
-    @property
-    def device(self) -> str:
-        cuda = (self.provenance or {}).get("cuda")
-        return f"GPU ({cuda})" if cuda else "CPU"
-
-    @property
-    def pipeline(self) -> str | None:
-        """``sft->dpo`` for a run that started from a ``method~sft`` run's weights (a ``pipelines:``
-        run, ``init~sft`` or ``init~<experiment>.sft`` in its path), else None."""
-        return self.extra.get("pipeline")
-
-    @property
-    def kind(self) -> str:
-        """What the figures and claims call the run: the method, or ``init->method`` for a pipeline."""
-        return self.pipeline or self.method
-
-    @property
-    def label(self) -> str:
-        return self.kind if self.extra.get("unique", True) else f"{self.kind} [{self.name}]"
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            out.append(json.loads(line))
-    return out
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def load_run(run_dir, root=None) -> Run:
-    run_dir = Path(run_dir)
-    config = _read_json(run_dir / "config.json") or {}
-    timing = _read_json(run_dir / "timing.json")
-    method = config.get("method") or (timing or {}).get("method")
-    if not method:
-        raise ValueError(f"{run_dir}: neither config.json nor timing.json names the method")
-    metrics = _read_jsonl(run_dir / "metrics.jsonl")
-    perf = _read_jsonl(run_dir / "perf.jsonl")
-    source = "perf.jsonl"
-    if not perf:   # runs from before perf.jsonl existed logged the wall-clock keys in metrics.jsonl
-        perf = [{k: r[k] for k in ("step", "seconds", "tokens_per_s", "peak_memory_mb") if k in r}
-                for r in metrics if "seconds" in r or "peak_memory_mb" in r]
-        source = "metrics.jsonl" if perf else ""
-    name = str(run_dir.relative_to(root)) if root is not None else run_dir.name
-    run = Run(run_dir, name, method, config, metrics, perf, timing, _read_json(run_dir / "provenance.json"),
-              source)
-    run.extra["probe"] = _read_jsonl(run_dir / "probe.jsonl")
-    init = next((part[len("init~"):] for part in run_dir.parts if part.startswith("init~")), None)
-    if init:
-        run.extra["pipeline"] = f"{init.split('.')[-1]}->{method}"
-        run.extra["init"] = init
-    return run
-
-
-def stage_one_dir(r: Run) -> Path | None:
-    """The run a pipeline run started from (``init~sft``: the same experiment's method~sft;
-    ``init~<experiment>.sft``: that experiment's, a sibling of this one's runs root), else None."""
-    init = r.extra.get("init")
-    if not init:
-        return None
-    parts = r.path.parts
-    k = next(i for i, p in enumerate(parts) if p.startswith("method~"))
-    exp_root = Path(*parts[:k]) if k else Path(".")
-    if "." in init:
-        other, method = init.split(".", 1)
-        return exp_root.parent / other / f"method~{method}"
-    return exp_root / f"method~{init}"
-
-
-def train_seconds(timing: dict | None) -> float | None:
-    """The whole run's training-loop time from timing.json: seconds_per_step x steps (= wall_seconds
-    for a run never resumed; a resumed run's wall_seconds covers its last session only)."""
-    t = timing or {}
-    if t.get("seconds_per_step") is None or not t.get("steps"):
-        return None
-    return t["seconds_per_step"] * t["steps"]
-
-
-def find_runs(run_dirs) -> list[Run]:
-    """``run_dirs``: a root to search (every directory below it holding a metrics.jsonl)
-    or an explicit list of run directories. Sorted by path, so output order is fixed."""
-    if isinstance(run_dirs, (str, Path)):
-        root = Path(run_dirs)
-        dirs = sorted({p.parent for p in root.rglob("metrics.jsonl") if "checkpoints" not in p.parts})
-        runs = [load_run(d, root) for d in dirs]
-    else:
-        runs = [load_run(d) for d in sorted(Path(d) for d in run_dirs)]
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r.kind] = counts.get(r.kind, 0) + 1
-    for r in runs:
-        r.extra["unique"] = counts[r.kind] == 1
-    return runs
-
-
-def runs_of(runs: list[Run], method: str) -> list[Run]:
-    """Runs of a method trained from the base model, or of a pipeline (``sft->dpo``)."""
-    return [r for r in runs if r.kind == method]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -210,20 +67,6 @@ def _write_csv(path: Path, rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=CSV_COLUMNS)
     atomic_write_text(path, df.to_csv(index=False))
     return df
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _footer(fig, scale: str, missing: list[str], extra: str = "") -> None:
-    lines = [f"{scale}" + (f"; {extra}" if extra else "")]
-    if missing:
-        lines.append("not shown (no data): " + "; ".join(missing))
-    fig.text(0.01, 0.01, "\n".join(lines), fontsize=6.5, ha="left", va="bottom", wrap=True)
 
 
 STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 1)), "P")]
@@ -333,15 +176,15 @@ def dft_fig3(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
     keys = ("logp_pos_per_token", "logp_neg_per_token", "logp_pos", "logp_neg")
     miss_rows, missing = _missing_rows("dft/fig3", runs, ("logp_pos_per_token", "logp_neg_per_token"))
     df = _write_csv(out_png.with_suffix(".csv"), _series_rows(sel, keys) + miss_rows)
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     _line_panel(axes[0], sel, "logp_pos_per_token", "mean log-likelihood per token", "(a) positives")
     _line_panel(axes[1], sel, "logp_neg_per_token", "mean log-likelihood per token", "(b) negatives")
     fig.suptitle("dft.txt Fig. 3: log-likelihood of positives and negatives during training "
                  f"({_source(sel)})", fontsize=9)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    _footer(fig, scale, missing)
-    _save(fig, out_png)
+    footer(fig, scale, missing)
+    save_figure(fig, out_png)
     return df
 
 
@@ -371,17 +214,6 @@ def _short_labels(runs: list[Run]) -> list[str]:
         own = [p for p in r.name.split("/") if p not in common]
         out.append(f"{r.kind} [{' '.join(own) or r.name}]")
     return out
-
-
-def pipeline_stages(r: Run) -> list[tuple[str, str, dict | None]]:
-    """(stage, run directory, timing.json) of everything a bar's training time sums: a pipeline's
-    starting run (dft.txt A.4: "an initial SFT phase of 2 epochs followed by a preference optimization
-    phase of 1 epoch"), then the run itself."""
-    first = stage_one_dir(r)
-    own = ("PO stage" if first else "run", str(r.path), r.timing)
-    if first is None:
-        return [own]
-    return [(f"{r.extra['init'].split('.')[-1].upper()} stage", str(first), _read_json(first / "timing.json")), own]
 
 
 def _total_rows(sel: list[Run], labels: list[str]) -> tuple[list[dict], list[str], list[tuple]]:
@@ -444,7 +276,7 @@ def dft_fig4(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
     sel = fig4_runs(runs)
     total_rows, total_missing, bars = _total_rows(sel, _short_labels(sel))
     df = _write_csv(out_png.with_suffix(".csv"), total_rows + _cost_rows(runs) + miss_rows)
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     _total_panel(axes[0], bars)
     _cost_panels(axes[1:], runs)
@@ -454,10 +286,10 @@ def dft_fig4(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
                  "excluded, as in the paper)", fontsize=9)
     fig.tight_layout(rect=(0, 0.12, 1, 0.95))
     devices = sorted({r.device for r in runs}) or ["no runs"]
-    _footer(fig, scale, missing + total_missing,
+    footer(fig, scale, missing + total_missing,
             f"{MEMORY_NOTE}; device: {', '.join(devices)}; (a) the training loop of each stage, hours on the "
             "processes shown (the paper: 4xA100-80G), GPU-hours in the CSV")
-    _save(fig, out_png)
+    save_figure(fig, out_png)
     return df
 
 
@@ -480,16 +312,16 @@ def minorsft_fig1(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
     sel = [r for m in FIG_METHODS["minorsft/fig1"] for r in runs_of(runs, m)]
     miss_rows, missing = _missing_rows("minorsft/fig1", runs, ("deviation",))
     df = _write_csv(out_png.with_suffix(".csv"), _series_rows(sel, ("deviation",)) + miss_rows)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.4))
     _line_panel(ax, sel, "deviation", "m_theta = mean (S - S0) / |y|", "deviation from the reference (Eq. 8)")
     fig.suptitle(f"minorsft.txt Fig. 1: deviation metric over training steps ({_source(sel)})\n"
                  f"{_methods_line('minorsft/fig1', runs)}", fontsize=8.5)
     fig.tight_layout(rect=(0, 0.1, 1, 0.92))
     not_run = methods_run("minorsft/fig1", runs)[1]   # named in the title; the footnote keeps what ran but lacks data
-    _footer(fig, scale, [m for m in missing if m.split(" ", 1)[0] not in not_run],
+    footer(fig, scale, [m for m in missing if m.split(" ", 1)[0] not in not_run],
             "paper: SFT lr 1e-5, SFT-using-DPO and MinorSFT lr 2e-5")
-    _save(fig, out_png)
+    save_figure(fig, out_png)
     return df
 
 
@@ -502,7 +334,7 @@ def asft_fig2(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
             for row in _series_rows(sel_a, ("likelihood_margin",)) + miss_a]
     rows += [{**row, "series": f"b:{row['series']}" if row["series"] else "b"} for row in _cost_rows(sel_b) + miss_b]
     df = _write_csv(out_png.with_suffix(".csv"), rows)
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     _line_panel(axes[0], sel_a, "likelihood_margin", "mean Sbar(y_w) - Sbar(y_l)", "(a) likelihood margin")
     _cost_panels(axes[1:], sel_b)
@@ -512,9 +344,9 @@ def asft_fig2(runs: list[Run], out_png: Path, scale: str) -> pd.DataFrame:
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     devices = sorted({r.device for r in sel_b}) or ["no runs"]
-    _footer(fig, scale, missing_a + missing_b, f"{MEMORY_NOTE}; device: {', '.join(devices)}; DPO reads "
+    footer(fig, scale, missing_a + missing_b, f"{MEMORY_NOTE}; device: {', '.join(devices)}; DPO reads "
             "precomputed reference log-probs (no in-loop reference model), unlike the paper's DPO")
-    _save(fig, out_png)
+    save_figure(fig, out_png)
     return df
 
 
