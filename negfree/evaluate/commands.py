@@ -7,6 +7,9 @@
 - ``negfree alpaca-eval --model M --instructions I --reference R --out J [--annotator A --judge-model D]``
 - ``negfree textsim --model M --data D --out J [--prompt-field --reference-field --name]``
 - ``negfree eval-csv JSON... --out CSV [--runs ...]``
+- ``negfree judged-answers --benchmark B --model M --questions Q --out A.jsonl [--temperature --top-p --seed ...]``
+- ``negfree judged-eval --benchmark B --answers A.jsonl --questions Q --judge-template T --out J --cache-dir D
+  (--judge offline|SPEC.yaml | --judge-model M --judge-url U [--judge-key-env VAR]) [--baseline F] [--reference F]``
 
 Each ``main_*(argv)`` runs one command standalone (``python -m`` style).
 Heavy imports happen inside the commands.
@@ -197,6 +200,130 @@ def cmd_eval_csv(args) -> None:
     print(f"{len(rows)} rows -> {args.out}")
 
 
+# ------------------------------------------------------------ judged benchmarks
+_BENCHES = ("arena-hard", "mt-bench", "wildbench")
+
+
+def add_judged_answers_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--benchmark", required=True, choices=_BENCHES, help="whose question file --questions is")
+    s.add_argument("--model", required=True, help="the model directory that answers (with its chat template)")
+    s.add_argument("--questions", required=True,
+                   help="the official prompts: Arena-Hard/MT-Bench question.jsonl, WildBench v2 records (JSONL)")
+    s.add_argument("--out", required=True,
+                   help="answers JSONL, appended per finished prompt; a rerun resumes where it stopped")
+    s.add_argument("--name", help="the model's name in the answers (default: the model folder name)")
+    s.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above 0: seeded sampling")
+    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, when sampling (default 1.0)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the per-answer sampling generators (default 0)")
+    s.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens per answer at most (default: 4096 Arena-Hard, 1024 MT-Bench, 4096 WildBench)")
+    s.add_argument("--mt-bench-category-temperatures", action="store_true",
+                   help="MT-Bench: FastChat's per-category temperatures (writing/roleplay 0.7, stem/humanities 0.1, "
+                        "others 0) instead of --temperature")
+    s.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (default 8)")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 weights on CUDA, fp32 on the CPU")
+    s.add_argument("--device", default="auto", help="auto (default): cuda when a GPU is visible, else cpu")
+    s.add_argument("--limit", type=int, default=None, help="the first N prompts only")
+
+
+_DEFAULT_NEW_TOKENS = {"arena_hard": 4096, "mt_bench": 1024, "wildbench": 4096}
+
+
+def cmd_judged_answers(args) -> None:
+    from negfree.evaluate.judged.answers import (FASTCHAT_TEMPERATURES, benchmark_name, generate_answers,
+                                                 summary_line)
+
+    bench = benchmark_name(args.benchmark)
+    if args.mt_bench_category_temperatures and bench != "mt_bench":
+        raise ValueError("--mt-bench-category-temperatures applies to --benchmark mt-bench only")
+    res = generate_answers(args.model, bench, args.questions, args.out, name=args.name,
+                           temperature=args.temperature, top_p=args.top_p,
+                           max_new_tokens=args.max_new_tokens or _DEFAULT_NEW_TOKENS[bench], seed=args.seed,
+                           batch_size=args.batch_size, device=_device(args.device), precision=args.precision,
+                           limit=args.limit,
+                           category_temperatures=FASTCHAT_TEMPERATURES if args.mt_bench_category_temperatures else None)
+    print(json.dumps(summary_line(res), indent=2))
+
+
+def add_judged_eval_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--benchmark", required=True, choices=_BENCHES, help="which benchmark's protocol judges")
+    s.add_argument("--answers", required=True, help="the answers JSONL of negfree judged-answers")
+    s.add_argument("--questions", required=True, help="the question (or WildBench record) file they answer")
+    s.add_argument("--judge-template", required=True,
+                   help="the official judge template: MT-Bench judge_prompts.jsonl, Arena-Hard judge_config.yaml, "
+                        "WildBench eval_template.score.v2.md")
+    s.add_argument("--baseline", help="Arena-Hard: the baseline answers, model_answer/gpt-4-0314.jsonl")
+    s.add_argument("--reference", help="MT-Bench: the reference answers, reference_answer/gpt-4.jsonl")
+    s.add_argument("--out", required=True, help="result JSON (the per-judgement JSONL is written beside it)")
+    s.add_argument("--cache-dir", required=True, help="the judgement cache: a judgement is asked once, across reruns")
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument("--judge", help="'offline' (a hash, NOT a model: demo and tests only) or a YAML/JSON file of "
+                                     "judge settings (name, model, base_url, api_key_env, ...)")
+    who.add_argument("--judge-model", help="the judge's model id on an OpenAI-compatible server (with --judge-url)")
+    s.add_argument("--judge-url", help="the server's base URL, e.g. https://api.openai.com/v1")
+    s.add_argument("--judge-key-env", help="the NAME of the environment variable holding the API key (never the key)")
+    s.add_argument("--judge-name", help="the judge's display name (default: its model id)")
+    s.add_argument("--judge-max-tokens", type=int, default=None,
+                   help="reply tokens at most (default: 4096 Arena-Hard, 2048 MT-Bench, 1024 WildBench)")
+    s.add_argument("--judge-concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    s.add_argument("--max-failed-fraction", type=float, default=0.0,
+                   help="judgements that may fail for good before the job fails (default 0: any failure "
+                        "fails it, after the rest are judged and cached)")
+    s.add_argument("--wildbench-max-words", type=int, default=1000,
+                   help="WildBench: words of history, query and answer shown to the judge (default 1000, as "
+                        "WildBench's scripts; 0: all)")
+    s.add_argument("--limit", type=int, default=None, help="the first N questions only")
+    s.add_argument("--run", help="the run's name in the result (default: the answers' model name)")
+
+
+def _judge_from_args(args, bench: str):
+    from negfree.evaluate.judged.run import INFO
+
+    if args.judge is not None:
+        if any(v is not None for v in (args.judge_url, args.judge_key_env, args.judge_name, args.judge_max_tokens)):
+            raise ValueError("--judge takes its settings from the file (or is 'offline'); drop the --judge-* flags")
+        if args.judge == "offline":
+            return "offline"
+        from negfree.common.io import read_text
+        import yaml
+
+        try:
+            spec = yaml.safe_load(read_text(args.judge, "judge settings file"))
+        except yaml.YAMLError as err:
+            raise ValueError(f"{args.judge}: not valid YAML/JSON ({err})") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"{args.judge}: expected a mapping of judge settings (name, model, base_url, ...)")
+        spec.setdefault("name", spec.get("model", "judge"))
+        spec.setdefault("max_tokens", INFO[bench]["judge_max_tokens"])
+        return spec
+    if not args.judge_url:
+        raise ValueError("--judge-model needs --judge-url (the OpenAI-compatible server's base URL)")
+    return {"name": args.judge_name or args.judge_model, "model": args.judge_model, "base_url": args.judge_url,
+            "api_key_env": args.judge_key_env, "max_concurrency": args.judge_concurrency,
+            "max_tokens": args.judge_max_tokens or INFO[bench]["judge_max_tokens"]}
+
+
+def cmd_judged_eval(args) -> None:
+    from negfree.evaluate.judged.answers import benchmark_name
+    from negfree.evaluate.judged.run import evaluate_judged
+
+    bench = benchmark_name(args.benchmark)
+    if args.baseline and bench != "arena_hard":
+        raise ValueError("--baseline applies to --benchmark arena-hard only")
+    if args.reference and bench != "mt_bench":
+        raise ValueError("--reference applies to --benchmark mt-bench only")
+    res = evaluate_judged(bench, answers=args.answers, questions=args.questions, templates=args.judge_template,
+                          out=args.out, cache_dir=args.cache_dir, judge=_judge_from_args(args, bench),
+                          baseline=args.baseline, reference=args.reference,
+                          max_failed_fraction=args.max_failed_fraction, limit=args.limit, run=args.run,
+                          wildbench_max_words=args.wildbench_max_words or None)
+    keys = ("protocol", "model", "metric", "value", "ci_low", "ci_high", "n", "failed", "judge_is_offline")
+    print(json.dumps({**{k: res[k] for k in keys}, "judge": res["judge"]["name"]}, indent=2))
+    if res["judge_is_offline"]:
+        print(res["warning"])
+
+
 # ---------------------------------------------------------------------- wiring
 COMMANDS = {
     "evaluate": ("lm-eval: a paper protocol (--protocol) or the offline twin (--test)",
@@ -207,6 +334,10 @@ COMMANDS = {
     "textsim": ("BLEU-4 and ROUGE-1/2/L of greedy answers against references",
                 add_textsim_arguments, cmd_textsim),
     "eval-csv": ("collect evaluation JSONs into one tidy CSV", add_eval_csv_arguments, cmd_eval_csv),
+    "judged-answers": ("a model's answers to Arena-Hard v0.1, MT-Bench or WildBench v2 prompts (chat template, "
+                       "resumable)", add_judged_answers_arguments, cmd_judged_answers),
+    "judged-eval": ("judge answers on Arena-Hard v0.1, MT-Bench or WildBench v2 from the official files",
+                    add_judged_eval_arguments, cmd_judged_eval),
 }
 
 
@@ -246,3 +377,11 @@ def main_textsim(argv: list[str] | None = None) -> None:
 
 def main_eval_csv(argv: list[str] | None = None) -> None:
     _main("eval-csv", argv)
+
+
+def main_judged_answers(argv: list[str] | None = None) -> None:
+    _main("judged-answers", argv)
+
+
+def main_judged_eval(argv: list[str] | None = None) -> None:
+    _main("judged-eval", argv)
