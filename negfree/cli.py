@@ -194,6 +194,26 @@ def cmd_sweep_table(args) -> None:
                                scale=args.scale).to_string(index=False))
 
 
+def cmd_judged_table(args) -> None:
+    from negfree.report.judged import judged_table
+
+    if len(args.runs) != len(args.results):
+        raise ValueError(f"judged-table: {len(args.results)} results but {len(args.runs)} run names")
+    papers = _pairs(args.paper_judge, "--paper-judge")
+    rows = judged_table(list(zip(args.results, args.runs)), args.out_csv, args.out_md, paper_judges=papers,
+                        scale=args.scale)
+    print(f"{len(rows)} judged results -> {args.out_md}")
+
+
+def cmd_serve_judge(args) -> None:
+    from negfree.evaluate.judged.serve import serve_and_run
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    rc = serve_and_run(args.model, command, gpus=args.gpus, startup_min=args.startup_min, server_cmd=args.server_cmd)
+    if rc:
+        raise SystemExit(rc)
+
+
 def cmd_provenance(args) -> None:
     """What made the committed outputs: command, commit, date, hardware, wall time."""
     import time
@@ -314,6 +334,27 @@ def build_parser() -> argparse.ArgumentParser:
     from negfree.evaluate.commands import register as register_evaluation
 
     register_evaluation(sub)   # evaluate, alpaca-eval, textsim, eval-csv
+
+    s = sub.add_parser("serve-judge", help="serve an open-weights judge (vLLM) for one command: "
+                                          "negfree serve-judge --model M -- negfree judged-eval ... --judge-url {judge_url}")
+    s.add_argument("--model", required=True, help="the judge's hub id or local directory")
+    s.add_argument("--gpus", type=int, default=1, help="tensor-parallel GPUs of the server")
+    s.add_argument("--startup-min", type=float, default=15.0, help="minutes to wait for the server to answer")
+    s.add_argument("--server-cmd", default=None,
+                   help="the server's command line, a template with {python} {model} {port} {gpus} (default: vLLM's)")
+    s.add_argument("command_line", nargs=argparse.REMAINDER,
+                   help="-- then the command to run while the judge answers; {judge_url} in it becomes the server's URL")
+    s.set_defaults(fn=cmd_serve_judge)
+
+    s = sub.add_parser("judged-table", help="the judged protocols' results of one experiment (CSV + markdown + HTML)")
+    s.add_argument("--results", nargs="+", required=True, help="result JSONs of negfree judged-eval")
+    s.add_argument("--runs", nargs="+", required=True, help="run names, same order")
+    s.add_argument("--out-csv", required=True)
+    s.add_argument("--out-md", required=True)
+    s.add_argument("--paper-judge", nargs="*", default=None, metavar="PROTOCOL=MODEL",
+                   help="the paper's judge per protocol: a result judged by another model is marked")
+    s.add_argument("--scale", default=None, help="what ran, stated above the table")
+    s.set_defaults(fn=cmd_judged_table)
 
     s = sub.add_parser("table", help="results table (CSV + markdown) from evaluation JSONs")
     s.add_argument("--evals", nargs="+", required=True)

@@ -83,6 +83,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):   # quiet
         pass
 
+    def do_GET(self):   # the readiness probe of negfree serve-judge (GET /v1/models), as vLLM answers it
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": "stub-judge", "object": "model"}]})
+        else:
+            self._send(404, {"error": {"message": "not found"}})
+
     def _send(self, status: int, body, headers: dict | None = None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
         self.send_response(status)
@@ -240,6 +246,7 @@ def read_log(path) -> list[dict]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="stub OpenAI-compatible judge server (tests only)")
     p.add_argument("--port-file", required=True, help="the bound port is written here")
+    p.add_argument("--port", type=int, default=0, help="the port to bind (default: any free one)")
     p.add_argument("--log", required=True, help="JSONL request log")
     p.add_argument("--delay", type=float, default=0.0, help="seconds before each reply")
     p.add_argument("--expect-key-env", help="environment variable holding the key to expect")
@@ -247,7 +254,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     expect = os.environ.get(args.expect_key_env) if args.expect_key_env else None
     script = {int(k): v for k, v in json.loads(args.script).items()}
-    stub = StubServer(args.log, script=script, delay_s=args.delay, expect_key=expect)
+    stub = StubServer(args.log, script=script, delay_s=args.delay, expect_key=expect, port=args.port)
     tmp = Path(args.port_file).with_suffix(".tmp")
     tmp.write_text(str(stub.port))
     os.replace(tmp, args.port_file)

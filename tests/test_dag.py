@@ -18,6 +18,10 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_dag_config):
     cfg["sweeps"] = {"dft2_tau": {"method": "dft2", "hparams": {"tau": [0.5, 2.0]},
                                   "generate": {"temperature": 1.0}}}
     cfg["toy"] = {"frozen_lake": {"seeds": 1, "steps": 20, "methods": ["sft", "dpo"]}}
+    # the judged protocols with the offline judge on the demo's project-made files (absolute: the DAG runs in tmp_path)
+    demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())["evaluate"]["judged"]
+    cfg["evaluate"]["judged"] = {**demo, "runs": ["base", "method~sft"], "max_new_tokens": 4,
+                                 "files": {p: {k: str(ROOT / v) for k, v in f.items()} for p, f in demo["files"].items()}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
@@ -42,6 +46,11 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_dag_config):
     for fig in ("bnf/fig1", "asft/fig1", "ift/fig3"):
         assert (tmp_path / f"figures/{fig}.png").stat().st_size > 0
         assert (tmp_path / f"figures/{fig}.csv").stat().st_size > 0
+    judged = pd.read_csv(tmp_path / "results/tables/demo/judged.csv")
+    assert sorted(zip(judged["run"], judged["protocol"])) == sorted(
+        (r, p) for r in ("base~tiny", "method~sft") for p in ("arena_hard", "mt_bench", "wildbench"))
+    assert judged["value"].notna().all() and (judged["judge"] == "negfree_offline_judge").all()
+    assert judged["judge_note"].str.startswith("OFFLINE").all()
     # a second invocation finds nothing to do
     again = subprocess.run(cmd + ["-n"], env=env, capture_output=True, text=True, timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr

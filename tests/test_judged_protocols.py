@@ -1,7 +1,7 @@
 """The judged benchmarks end to end from files (negfree.evaluate.judged): Arena-Hard v0.1,
 MT-Bench and WildBench v2.
 
-The fixtures in tests/data/judged/ are PROJECT-MADE: the official file formats with our own
+The fixtures in configs/judged/demo/ (and tests/data/judged/malformed/) are PROJECT-MADE: the official file formats with our own
 prompts, answers and stand-in judge templates (labelled as such in their text). Judging runs on
 the OFFLINE judge (a hash, not a model) or on the stub OpenAI-compatible server of
 tests/judge_stub.py on 127.0.0.1: nothing leaves the machine."""
@@ -26,7 +26,8 @@ from negfree.evaluate.judged import sources as S  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DATA = Path(__file__).resolve().parent / "data" / "judged"
+DATA = Path(__file__).resolve().parents[1] / "configs" / "judged" / "demo"   # also the demo's
+BROKEN = Path(__file__).resolve().parent / "data" / "judged" / "malformed"
 MT_Q = DATA / "mt_bench" / "question.jsonl"
 MT_REF = DATA / "mt_bench" / "reference_answer" / "negfree-reference.jsonl"
 MT_PROMPTS = DATA / "mt_bench" / "judge_prompts.jsonl"
@@ -103,7 +104,7 @@ MALFORMED = [  # (file, reader, what the one line must name)
 
 @pytest.mark.parametrize("name, reader, names", MALFORMED, ids=[m[0] for m in MALFORMED])
 def test_a_malformed_file_fails_in_one_line_naming_file_line_and_field(name, reader, names):
-    path = DATA / "malformed" / name
+    path = BROKEN / name
     with pytest.raises(ValueError) as err:
         reader(path)
     msg = str(err.value)

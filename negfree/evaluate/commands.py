@@ -4,6 +4,8 @@
 
 - ``negfree evaluate --model M --out J (--test T | --protocol NAME) [--dry-run] [--max-length N] [--cache DIR]``
 - ``negfree fetch-eval-data --protocol NAME --out MARKER``
+- ``negfree fetch-judged-data --protocol {arena_hard,mt_bench,wildbench,all} [--sources Y] [--out DIR]
+  [--base-url-map FROM=TO ...]`` (the judged benchmarks' pinned official files; needs the network)
 - ``negfree alpaca-eval --model M --instructions I --reference R --out J [--annotator A --judge-model D]``
 - ``negfree textsim --model M --data D --out J [--prompt-field --reference-field --name]``
 - ``negfree eval-csv JSON... --out CSV [--runs ...]``
@@ -131,6 +133,31 @@ def cmd_fetch_eval_data(args) -> None:
         what = f"{len(call['tasks'])} tasks" if call["status"] == "ok" else f"skipped: {call['error']}"
         print(f"{call['group']}: {what}")
     print(f"{res['protocol']}: data in {res['hf_datasets_cache']} -> {args.out}")
+
+
+# -------------------------------------------------------------- fetch-judged-data
+def add_fetch_judged_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--protocol", required=True, choices=["arena_hard", "mt_bench", "wildbench", "all"],
+                   help="whose official files to download (all: the three, one after the other)")
+    s.add_argument("--sources", default="configs/judged/sources.yaml",
+                   help="the pinned URLs, sha256 and sizes (default configs/judged/sources.yaml)")
+    s.add_argument("--out", default="work/judged",
+                   help="files land in OUT/<protocol>/ with manifest.json and the marker .fetched (default work/judged)")
+    s.add_argument("--base-url-map", action="append", metavar="FROM=TO", default=None,
+                   help="use a mirror: replace the URL prefix FROM (https://raw.githubusercontent.com, "
+                        "https://huggingface.co) by TO; repeatable. Without it, $NEGFREE_JUDGED_MIRROR is read: "
+                        "FROM=TO pairs (comma-separated) or one base URL serving both hosts' paths. "
+                        "The sha256 checks are the same")
+
+
+def cmd_fetch_judged_data(args) -> None:
+    from negfree.evaluate.judged.fetch import fetch_judged
+
+    for res in fetch_judged(args.protocol, args.sources, args.out, base_url_map=args.base_url_map, log=print):
+        unverified = f"; sha256 not pinned, recorded unverified: {', '.join(res['unverified'])}" \
+            if res["unverified"] else ""
+        print(f"{res['protocol']}: {res['downloaded']} downloaded, {res['present']} already in place -> "
+              f"{res['dir']} (manifest.json, .fetched){unverified}")
 
 
 # -------------------------------------------------------------------- alpaca-eval
@@ -330,6 +357,9 @@ COMMANDS = {
                  add_evaluate_arguments, cmd_evaluate),
     "fetch-eval-data": ("fill the HF datasets cache with a protocol's lm-eval data (where the hub is reachable)",
                         add_fetch_arguments, cmd_fetch_eval_data),
+    "fetch-judged-data": ("download the judged benchmarks' pinned official files (Arena-Hard v0.1, MT-Bench, "
+                          "WildBench v2), sha256-checked, on a host with internet",
+                          add_fetch_judged_arguments, cmd_fetch_judged_data),
     "alpaca-eval": ("AlpacaEval 2 win rate of greedy chat answers", add_alpaca_arguments, cmd_alpaca_eval),
     "textsim": ("BLEU-4 and ROUGE-1/2/L of greedy answers against references",
                 add_textsim_arguments, cmd_textsim),
@@ -365,6 +395,10 @@ def main_evaluate(argv: list[str] | None = None) -> None:
 
 def main_fetch_eval_data(argv: list[str] | None = None) -> None:
     _main("fetch-eval-data", argv)
+
+
+def main_fetch_judged_data(argv: list[str] | None = None) -> None:
+    _main("fetch-judged-data", argv)
 
 
 def main_alpaca_eval(argv: list[str] | None = None) -> None:

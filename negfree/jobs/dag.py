@@ -86,6 +86,7 @@ class Experiment:
         self.replicates = self._replicates(c.get("replicates"))
         self.evaluated_replicates = self._replicates(self.seeds_preset, "seeds preset") if self.seeds_preset else []
         self.replicates += [r for r in self.evaluated_replicates if r not in self.replicates]
+        self.judged = None   # evaluate.judged, resolved by the Dag (negfree/jobs/judged.py)
         self.protocols = list(c.get("evaluate", {}).get("protocols") or ["offline"])
         self.paper_protocols = [p for p in self.protocols if p != "offline"]
         self.paper_tables = c.get("paper_tables") or {}
@@ -321,6 +322,8 @@ class Experiment:
         if self.shifts():
             out.append(f"figures/{e}/bnf/fig3.png")
         out += [f"figures/{e}/sweeps/{name}.png" for name in self.sweep_figures()]
+        if self.judged:
+            out.append(f"results/tables/{e}/judged.md")
         return out
 
 
@@ -562,6 +565,7 @@ class Dag:
             loaded = [(config, origin)]
             self.toy = config.get("toy") or {}
         self.experiments: dict[str, Experiment] = {}
+        self._judges: dict | None = None          # configs/judges.yaml, read once an experiment is judged
         for cfg, origin in loaded:
             errors = _schema_errors(cfg, schema)
             if errors:
@@ -574,6 +578,7 @@ class Dag:
             if exp.name in self.experiments:
                 raise ConfigError(f"{origin}: experiment name {exp.name!r} is used twice")
             self.experiments[exp.name] = exp
+            self._judged(exp)
         self._resolve_inits()
         self.models = self._models()
         self.data = self._data()
@@ -582,6 +587,49 @@ class Dag:
         self._check_launch()
         self._estimates: dict = {}
         self._check_plan()
+
+    def judge_costs(self) -> dict[str, dict]:
+        """Per paper: the judged protocols' judgements, tokens and API dollars (negfree/jobs/resources.py)."""
+        from negfree.jobs.resources import judge_costs
+
+        if self._judges is None:
+            return {}
+        return judge_costs(self, self._judges.get("prices_usd_per_million_tokens") or {})
+
+    def judge_budget_refusal(self, environ) -> str | None:
+        """One line when the estimated judge dollars exceed the budget (NEGFREE_JUDGE_BUDGET_USD, else
+        configs/judges.yaml budget_usd; none set: no cap)."""
+        costs = self.judge_costs()
+        if not costs:
+            return None
+        given = environ.get("NEGFREE_JUDGE_BUDGET_USD") or (self._judges or {}).get("budget_usd")
+        if given in (None, ""):
+            return None
+        try:
+            budget = float(given)
+        except ValueError:
+            return f"NEGFREE_JUDGE_BUDGET_USD={given!r} is not a number of dollars"
+        total = sum(c["judge_usd"] for c in costs.values())
+        if total <= budget:
+            return None
+        per = ", ".join(f"{k} ${c['judge_usd']:,.2f}" for k, c in costs.items() if c["judge_usd"])
+        return (f"the judged protocols are estimated at ${total:,.2f} of API judging ({per}; `negfree plan`), over "
+                f"the judge budget ${budget:,.2f} (NEGFREE_JUDGE_BUDGET_USD or configs/judges.yaml budget_usd): "
+                f"nothing was started")
+
+    def _judged(self, exp: Experiment) -> None:
+        """The experiment's judged protocols (evaluate.judged, negfree/jobs/judged.py), checked now."""
+        from negfree.jobs.judged import JudgedConfigError, judged_of, load_judges
+
+        if not (exp.config.get("evaluate") or {}).get("judged"):
+            return
+        try:
+            if self._judges is None:
+                self._judges = load_judges(self.basedir, exp.origin)
+            exp.judged = judged_of(exp.config, exp.origin, exp.evaluated_runs(), exp.aliases, exp.base_run(),
+                                   self._judges, self.basedir)
+        except JudgedConfigError as e:
+            raise ConfigError(str(e)) from None
 
     @staticmethod
     def _seeds_preset(block, origin: str) -> dict | None:

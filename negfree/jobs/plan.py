@@ -8,6 +8,7 @@ per paper, before anything is submitted.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -114,6 +115,8 @@ def main(args) -> int:
         rows = [{**asdict(j), "runtime_min": j.runtime_min(), "mem_mb": j.mem_mb()} for j in jobs]
         # the plain list is what consumers read (tests/test_plan.py); --by-paper opts into an object
         obj = {"jobs": rows, "papers": by_paper(jobs), "total": _total(jobs)}
+        if dag.judge_costs():
+            obj["judges"] = dag.judge_costs()
         if cost is not None:
             obj["seeds_preset"] = {"file": preset_file or SEEDS_PRESET, "included": bool(preset_file), "papers": cost}
         print(json.dumps(obj if getattr(args, "by_paper", False) else rows, indent=1))
@@ -143,5 +146,29 @@ def main(args) -> int:
           "for scoring, generation and evaluation); padding factors: negfree bench data's arithmetic per experiment")
     if cost is not None:
         _print_seeds_preset(cost, preset_file or SEEDS_PRESET, preset["seeds"]["seeds"], bool(preset_file))
+    if dag.judge_costs():
+        _print_judges(dag, jobs)
     return 0
+
+
+def _print_judges(dag, jobs: list[Job]) -> None:
+    """The judged protocols per paper: judgements, judge tokens, API dollars, GPU-hours of answers and of a
+    served judge, and the budget line."""
+    print("\njudged protocols (evaluate.judged): API dollars at configs/judges.yaml's prices (an estimate: "
+          "negfree/jobs/resources.py JUDGED_TOKENS)")
+    print(f"  {'paper':<10} {'judgements':>10} {'judge Min':>10} {'judge Mout':>10} {'API $':>10} "
+          f"{'answers GPU-h':>14} {'served judge GPU-h':>19}  judges")
+    for paper, c in dag.judge_costs().items():
+        mine = [j for j in jobs if (j.paper or j.experiment) == paper]
+        ans = sum(j.est_gpu_hours for j in mine if j.rule == "judged_answers")
+        served = sum(j.est_gpu_hours for j in mine if j.rule == "judged_eval")
+        judges = sorted({f"{p}: {j.backend}:{j.model}" for e in dag.experiments.values() if e.judged
+                         and (e.paper() or e.name) == paper for p, j in e.judged.judges.items()})
+        unpriced = f" (no price for {', '.join(c['unpriced'])})" if c["unpriced"] else ""
+        print(f"  {paper:<10} {c['judgements']:>10} {c['judge_input_tokens'] / 1e6:>10.2f} "
+              f"{c['judge_output_tokens'] / 1e6:>10.2f} {c['judge_usd']:>10.2f} {ans:>14.1f} {served:>19.1f}  "
+              f"{'; '.join(judges)}{unpriced}")
+    budget = dag.judge_budget_refusal(os.environ)
+    if budget:
+        print(f"  OVER BUDGET: {budget}")
 

@@ -581,6 +581,103 @@ def evaluate_job(exp, who: str, protocol: str, out: str, basedir: Path, gpu_type
                round(hours, 2), round(disk, 2), memory=parts)
 
 
+# -- the judged protocols (negfree/jobs/judged.py) ----------------------------------------------
+# [ours] Token counts behind the judged estimates: the benchmark's mean prompt (Arena-Hard v0.1 and
+# MT-Bench turns are short questions, WildBench v2 tasks carry a conversation history), the judge's
+# own template, the mean length of a model's answer (well under the max_new_tokens cap), and the
+# judge's reply (Arena-Hard's judge writes its own answer before the verdict; MT-Bench's a short
+# explanation; WildBench's a JSON of strengths and weaknesses). Estimates to size jobs and budgets.
+JUDGED_TOKENS = {   # protocol: (prompt, judge template, model answer, judge reply, judgements per prompt)
+    "arena_hard": (150, 450, 600, 700, 2),     # two games per prompt, both answers in each
+    "mt_bench": (80, 350, 350, 250, 2),        # one grading per turn (turn 2 also shows turn 1)
+    "wildbench": (700, 900, 700, 450, 1),
+}
+
+
+def judged_work(exp, protocol: str) -> dict:
+    """Per judged run: prompts, generated tokens, and the judge's input and output tokens."""
+    j = exp.judged
+    p_tok, tmpl, ans, reply, per = JUDGED_TOKENS[protocol]
+    from negfree.jobs.judged import PROMPTS, TURNS
+
+    n = min(j.limit or PROMPTS[protocol], PROMPTS[protocol])
+    answer = min(ans, j.max_new_tokens[protocol])
+    shown = 2 if protocol == "arena_hard" else 1                       # answers each judgement shows
+    context = p_tok + (answer + p_tok if protocol == "mt_bench" else 0)   # turn 2 also shows turn 1
+    return {"prompts": n, "new_tokens": n * TURNS[protocol] * j.max_new_tokens[protocol],
+            "prompt_tokens": n * TURNS[protocol] * p_tok, "judgements": n * per,
+            "judge_in": n * per * (tmpl + context + shown * answer), "judge_out": n * per * reply}
+
+
+def judged_answers_job(exp, who: str, protocol: str, basedir: Path, gpu_type: str | None = None,
+                       before: bool = False) -> Job:
+    """negfree judged-answers: the run's answers on the benchmark's prompts (a generation job),
+    sized at max_new_tokens per answer (the upper bound, as for negative pools)."""
+    la = launch_of(exp)
+    gt = gpu_type or la["gpu_type"]
+    gpu, a = GPUS[gt], arch_of(exp, basedir)
+    w = judged_work(exp, protocol)
+    mnt = exp.judged.max_new_tokens[protocol]
+    batch = exp.judged.batch_size or EVAL_BATCH
+    p_tok = JUDGED_TOKENS[protocol][0]
+    hours = _hours(_forward_flops(a, w["prompt_tokens"], p_tok), MFU_FORWARD, gpu, before) + \
+        _decode_hours(a, w["new_tokens"], batch, gpu, before)
+    peak, host, parts = _inference(a, la["gpus"]["evaluate"], batch * p_tok, 12 * batch * a.vocab,
+                                   batch * (p_tok + mnt))
+    out = exp.judged.answers(exp.runs_root, who, protocol)
+    return Job(out, exp.name, exp.paper(), "judged_answers", la["gpus"]["evaluate"], gt,
+               int(w["prompt_tokens"] + w["new_tokens"]), peak, host, host, round(hours, 2),
+               round(_gb(TEXT_BYTES * w["new_tokens"]), 3), memory=parts)
+
+
+def judged_eval_job(exp, who: str, protocol: str, basedir: Path, gpu_type: str | None = None) -> Job:
+    """negfree judged-eval: with a served judge a GPU job (the server's GPUs: its start-up, then its
+    judgements decoded at the bandwidth bound of the judge's weights); otherwise a CPU job that
+    waits on an API (gpus 0, a nominal hour)."""
+    judge = exp.judged.judges[protocol]
+    w = judged_work(exp, protocol)
+    out = exp.judged.result(exp.runs_root, who, protocol)
+    if judge.kind != "served":
+        return Job(out, exp.name, exp.paper(), "judged_eval", 0, "cpu", int(w["judge_in"] + w["judge_out"]),
+                   0.0, 2.0, 2.0, 0.0, 0.01)
+    gt = gpu_type or launch_of(exp)["gpu_type"]
+    gpu = GPUS[gt]
+    params = judge.params
+    fl = 2 * params * w["judge_in"]
+    hours = judge.startup_min / 60 + fl / (MFU_FORWARD * gpu.bf16_tflops * 1e12 * judge.gpus) / 3600 + \
+        w["judge_out"] / 32 * (2 * params) / (BW_EFFICIENCY * gpu.hbm_tbps * 1e12 * judge.gpus) / 3600
+    per_gpu = round(_gb(2 * params) / judge.gpus + FIXED_GPU_GB + 8, 1)   # weights + KV cache for ~32 judgements
+    return Job(out, exp.name, exp.paper(), "judged_eval", judge.gpus, gt, int(w["judge_in"] + w["judge_out"]),
+               per_gpu, 8.0, 8.0, round(hours * judge.gpus, 2), 0.01)
+
+
+def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
+    """Per paper (or experiment): the judgements the judged protocols ask, their tokens, and the
+    dollars of the API judges at configs/judges.yaml's prices (served and offline judges cost
+    no dollars; a served judge's GPU-hours are its judged_eval jobs)."""
+    out: dict[str, dict] = {}
+    for exp in dag.experiments.values():
+        if not exp.judged:
+            continue
+        p = out.setdefault(exp.paper() or exp.name, {"judgements": 0, "judge_input_tokens": 0,
+                                                     "judge_output_tokens": 0, "judge_usd": 0.0, "unpriced": []})
+        for protocol in exp.judged.protocols:
+            judge = exp.judged.judges[protocol]
+            w = judged_work(exp, protocol)
+            k = len(exp.judged.runs)
+            p["judgements"] += k * w["judgements"]
+            p["judge_input_tokens"] += k * w["judge_in"]
+            p["judge_output_tokens"] += k * w["judge_out"]
+            if judge.kind != "api":
+                continue
+            price = (prices or {}).get(judge.model)
+            if price is None:
+                p["unpriced"] = sorted(set(p["unpriced"]) | {judge.model})
+                continue
+            p["judge_usd"] = round(p["judge_usd"] + k * (w["judge_in"] * price[0] + w["judge_out"] * price[1]) / 1e6, 2)
+    return out
+
+
 # -- every job of a DAG ---------------------------------------------------------------------
 def jobs_of(dag, gpu_type: str | None = None, before: bool = False) -> list[Job]:
     """One estimate per GPU job of the DAG (shared jobs once, under the first experiment).
@@ -617,6 +714,13 @@ def jobs_of(dag, gpu_type: str | None = None, before: bool = False) -> list[Job]
                                      "evaluate_protocol_released", before))
         for job in analysis_jobs(exp, base, gpu_type, before).values():
             add(job)
+        if exp.judged:
+            for protocol in exp.judged.protocols:
+                for who in exp.judged.runs:
+                    add(judged_answers_job(exp, who, protocol, base, gpu_type, before))
+                    job = judged_eval_job(exp, who, protocol, base, gpu_type)
+                    if job.gpus:
+                        add(job)
     return list(out.values())
 
 
@@ -654,6 +758,10 @@ def job_for(dag, rule: str, wc: dict) -> Job:
     exp = dag.experiments[wc["exp"]]
     if rule == "train":
         return train_job(exp, wc["run"], base)
+    if rule == "judged_answers":
+        return judged_answers_job(exp, wc["who"], wc["judged"], base)
+    if rule == "judged_eval":
+        return judged_eval_job(exp, wc["who"], wc["judged"], base)
     if rule.startswith("evaluate"):
         who = wc.get("run") or wc.get("who") or f"base~{wc['model']}"
         protocol = wc.get("protocol") or wc.get("gen_protocol") or "offline"

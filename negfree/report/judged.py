@@ -1,0 +1,69 @@
+"""The judged table of one experiment: every (run, judged protocol) result of negfree judged-eval,
+with its interval, its judge and whether that judge is the paper's.
+
+A number judged by another model than the paper's judge is marked in the table ("not the
+paper's judge"), and an offline judge's numbers are labelled as meaningless for quality: they
+show that the pipeline ran, nothing about the answers.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from negfree.common.io import atomic_write_text, read_json
+from negfree.report.html import write_markdown_page
+
+COLUMNS = ("run", "protocol", "metric", "value", "ci_low", "ci_high", "n", "failed", "mean_length_chars",
+           "judge", "judge_model", "paper_judge", "judge_note")
+FORMAT = "negfree-judged-result/1"
+
+
+def _row(path: str, run: str, paper_judges: dict[str, str]) -> dict:
+    res = read_json(path)
+    if not isinstance(res, dict) or res.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a result of negfree judged-eval (format {FORMAT})")
+    judge = res.get("judge") or {}
+    protocol = res["protocol"]
+    paper = paper_judges.get(protocol)
+    if res.get("judge_is_offline"):
+        note = "OFFLINE judge (a hash, not a model): the number says nothing about quality"
+    elif paper and judge.get("model") != paper:
+        note = f"not the paper's judge ({paper})"
+    else:
+        note = "the paper's judge" if paper else ""
+    return {"run": run, "protocol": protocol, "metric": res["metric"], "value": res["value"],
+            "ci_low": res.get("ci_low"), "ci_high": res.get("ci_high"), "n": res.get("n"),
+            "failed": res.get("failed"), "mean_length_chars": (res.get("output_length") or {}).get("mean_chars"),
+            "judge": judge.get("name"), "judge_model": judge.get("model"), "paper_judge": paper or "",
+            "judge_note": note}
+
+
+def _fmt(v, digits: int = 1) -> str:
+    return "" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def judged_table(results: list[tuple[str, str]], out_csv: str | Path, out_md: str | Path, *,
+                 paper_judges: dict[str, str] | None = None, scale: str | None = None) -> list[dict]:
+    """``results``: (result JSON, run name) pairs; ``paper_judges``: protocol -> the paper's judge model."""
+    rows = [_row(path, run, paper_judges or {}) for path, run in results]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out_csv, buf.getvalue())
+    lines = ["# Judged protocols", ""]
+    if scale:
+        lines += [f"Scale: {scale}", ""]
+    if any(r["judge_note"].startswith("OFFLINE") for r in rows):
+        lines += ["**Offline judge:** these numbers come from negfree_offline_judge, a hash of the request and "
+                  "not a model. They show that generation, judging, caching and aggregation ran end to end; "
+                  "they say nothing about the answers' quality.", ""]
+    lines += ["| run | protocol | metric | value | 95% interval | n | failed | mean length (chars) | judge | note |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r["ci_low"] is not None else ""
+        lines.append(f"| {r['run']} | {r['protocol']} | {r['metric']} | {_fmt(r['value'])} | {ci} | {_fmt(r['n'])} | "
+                     f"{_fmt(r['failed'])} | {_fmt(r['mean_length_chars'], 0)} | {r['judge']} | {r['judge_note']} |")
+    write_markdown_page(out_md, "\n".join(lines) + "\n")
+    return rows
