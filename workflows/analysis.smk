@@ -31,6 +31,8 @@ def claims_evals(exp):
     """Every evaluation the ledger reads: the paper protocols' results of the paper's experiments
     (runs, base model, released checkpoints, the seeds preset's replicates) and the offline twin's."""
     out = [path for e in paper_experiments(exp) for path, _ in protocol_evals(e)]
+    out += [e.judged.result(e.runs_root, r, p) for e in paper_experiments(exp) if e.judged
+            for p in e.judged.protocols for r in e.judged.runs]
     if "offline" in exp.protocols:
         out += [eval_json(exp, r) for r in exp.evaluated_runs()]
     return list(dict.fromkeys(out))

@@ -324,6 +324,20 @@ def item_evals(wildcards):
             for r in exp.item_runs(item_of(wildcards))]
 
 
+def item_judged_paths(wildcards):
+    """The judged results one paper table reads: <run>/eval/<protocol>.json of its rows' runs that the
+    experiment judges, for the judged protocols the item shows; given to paper-table as JSON (the judge)."""
+    from negfree.report.paper_table import item_judged
+
+    exp = exp_of(wildcards)
+    if exp.judged is None:
+        return []
+    item = item_of(wildcards)
+    wanted = [p for p in exp.judged.protocols if p in item_judged(item)]
+    return [exp.judged.result(exp.runs_root, r, p) for p in wanted for r in exp.item_runs(item)
+            if r in exp.judged.runs]
+
+
 def item_eval_paths(wildcards):
     return [path for path, _ in item_evals(wildcards)]
 

@@ -79,6 +79,7 @@ rule item_evals:
 rule paper_table:
     input:
         evals="results/tables/{exp}/paper~{item}.evals.csv",
+        judged=item_judged_paths,
     output:
         md="results/tables/{exp}/paper~{item}.md",
         html=report("results/tables/{exp}/paper~{item}.html", caption="../report/paper_table.rst",
@@ -92,7 +93,7 @@ rule paper_table:
     log:
         "logs/{exp}/paper_table/{item}.log",
     shell:
-        "{NEGFREE} paper-table --item {params.item} --evals {input.evals} {params.rows} --scale {params.scale:q} "
+        "{NEGFREE} paper-table --item {params.item} --evals {input.evals} {input.judged} {params.rows} --scale {params.scale:q} "
         "--out-md {output.md} --out-csv {output.csv} --out-tex {output.tex}" + LOG
 
 

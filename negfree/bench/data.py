@@ -20,7 +20,7 @@ batches of 16 sequences) on two length distributions:
 
 Definitions (the same code paths the stages use where they exist):
 - ``score_before``: the old scorer, sequences in record order, ``score.batch_size`` per
-  batch; ``score_after``: negfree.score.reference.plan_batches (sorted, token budget), what
+  batch; ``score_after``: negfree.common.batching.plan_batches (sorted, token budget), what
   ``negfree score`` runs.
 - ``train_before``: padded micro-batches (negfree/train/loop.py without packing or
   bucketing): a seeded random order of prompts, ``micro_batch_size`` prompts per micro-batch,
@@ -59,7 +59,7 @@ KEYS = ("padding_ratio_train_before", "padding_ratio_train_after", "padding_rati
         "attention_ratio_packed_varlen", "padding_ratio_train_packed_capacity", "attention_ratio_packed_capacity")
 NOTES = ("padding_ratio_train_after is what the trainer computes under the config's settings (train.packing: "
          "the real tokens only, 1.0; else length bucketing or padding). padding_ratio_score_after is what negfree "
-         "score runs (negfree.score.reference.plan_batches). attention_ratio_*: query-key pairs of packed micro-batches over "
+         "score runs (negfree.common.batching.plan_batches). attention_ratio_*: query-key pairs of packed micro-batches over "
          "the padded ones (dense: sdpa/eager masks; varlen: flash-attention). Top-level values: the worse of the "
          "datasets.")
 

@@ -5,7 +5,7 @@ Both modes run in one process on the same model, the same sequences and the same
 
 - ``unsorted``: sequences in record order, ``--batch-size`` per batch (the scorer before
   issue 15);
-- ``sorted``: negfree.score.reference.plan_batches, longest first under a budget of ``--batch-size x
+- ``sorted``: negfree.common.batching.plan_batches, longest first under a budget of ``--batch-size x
   --max-len`` padded positions (what ``negfree score`` runs).
 
 ``speedup_vs_unsorted`` = unsorted seconds / sorted seconds, the fastest of ``--repeats``

@@ -43,6 +43,10 @@ evaluations under ``<run>/eval/``, mapped as the paper tables map them). A selec
 (negfree/report/paper_numbers/) within a per-benchmark tolerance (claims.yaml
 ``paper_value_tolerance``, [ours]); where our protocol differs from the paper's (judge,
 shot count, harness, a subset of the items) there is no verdict and the reason says which.
+The judged benchmarks (Arena-Hard, MT-Bench, WildBench: negfree judged-eval) count only with the
+paper's judge: another model's numbers give at best ``inconclusive`` ("judge differs from the
+paper's (<used> vs <paper>)"), never ``reproduced``; the offline judge's make a claim ``not
+checkable`` (see ``_judged_columns``).
 Same inputs, same bytes: values are rounded to 6 significant digits before judging, and the
 bootstrap's seed is fixed.
 """
@@ -619,14 +623,175 @@ def _seed_dirs(run_dir: Path) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------ judged benchmarks
+# The judged protocols' results (negfree judged-eval: <run>/eval/<arena_hard|mt_bench|wildbench>.json,
+# negfree/report/paper_table.py METRIC_SOURCES with ``judged``) name their judge. A claim on them is
+# judged only as the paper's judge judged it:
+#   the offline judge        not checkable (a hash, not a model), the reason naming both judges;
+#   another model            at best inconclusive, never reproduced (nor contradicted): the reason says
+#                            "judge differs from the paper's (<used> vs <paper>)" and what the interval read;
+#                            a paper_value check gives no verdict (the protocols differ);
+#   the paper's judge        the usual rules.
+# Per-item scores, for paired intervals over test items: MT-Bench per question (its two turns'
+# ratings, judgements.jsonl), Arena-Hard's win rate per prompt (its games' weighted wins over
+# weights: the benchmark's BT win rate against the one baseline is their ratio); the LC win rate
+# (a fitted model) and the WB-Score (a weighted macro over task groups) have none: over training
+# seeds only, and a paper_value check reads the result's own bootstrap interval. Lengths (bnf
+# Table 5) are no judge's: per answer, from the answer file, whoever judged.
+_RESULT_KEY = {"win_rate": "win_rate", "lc_win_rate": "lc_win_rate", "score": "score",
+               "wb_score_task_macro": "wb_score"}
+_NO_ITEMS = {"lc_win_rate": "the Arena-Hard LC win rate is a fitted model over all battles (length control), not a "
+                            "mean of per-prompt scores",
+             "wb_score_task_macro": "the WB-Score is a weighted macro over task groups; the result keeps no "
+                                    "tasks' tags"}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _judgements(path: Path, rec: dict) -> list[dict]:
+    from negfree.report.items import NoItems
+
+    jpath = path.with_name(rec.get("judgements") or f"{path.stem}.judgements.jsonl")
+    if not jpath.is_file():
+        raise NoItems(f"{path} has no per-item judgements ({jpath.name})")
+    return _read_jsonl(jpath)
+
+
+def _judged_items(path: Path, rec: dict, metric: str) -> tuple[list, np.ndarray, object, float]:
+    """(ids, per-item rows, reduce, unit) of a judged score whose per-item scores make it, or NoItems."""
+    from negfree.report.items import NoItems
+
+    if metric == "score":                                   # MT-Bench: per question, its turns' ratings
+        by_q: dict[str, dict] = {}
+        for r in _judgements(path, rec):
+            qid, _, turn = str(r["id"]).rpartition("/turn")
+            if not r.get("ok") or r.get("verdict") is None:
+                raise NoItems(f"{path.name}: judgement {r['id']} failed; no per-question scores")
+            by_q.setdefault(qid, {})[int(turn)] = float(r["verdict"])
+        if len({len(v) for v in by_q.values()}) != 1:
+            raise NoItems(f"{path.name}: the questions have different numbers of rated turns")
+        ids = list(by_q)
+        return ids, np.asarray([[v[t] for t in sorted(v)] for v in by_q.values()]), lambda m: m.mean(axis=1), 1.0
+    if metric == "win_rate":                                # Arena-Hard: per prompt, sum w*y and sum w
+        from negfree.evaluate.judge.aggregate import arena_hard_battles
+
+        games: dict[str, dict] = {}
+        for r in _judgements(path, rec):
+            qid, _, game = str(r["id"]).rpartition("/")
+            games.setdefault(qid, {})[game] = r.get("verdict") if r.get("ok") else None
+        weight = ((rec.get("results") or {}).get("win_rate") or {}).get("weight")
+        b = arena_hard_battles([{"model_as_a": g.get("model_as_a"), "model_as_b": g.get("model_as_b")}
+                                for g in games.values()], **({"weight": int(weight)} if weight else {}))
+        n = len(games)
+        wy = np.bincount(b["prompt"], weights=b["w"] * b["y"], minlength=n)
+        w = np.bincount(b["prompt"], weights=b["w"], minlength=n)
+        keep = w > 0
+        return ([q for q, k in zip(games, keep) if k], np.column_stack([wy, w])[keep],
+                lambda m: m[:, 0] / m[:, 1], 100.0)
+    raise NoItems(_NO_ITEMS.get(metric, f"no per-item scores of {metric}"))
+
+
+def _length_items(run_dir: Path, judged: str, metric: str) -> tuple[list, np.ndarray]:
+    """Per-answer lengths from the answer file (negfree judged-answers), as the result counts them."""
+    from negfree.evaluate.judge.aggregate import WB_TRUNCATED
+    from negfree.report.items import NoItems
+
+    path = run_dir / "judged" / f"{judged}.answers.jsonl"
+    if not path.is_file():
+        raise NoItems(f"no answer file {path} (the lengths per answer)")
+    ids, vals = [], []
+    for r in _read_jsonl(path):
+        if metric == "mean_length_tokens":
+            if not isinstance(r.get("n_tokens"), list):
+                raise NoItems(f"{path.name}: answer {r.get('question_id')} has no token counts")
+            vals.append(float(sum(r["n_tokens"])))
+        else:       # WildBench's leaderboard Length: characters, the truncated and empty answers left out
+            out = str((r.get("turns") or [""])[0]).strip()
+            if not out or out.endswith(WB_TRUNCATED):
+                continue
+            vals.append(float(len(out)))
+        ids.append(str(r.get("question_id")))
+    if not ids:
+        raise NoItems(f"{path.name} has no answer to measure")
+    return ids, np.asarray(vals).reshape(-1, 1)
+
+
+def _judged_columns(run_dir: Path, metric: str, paper: str | None) -> list | None:
+    """The columns of a judged benchmark's metric key (None: the key is no judged protocol's). Each
+    column carries ``judge`` (the model, or None for a length) and, where it has no per-item scores,
+    ``no_items`` (why) and ``result_ci`` (the result's own interval). Raises NoItems, the offline
+    judge included."""
+    from negfree.report.items import Column, NoItems
+    from negfree.report.paper_table import (JUDGED_FORMAT, LEADERBOARD_LENGTH, NOT_MEASURED_WHY, OFFLINE, PAPER,
+                                            judge_status, judged_source, paper_judge)
+
+    src = judged_source(metric)
+    if src is None:
+        if paper_judge(paper, metric) and metric in NOT_MEASURED_WHY:
+            raise NoItems(f"'{metric}' is not measured: {NOT_MEASURED_WHY[metric]}")
+        return None
+    path = run_dir / "eval" / f"{src.judged}.json"
+    if not path.is_file():
+        raise NoItems(f"no evaluation {path}")
+    rec = json.loads(path.read_text())
+    if rec.get("format") != JUDGED_FORMAT:
+        raise NoItems(f"{path}: not a result of negfree judged-eval ({JUDGED_FORMAT})")
+    ours = {m["metric"]: m.get("value") for m in rec.get("metrics") or []}
+    length = rec.get("output_length") or {}
+    if src.judge_free:
+        reported = length.get("leaderboard_mean_chars") if src.metric == LEADERBOARD_LENGTH else ours.get(src.metric)
+        ids, x = _length_items(run_dir, src.judged, src.metric)
+        if reported is None or abs(float(x.mean()) - float(reported)) > 1e-6:
+            answers = path.parent.parent / "judged" / f"{src.judged}.answers.jsonl"
+            raise NoItems(f"the {len(ids)} answers of {answers} average {x.mean():.6g}, the result reports {reported}")
+        col = Column(metric, src.protocol, path, ids, x, 1.0, None, False, rec,
+                     f"{src.protocol}/{src.metric} (answer lengths, no judge)")
+        col.judge = None
+        return [col]
+    judge = rec.get("judge") or {}
+    model = str(judge.get("model") or "")
+    pj = paper_judge(paper, metric)
+    status, why = judge_status(model, bool(rec.get("judge_is_offline") or judge.get("offline")), pj)
+    if status == OFFLINE:
+        raise NoItems(f"{path} was judged by the {why}")
+    value = ours.get(src.metric)
+    if value is None:
+        raise NoItems(f"{path} reports no {src.metric}")
+    res = (rec.get("results") or {}).get(_RESULT_KEY.get(src.metric, src.metric)) or {}
+    try:
+        ids, x, reduce, unit = _judged_items(path, rec, src.metric)
+        col = Column(metric, src.protocol, path, ids, x, unit, reduce, False, rec,
+                     f"{src.protocol}/{src.metric} judged by {model or 'an unrecorded judge'}")
+        if abs(col.value - float(value)) > 1e-6 * max(1.0, abs(float(value))):
+            raise NoItems(f"the {len(ids)} items of {path.name} give {col.value:.6g}, the result reports {value}")
+        col.no_items = None
+    except NoItems as e:
+        col = Column(metric, src.protocol, path, ["(the whole benchmark)"], np.asarray([[float(value)]]), 1.0, None,
+                     False, rec, f"{src.protocol}/{src.metric} judged by {model or 'an unrecorded judge'}")
+        col.no_items = str(e)
+    iv = res.get("interval") or {}
+    col.result_ci = ((float(res["ci_low"]), float(res["ci_high"]),
+                      f"the result's own {iv.get('method', 'interval')} over {iv.get('unit', 'items')}s")
+                     if res.get("ci_low") is not None and res.get("ci_high") is not None else None)
+    col.judge, col.judge_note = model, (why if status != PAPER else "")
+    return [col]
+
+
 def _columns(ctx, run_dir: Path, metric: str, protocols) -> list:
-    """The per-item columns of ``metric`` in one run's evaluations (cached); raises NoItems."""
+    """The per-item columns of ``metric`` in one run's evaluations (cached); raises NoItems. A judged
+    benchmark's column whose judge is not the paper's is noted in ``ctx.judge_notes`` (the claim's
+    verdict is capped, evaluate_claim)."""
     from negfree.report.items import NoItems, column
 
-    key = (str(run_dir), metric, protocols)
+    paper = getattr(ctx, "claim_paper", None)
+    key = (str(run_dir), metric, protocols, paper)
     if key not in ctx._columns:
         try:
-            cols = column(run_dir, metric, protocols)
+            cols = _judged_columns(Path(run_dir), metric, paper)
+            if cols is None:
+                cols = column(run_dir, metric, protocols)
             for c in cols:
                 if c.protocol == "alpaca_eval2" and c.record.get("annotator") != PAPER_JUDGE:
                     raise NoItems(f"{c.path} was judged by {c.record.get('annotator')}, not AlpacaEval 2's GPT-4 Turbo "
@@ -637,6 +802,9 @@ def _columns(ctx, run_dir: Path, metric: str, protocols) -> list:
     got = ctx._columns[key]
     if isinstance(got, Exception):
         raise got
+    notes = getattr(ctx, "judge_notes", None)
+    if notes is not None:
+        notes += [c.judge_note for c in got if getattr(c, "judge_note", "")]
     return got
 
 
@@ -734,6 +902,11 @@ def _bench_pair(ctx, check, metric, sa, sb, kind, item=None, b_item=None) -> Jud
         verdict, expect, slack, est, lo, hi = _verdict_of(kind, check, est, lo, hi, float(np.mean(list(VB.values()))))
         return Judged(verdict, f"{shown}; {what}: {_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}], {n} seeds {design}; {expect}",
                       n_seeds=n, estimate=est, ci=(lo, hi), slack=slack, uncertainty=SEEDS)
+    no_items = [c.no_items for c in A0 + B0 if getattr(c, "no_items", None)]
+    if no_items:
+        return _bench_nc(metric, f"{no_items[0]}: no interval over test items; over training seeds it needs "
+                                 f"{MIN_SEEDS} seeds of each side", f"{metric} ({src}) {la}: {listed(VA)}; "
+                                                                     f"{lb}: {listed(VB)}")
     try:
         iv = compare(A0, B0, "log_ratio" if kind == "ratio" else "diff", factor)
     except NoItems as e:
@@ -909,7 +1082,8 @@ def check_paper_value(ctx, check, claim) -> Judged:
                 parts.append(_bench_nc(metric, str(e)))
                 continue
             band = f"the paper's {_fmt(pv)} +- {_fmt(tol)} ([ours]: {why_tol})"
-            differs = _protocol_differs(metric, cols)
+            differs = "; ".join(c.judge_note for c in cols if getattr(c, "judge_note", "")) \
+                or _protocol_differs(metric, cols)
             if differs:
                 ours = float(np.mean([c.value for c in cols]))
                 parts.append(_nc(f"paper value {metric} of {_sel_str(sel)}: no verdict, the protocols differ: "
@@ -926,6 +1100,14 @@ def check_paper_value(ctx, check, claim) -> Judged:
                 n, est, lo, hi, _ = _interval(vals, None, lambda a: a)
                 how = f"{n} seeds: " + ", ".join(f"seed {s} {_fmt(v)}" for s, v in sorted(vals.items()))
                 unc, ns = SEEDS, n
+            elif any(getattr(c, "no_items", None) for c in cols):     # a judged score with its own interval only
+                ci = cols[0].result_ci if len(cols) == 1 else None
+                if ci is None:
+                    parts.append(_bench_nc(metric, f"{cols[0].no_items}, and the result gives no interval"))
+                    continue
+                est, lo, hi = _r6(cols[0].value), _r6(ci[0]), _r6(ci[1])
+                trained = "an untrained model" if None in seeds else "one training seed"
+                how, unc, ns = f"{ci[2]}, {trained}", TEST_ITEMS, 1
             else:
                 iv = score_interval(cols)
                 est, lo, hi = _r6(iv.estimate), _r6(iv.low), _r6(iv.high)
@@ -1090,8 +1272,18 @@ def evaluate_claim(ctx: Context, claim: dict) -> dict:
                    scale="analytic (loss code and registry; no training)",
                    reason="autograd through negfree.losses / the method registry: a check of our code")
         return row
-    ctx.claim_paper = claim.get("paper")
+    ctx.claim_paper, ctx.judge_notes = claim.get("paper"), []
     res = evaluate_check(ctx, check, claim)
+    judge_notes = list(dict.fromkeys(ctx.judge_notes))
+    ctx.judge_notes = None
+    if judge_notes:     # another judge than the paper's: never reproduced (nor contradicted)
+        note = "; ".join(judge_notes)
+        if res.verdict in (REPRODUCED, CONTRADICTED):
+            res.reason = (f"{note}: with that judge the interval reads {res.verdict}, which is no verdict on the "
+                          f"paper's claim" + (f"; {res.reason}" if res.reason else ""))
+            res.verdict = INCONCLUSIVE
+        elif note not in res.reason:
+            res.reason = f"{note}; {res.reason}" if res.reason else note
     # a judged benchmark reaches a verdict only through the paper's judge (_columns refuses others)
     missing = [REQUIREMENTS[r] for r in _as_list(claim.get("requires"))
                if r in REQUIREMENTS and not (r == "judge" and res.verdict != NOT_CHECKABLE)]

@@ -28,6 +28,14 @@ The paper's average columns are recomputed from our per-task values by the paper
 rule (``AVERAGE_RULES``) only when every averaged column is present, else left
 empty with the reason in the notes.
 
+The judged protocols (Arena-Hard v0.1, MT-Bench, WildBench v2: ``negfree judged-eval``, one
+``<run>/eval/<arena_hard|mt_bench|wildbench>.json`` of format negfree-judged-result/1 per run)
+fill asft Table 2 and bnf Tables 4-6. Their JSON names the judge; the tidy CSV of ``eval-csv``
+does not, so the table reads those JSONs themselves (``--evals`` takes both). Every judged cell
+names its judge (``[J1]``, listed under the table); a judge other than the paper's
+(``PAPER_JUDGES``) is marked ``*``, the offline judge ``†``, and a judged row read from a CSV,
+whose judge is not recorded, ``*`` too. Lengths (bnf Table 5) are the answers', no judge's.
+
 The result is a long DataFrame (one row per paper row x paper column) with
 ``df.attrs`` holding the layout (column order, labels, runs, notes); the writers
 render it as Markdown (one row per paper row, each cell ``paper / ours / diff``),
@@ -51,7 +59,7 @@ from negfree.report.html import write_markdown_page
 
 EVAL_COLUMNS = ("run", "protocol", "task", "metric", "value", "stderr", "n")
 LONG_COLUMNS = ["item", "row", "label", "model", "setting", "method", "run", "metric", "metric_label",
-                "unit", "paper", "ours", "diff", "status", "source", "note"]
+                "unit", "paper", "ours", "diff", "status", "source", "note", "judge", "paper_judge", "judge_tag"]
 
 OK, NOT_RUN, NOT_MEASURED, MISSING = "ok", "not run", "not measured", "missing"
 
@@ -62,16 +70,23 @@ class Source:
     """Our result row (protocol, task, metric) that gives a paper metric key.
 
     ``protocol`` and ``task`` may be fnmatch patterns (textsim protocols are named
-    ``textsim_<dataset>``). ``factor`` converts our value to the paper's unit."""
+    ``textsim_<dataset>``). ``factor`` converts our value to the paper's unit.
+    ``judged``: the judged protocol whose result file (``<run>/eval/<judged>.json``) holds the
+    value; ``judge_free``: the value is no judge's (an answer length), whoever judged the file."""
     paper_key: str
     protocol: str
     task: str
     metric: str
     factor: float
     note: str = ""
+    judged: str = ""
+    judge_free: bool = False
 
 
 PCT = 100.0   # lm-eval fraction -> the paper's percent
+JUDGED_FORMAT = "negfree-judged-result/1"
+# a row the table adds when it reads a WildBench result JSON: output_length.leaderboard_mean_chars
+LEADERBOARD_LENGTH = "leaderboard_mean_length_chars"
 
 METRIC_SOURCES: tuple[Source, ...] = (
     # dft.txt Table 7 (A.5): Tables 2, 3, 4, 8-12 and Fig. 7
@@ -115,6 +130,31 @@ METRIC_SOURCES: tuple[Source, ...] = (
     Source("rouge1", "textsim_*", "*", "rouge1", 1.0),
     Source("rouge2", "textsim_*", "*", "rouge2", 1.0),
     Source("rougeL", "textsim_*", "*", "rougeL", 1.0),
+    # The judged protocols (negfree judged-eval; its metrics rows, in percent / points already).
+    # asft.txt Table 2: Arena-Hard v0.1 win rate; MT-Bench, the GPT-4 judge's column
+    Source("arena_hard/win_rate", "arena_hard_v0.1", "arena_hard_v0.1", "win_rate", 1.0, judged="arena_hard"),
+    Source("mt_bench/score_gpt4", "mt_bench", "mt_bench", "score", 1.0,
+           "MT-Bench: single-answer grading, the mean of both turns' ratings over the 80 questions (FastChat)",
+           judged="mt_bench"),
+    # bnf.txt Tables 4 and 6: Arena-Hard LC (and WR above), WildBench v2 WB-Score (task macro)
+    Source("arena_hard/lc_win_rate", "arena_hard_v0.1", "arena_hard_v0.1", "lc_win_rate", 1.0,
+           "Arena-Hard LC: [ours] the length covariate in characters of both answers (the benchmark counts "
+           "tiktoken tokens) and standardised over this model's battles alone (the benchmark: over every model "
+           "in its judgment folder); see the result's lc_win_rate.length_unit_note",
+           judged="arena_hard"),
+    Source("wildbench/score", "wildbench_v2", "wildbench_v2", "wb_score_task_macro", 1.0,
+           "Wild-Bench Score: WildBench v2 WB-Score, the leaderboard's WB_score.task_macro", judged="wildbench"),
+    # bnf.txt Table 5: mean answer lengths. WB: WildBench's leaderboard Length, characters of the
+    # answers, truncated and empty ones left out (aggregate.wildbench_score; the paper's base rows are
+    # that column); AH: Arena-Hard's length is tokens (tiktoken, gpt-3.5-turbo encoding)
+    Source("wildbench/avg_length", "wildbench_v2", "wildbench_v2", LEADERBOARD_LENGTH, 1.0,
+           "WB length: characters of the answers, truncated and empty ones left out, as WildBench's leaderboard "
+           "Length (the paper's base rows are that column); no judge", judged="wildbench", judge_free=True),
+    Source("arena_hard/avg_length", "arena_hard_v0.1", "arena_hard_v0.1", "mean_length_tokens", 1.0,
+           "AH length: tokens, but of the model's own tokenizer (the answer file's n_tokens): Arena-Hard counts "
+           "tiktoken tokens (gpt-3.5-turbo encoding), so ours is the paper's unit with another tokenizer "
+           "(a smaller vocabulary, such as Mistral's, counts more tokens); no judge",
+           judged="arena_hard", judge_free=True),
 )
 
 # item id -> the protocols whose results may fill its cells
@@ -126,10 +166,61 @@ ITEM_PROTOCOLS: dict[str, tuple[str, ...]] = {
     "dft/fig2a_fig5": ("alpaca_eval2",),
     "ift/table2": ("alpaca_eval2",),
     "ift/table3": ("openllm_ift",),
-    "bnf/table4": ("bnf_reasoning",),
-    "bnf/table6": ("bnf_reasoning",),
+    "bnf/table4": ("bnf_reasoning", "arena_hard_v0.1", "wildbench_v2"),
+    "bnf/table5": ("wildbench_v2", "arena_hard_v0.1"),
+    "bnf/table6": ("bnf_reasoning", "arena_hard_v0.1", "wildbench_v2"),
+    "asft/table2": ("arena_hard_v0.1", "mt_bench"),
     "asft/table3": ("textsim_*",),
 }
+
+# (paper, paper key) -> the judge model the paper used for that column. Kept equal to
+# configs/judges.yaml paper_judges (tests/test_judged_tables.py), which the DAG's default judge asks.
+PAPER_JUDGES: dict[tuple[str, str], str] = {
+    ("asft", "arena_hard/win_rate"): "gpt-4-1106-preview",   # asft.txt Table 1-2: GPT-4 Turbo
+    ("asft", "mt_bench/score_gpt4"): "gpt-4",                # the GPT-4 column (FastChat's default judge)
+    ("asft", "mt_bench/score_gpt4_turbo"): "gpt-4-1106-preview",
+    ("bnf", "arena_hard/win_rate"): "gpt-4o-mini",           # bnf.txt Sec. 4 and footnote 2
+    ("bnf", "arena_hard/lc_win_rate"): "gpt-4o-mini",
+    ("bnf", "wildbench/score"): "gpt-4o-2024-05-13",         # "GPT-4o"; (05-13) in its Table 1
+    ("bnf", "wildbench/elo"): "gpt-4o-2024-05-13",
+}
+PAPER, OTHER, OFFLINE, UNKNOWN = "paper's judge", "other judge", "offline judge", "judge not recorded"
+MARKS = {PAPER: "", OTHER: "*", OFFLINE: "†", UNKNOWN: "*"}
+
+
+def paper_judge(paper_or_item: str | None, key: str) -> str | None:
+    """The judge the paper used for a paper metric key (None: no judged column of that paper)."""
+    return PAPER_JUDGES.get(((paper_or_item or "").split("/")[0], key))
+
+
+def judged_source(key: str) -> Source | None:
+    """The judged protocol's source of a paper key (None: not a judged protocol's result)."""
+    return next((s for s in METRIC_SOURCES if s.paper_key == key and s.judged), None)
+
+
+def item_judged(item: str) -> list[str]:
+    """The judged protocols (arena_hard, mt_bench, wildbench) whose result files a paper item reads:
+    the workflow passes those ``<run>/eval/<judged>.json`` to ``negfree paper-table``."""
+    iid = paper_numbers.resolve(item)[0] if item in paper_numbers.aliases() else item
+    pats = ITEM_PROTOCOLS.get(iid, ())
+    return list(dict.fromkeys(s.judged for s in METRIC_SOURCES if s.judged and s.protocol in pats))
+
+
+def judge_status(judge: str | None, offline: bool, paper: str | None) -> tuple[str, str]:
+    """(status, note) of one judged number: PAPER, OTHER, OFFLINE or UNKNOWN, and a sentence that
+    names the judge used and the paper's."""
+    want = paper or "not stated"
+    if offline:
+        return OFFLINE, (f"OFFLINE judge {judge or 'negfree_offline_judge'} (a hash of the request, not a model): "
+                         f"judge differs from the paper's ({judge or 'negfree_offline_judge'} vs {want}); "
+                         "the number says nothing about quality")
+    if not judge:
+        return UNKNOWN, (f"judge not recorded (a tidy CSV row: pass the result JSON): cannot say it is the "
+                         f"paper's ({want})")
+    if paper is not None and judge == paper:
+        return PAPER, f"the paper's judge ({paper})"
+    return OTHER, f"judge differs from the paper's ({judge} vs {want})"
+
 
 # (paper key, protocol) -> the paper keys it averages (plain mean, in the paper's unit)
 AVERAGE_RULES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -143,14 +234,25 @@ AVERAGE_RULES: dict[tuple[str, str], tuple[str, ...]] = {
                              "gsm8k/exact_match,strict-match"),
 }
 
-# why a paper key is not measured (shown in the notes; keys may be fnmatch patterns)
+
+def _wb_elo_why() -> str:
+    from negfree.evaluate.judge.aggregate import wildbench_elo
+
+    return wildbench_elo()["reason"]
+
+
+# why a paper key is not measured (shown in the notes; keys may be fnmatch patterns; the first match wins)
 NOT_MEASURED_WHY: dict[str, str] = {
-    "avg_rank": "the average rank is over the paper's 8 columns and its block of methods; we measure "
-                "3 of the 8 columns (negfree.evaluate.protocols.average_rank ranks our runs among themselves)",
-    "crux/acc": "CRUX is not run (lm-eval's cruxeval samples at T=0.2 and executes model code)",
-    "wildbench/*": "Wild-Bench needs a GPT-4o judge: no protocol of ours runs it",
-    "arena_hard/*": "Arena-Hard needs an LLM judge: no protocol of ours runs it",
-    "mt_bench/*": "MT-Bench needs an LLM judge: no protocol of ours runs it",
+    "avg_rank": "the average rank is over the paper's 8 columns and its block of methods; two of them, "
+                "Wild-Bench Elo and CRUX, are not measured (negfree.evaluate.protocols.average_rank ranks our "
+                "runs among themselves)",
+    "crux/acc": "CRUX is not run: a maintained sandboxed harness for executing CRUX's code was not wired "
+                "(ZeroEval's CRUX, the paper's, runs model-generated code; lm-eval's cruxeval too, and samples "
+                "at T=0.2)",
+    "mt_bench/score_gpt4_turbo": "one judge per protocol today: evaluate.judged judges MT-Bench once per run, "
+                                 "with configs/judges.yaml's asft judge gpt-4 (the GPT-4 column); this column "
+                                 "needs the same answers judged again by GPT-4 Turbo",
+    "wildbench/elo": "not computable from one model's results: " + _wb_elo_why(),
     "alpacaeval/*": "AlpacaEval 1 is not run (only AlpacaEval 2: negfree alpaca-eval)",
     "alpacaeval2/avg_length": "the paper does not state the unit of its lengths; ours (mean_length_chars) "
                               "is not mapped",
@@ -190,9 +292,44 @@ def _why_not_measured(key: str, protocols: tuple[str, ...]) -> str:
 
 
 # ---------------------------------------------------------------------- our side
+JUDGE_COLUMNS = ("judge", "judge_name", "judge_offline")
+
+
+def judged_rows(path: str | Path, record: dict | None = None) -> list[dict]:
+    """The tidy rows of one judged result (negfree judged-eval, format negfree-judged-result/1), each
+    with its judge: ``judge`` (the model asked), ``judge_name`` (backend:model) and ``judge_offline``.
+    The run is the one the result names (``--run``: the run id, nested sweeps included). A WildBench
+    result adds LEADERBOARD_LENGTH, its leaderboard Length (``output_length.leaderboard_mean_chars``)."""
+    from negfree.evaluate.aggregate import rows_from_record, run_name
+
+    path = Path(path)
+    if record is None:
+        import json
+
+        record = json.loads(path.read_text())
+    if record.get("format") != JUDGED_FORMAT:
+        raise ValueError(f"{path}: not a result of negfree judged-eval (format {JUDGED_FORMAT})")
+    run = str(record.get("run") or run_name(path))
+    rows = rows_from_record(record, run)
+    length = (record.get("output_length") or {}).get("leaderboard_mean_chars")
+    if length is not None:
+        rows.append({"run": run, "protocol": record.get("protocol", ""), "task": record.get("protocol", ""),
+                     "metric": LEADERBOARD_LENGTH, "value": length, "stderr": None,
+                     "n": (record.get("output_length") or {}).get("n")})
+    judge = record.get("judge") or {}
+    offline = bool(record.get("judge_is_offline") or judge.get("offline"))
+    for r in rows:
+        r.update(judge=str(judge.get("model") or ""), judge_name=str(judge.get("name") or ""), judge_offline=offline)
+    return rows
+
+
 def load_evals(evals) -> pd.DataFrame:
     """Tidy evaluation rows from CSVs of ``negfree eval-csv`` and/or evaluation JSONs
-    (collected with ``aggregate.collect``), or from rows / a DataFrame given directly."""
+    (collected with ``aggregate.collect``; a judged result with its judge, ``judged_rows``), or
+    from rows / a DataFrame given directly. Columns EVAL_COLUMNS and JUDGE_COLUMNS (empty judge:
+    not recorded, as in a CSV)."""
+    import json
+
     from negfree.evaluate.aggregate import collect
 
     if isinstance(evals, pd.DataFrame):
@@ -212,7 +349,14 @@ def load_evals(evals) -> pd.DataFrame:
             if not path.is_file():
                 raise ValueError(f"evaluation file not found: {path}")
             if path.suffix.lower() == ".json":
-                frames.append(pd.DataFrame(collect([path]), columns=list(EVAL_COLUMNS)))
+                try:
+                    record = json.loads(path.read_text())
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: not valid JSON ({e})") from None
+                if isinstance(record, dict) and record.get("format") == JUDGED_FORMAT:
+                    frames.append(pd.DataFrame(judged_rows(path, record), columns=list(EVAL_COLUMNS + JUDGE_COLUMNS)))
+                else:
+                    frames.append(pd.DataFrame(collect([path]), columns=list(EVAL_COLUMNS)))
             else:
                 df = pd.read_csv(path, dtype={"run": str, "protocol": str, "task": str, "metric": str},
                                  keep_default_na=False, na_values={"value": [""], "stderr": [""], "n": [""]})
@@ -223,7 +367,7 @@ def load_evals(evals) -> pd.DataFrame:
                 frames.append(df)
     frames = [f for f in frames if len(f)]
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in EVAL_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in EVAL_COLUMNS + JUDGE_COLUMNS})
     df = pd.concat(frames, ignore_index=True)
     missing = [c for c in ("run", "protocol", "task", "metric", "value") if c not in df.columns]
     if missing:
@@ -231,8 +375,13 @@ def load_evals(evals) -> pd.DataFrame:
     for c in ("run", "protocol", "task", "metric"):
         df[c] = df[c].astype(str)
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
-    # the same result read twice (a CSV and its JSON) is fine; two different values are not
+    for c in ("judge", "judge_name"):
+        df[c] = df[c].fillna("").astype(str) if c in df.columns else ""
+    df["judge_offline"] = df["judge_offline"].fillna(False).astype(bool) if "judge_offline" in df.columns else False
+    # the same result read twice (a CSV and its JSON) is fine, the JSON's judge kept; two different
+    # values are not
     key = ["run", "protocol", "task", "metric"]
+    df = df.iloc[(df["judge"] == "").argsort(kind="stable")]
     df = df.drop_duplicates(subset=key + ["value"])
     dup = df[df.duplicated(subset=key, keep=False)]
     if len(dup):
@@ -243,10 +392,13 @@ def load_evals(evals) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _ours_by_run(evals: pd.DataFrame, protocols: tuple[str, ...]) -> dict[str, dict[str, tuple[float, str, str]]]:
-    """run -> paper key -> (value in the paper's unit (NaN: no value), source, note)."""
+def _ours_by_run(evals: pd.DataFrame, protocols: tuple[str, ...]) -> dict[str, dict[str, tuple]]:
+    """run -> paper key -> (value in the paper's unit (NaN: no value), source, note, judge), the
+    judge (model, backend:model, offline) for a judged source (None otherwise, and for lengths)."""
     srcs = sources_for(protocols)
     out: dict[str, dict] = {}
+    if "judge" not in evals.columns:
+        evals = evals.assign(judge="", judge_name="", judge_offline=False)
     for r in evals.itertuples(index=False):
         for s in srcs:
             if (fnmatch.fnmatchcase(r.protocol, s.protocol) and fnmatch.fnmatchcase(r.task, s.task)
@@ -257,7 +409,8 @@ def _ours_by_run(evals: pd.DataFrame, protocols: tuple[str, ...]) -> dict[str, d
                     raise ValueError(f"run {r.run!r}: both {got[s.paper_key][1]} and {where} map onto "
                                      f"{s.paper_key}: pass the results of one of them only")
                 v = float(r.value) * s.factor if r.value is not None and not math.isnan(r.value) else math.nan
-                got[s.paper_key] = (v, where, s.note)
+                judge = (r.judge, r.judge_name, bool(r.judge_offline)) if s.judged and not s.judge_free else None
+                got[s.paper_key] = (v, where, s.note, judge)
     return out
 
 
@@ -417,9 +570,30 @@ def paper_table(item: str, evals, row_map=None, scale: str = "") -> pd.DataFrame
                               f"{', '.join(rule)} (the paper's rule), only when all {len(rule)} are present")
         elif key not in mapped_keys:
             col_notes[key] = f"{label}: not measured ({_why_not_measured(key, protocols)})"
+        elif paper_judge(iid, key):
+            col_notes[key] = (f"{label}: judged by an LLM (negfree judged-eval); the paper's judge is "
+                              f"{paper_judge(iid, key)}; each cell names the judge that gave ours")
     for s in sources_for(protocols):
         if s.note and s.paper_key in metrics:
             col_notes.setdefault(f"src:{s.note}", s.note)
+    judges: dict[tuple, str] = {}      # (judge, backend:model, offline, paper's) -> tag
+    judge_lines: list[str] = []
+    judge_cols: dict[str, list[str]] = {}
+
+    def judge_tag(key: str, label: str, judge: tuple) -> tuple[str, str, str]:
+        """(tag, paper's judge, note) of one judged cell; the tag is listed under the table."""
+        model, name, offline = judge
+        pj = paper_judge(iid, key)
+        status, why = judge_status(model, offline, pj)
+        k = (model, name, offline, pj)
+        if k not in judges:
+            judges[k] = f"J{len(judges) + 1}{MARKS[status]}"
+            used = (f"{model} ({name})" if name and name != model else model) or "not recorded"
+            judge_lines.append(f"{judges[k]}: {used}: {why}")
+        judge_cols.setdefault(judges[k], [])
+        if label not in judge_cols[judges[k]]:
+            judge_cols[judges[k]].append(label)
+        return judges[k], pj or "", why
 
     def paper_cell(r: dict, key: str) -> tuple[float, str]:
         sel = paper[(paper.model == r["model"]) & (paper.setting == r["setting"])
@@ -436,7 +610,8 @@ def paper_table(item: str, evals, row_map=None, scale: str = "") -> pd.DataFrame
             p, unit = paper_cell(r, key)
             rec = {"item": item, "row": i + 1, "label": _row_label(rows, i), "model": r["model"],
                    "setting": r["setting"], "method": r["method"], "run": run or "", "metric": key,
-                   "metric_label": label, "unit": unit, "paper": p, "ours": math.nan, "source": "", "note": ""}
+                   "metric_label": label, "unit": unit, "paper": p, "ours": math.nan, "source": "", "note": "",
+                   "judge": "", "paper_judge": paper_judge(iid, key) or "", "judge_tag": ""}
             rule = next((AVERAGE_RULES[(key, pr)] for pr in protocols if (key, pr) in AVERAGE_RULES), None)
             if run is None:
                 rec.update(status=NOT_RUN, note="not run")
@@ -462,6 +637,9 @@ def paper_table(item: str, evals, row_map=None, scale: str = "") -> pd.DataFrame
                 notes.append(f"{_describe(rows, i)}, {label}: {run} has no value for {where}")
             else:
                 rec.update(status=OK, ours=have[key][0], source=have[key][1])
+                if have[key][3] is not None:
+                    tag, pj, why = judge_tag(key, label, have[key][3])
+                    rec.update(judge=have[key][3][0] or "not recorded", judge_tag=tag, note=why)
             rec["diff"] = rec["ours"] - rec["paper"] if not (math.isnan(rec["ours"]) or math.isnan(p)) else math.nan
             out.append(rec)
     df = pd.DataFrame(out, columns=LONG_COLUMNS)
@@ -482,6 +660,7 @@ def paper_table(item: str, evals, row_map=None, scale: str = "") -> pd.DataFrame
         rows=[{"row": i + 1, "label": _row_label(rows, i), "model": r["model"], "setting": r["setting"],
                "method": r["method"], "run": mapping.get(i, "")} for i, r in enumerate(rows)],
         column_notes=list(col_notes.values()), notes=notes,
+        judges=[f"{line} ({', '.join(judge_cols[line.split(':', 1)[0]])})" for line in judge_lines],
     )
     return df
 
@@ -498,7 +677,8 @@ def _fmt(v: float, unit: str, signed: bool = False) -> str:
 
 
 def _cell(rec) -> str:
-    return f"{_fmt(rec.paper, rec.unit)} / {_fmt(rec.ours, rec.unit)} / {_fmt(rec.diff, rec.unit, True)}"
+    tag = f" [{rec.judge_tag}]" if getattr(rec, "judge_tag", "") else ""
+    return f"{_fmt(rec.paper, rec.unit)} / {_fmt(rec.ours, rec.unit)}{tag} / {_fmt(rec.diff, rec.unit, True)}"
 
 
 def _layout(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -528,12 +708,17 @@ def _units(df: pd.DataFrame) -> str:
 def _header_lines(df: pd.DataFrame) -> list[str]:
     a = df.attrs
     runs = [f"{r['label']} ← {r['run']}" for r in a["rows"] if r["run"]]
-    return [
+    lines = [
         f"scale: {a['scale'] or 'unstated'}",
         f"protocol: {', '.join(a['protocols']) or 'none (no protocol of ours measures this item)'}",
         f"each cell: paper / ours / diff (ours − paper), in the paper's units ({_units(df)}); – = empty",
         f"runs: {'; '.join(runs) if runs else 'none'}",
     ]
+    if a.get("judges"):
+        lines.append("judged cells: [Jn] names the judge that gave ours (Judges, below); * = not the paper's "
+                     "judge (or not recorded), † = the offline judge: compare those numbers with the paper's only "
+                     "as a different measurement")
+    return lines
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -545,6 +730,8 @@ def to_markdown(df: pd.DataFrame) -> str:
     lines.append("| " + " | ".join(esc(h) for h in head) + " |")
     lines.append("|" + "|".join("---" if j < len(head) - len(a["metrics"]) else "---:" for j in range(len(head))) + "|")
     lines += ["| " + " | ".join(esc(c) for c in line) + " |" for line in body]
+    if a.get("judges"):
+        lines += ["", "Judges:", ""] + [f"- {esc(j)}" for j in a["judges"]]
     notes = list(a["column_notes"]) + list(a["notes"])
     if notes:
         lines += ["", "Notes:", ""] + [f"{k}. {n}" for k, n in enumerate(notes, 1)]
@@ -565,7 +752,8 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
 _TEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
             "→": r"$\rightarrow$", "←": r"$\leftarrow$", "−": "$-$", "–": "--", "↑": r"$\uparrow$",
-            "↓": r"$\downarrow$", "γ": r"$\gamma$", "α": r"$\alpha$", "β": r"$\beta$"}
+            "↓": r"$\downarrow$", "γ": r"$\gamma$", "α": r"$\alpha$", "β": r"$\beta$",
+            "†": r"\dag{}"}
 
 
 def tex_escape(text: str) -> str:
@@ -596,7 +784,8 @@ def to_latex(df: pd.DataFrame) -> str:
     minus = lambda c: re.sub(r"(?<![\w.])-(?=\d)", "$-$", c)  # noqa: E731
     lines += [" & ".join(minus(tex_escape(c)) for c in line) + r" \\" for line in body]
     lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip\raggedright"]
-    notes = _header_lines(df) + list(a["column_notes"]) + list(a["notes"])
+    notes = _header_lines(df) + [f"Judge {j}" for j in a.get("judges") or []] + list(a["column_notes"]) \
+        + list(a["notes"])
     lines.append(" \\\\\n".join(tex_escape(n) for n in notes) + r"\par")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
@@ -612,7 +801,8 @@ def main_paper_table(argv=None) -> None:
                                 description="one paper item with our values beside the paper's")
     p.add_argument("--item", required=True, help="paper item id, e.g. dft/table2 (negfree.report.paper_numbers)")
     p.add_argument("--evals", nargs="+", required=True,
-                   help="tidy CSVs of `negfree eval-csv` and/or evaluation JSONs")
+                   help="tidy CSVs of `negfree eval-csv` and/or evaluation JSONs; the judged protocols' result "
+                        "JSONs (negfree judged-eval) directly, so that each judged cell names its judge")
     p.add_argument("--row", action="append", default=[], metavar="LABEL_OR_METHOD=RUN",
                    help="put RUN in this printed row (label, method, #N; qualify with @MODEL or @SETTING); "
                         "repeatable. Default: the run method~X fills the one row whose method is X")

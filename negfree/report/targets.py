@@ -122,6 +122,9 @@ NEED_KINDS = {
     "declared_in": "{0} is an experiment of configs/papers.yaml",
     "paper_rows": "the paper prints {0[count]} rows of {0[item]} (negfree/report/paper_numbers)",
     "private_data": "private data: {0} (not checkable against the configs)",
+    "judged": "{0[experiment]} judges {0[protocols]} (evaluate.judged.protocols)",
+    "paper_judge": "configs/judges.yaml paper_judges names one judge for {0[paper]}'s {0[protocol]}: {0[judge]}",
+    "not_computable": "negfree/evaluate/judge/aggregate.py {0}() gives no value from one model's results",
 }
 # a phrase of the prose (case-insensitive) -> the need kinds, one of which must back it
 PHRASES = [
@@ -135,12 +138,22 @@ PHRASES = [
     (r"declared in", ("declared_in",)),
     (r"private", ("private_data",)),
     (r"prints? values for|prints? only", ("paper_rows",)),
+    (r"judged in the dag|are judged|is judged", ("judged",)),
+    (r"one judge", ("paper_judge",)),
+    (r"not computable", ("not_computable",)),
 ]
 CONFIG_PATH = re.compile(r"configs/[\w./-]+\.ya?ml")
 
 
+def _norm(name: str) -> str:
+    """wild_bench, Wild-Bench and wildbench are one protocol name."""
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
 def describe_need(need: dict) -> str:
     (kind, value), = need.items()
+    if isinstance(value, dict):
+        value = {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in value.items()}
     return NEED_KINDS[kind].format(value)
 
 
@@ -155,14 +168,20 @@ class ConfigFacts:
     protocols: set[str]          # the schema's evaluate.protocols enum
     lm_eval_tasks: list[str]     # the installed lm-eval's task names (its tasks/ tree)
     protocol_tasks: set[str]     # lm-eval tasks the DAG's protocols run
+    judged_protocols: set[str] = field(default_factory=set)    # the schema's evaluate.judged.protocols enum
+    judged: dict[str, set[str]] = field(default_factory=dict)  # experiment file -> its evaluate.judged.protocols
+    paper_judges: dict = field(default_factory=dict)           # configs/judges.yaml paper_judges
 
     @classmethod
     def read(cls, root: str | Path = ".", papers: str = "configs/papers.yaml") -> "ConfigFacts":
         root = Path(root)
         files = (yaml.safe_load((root / papers).read_text()) or {}).get("experiments") or []
-        evaluated, trained, listed = set(), set(), set()
+        evaluated, trained, listed, judged = set(), set(), set(), {}
         for f in files:
             c = yaml.safe_load((root / f).read_text()) or {}
+            j = (c.get("evaluate") or {}).get("judged")
+            if j:
+                judged[f] = set(j.get("protocols") or [])
             sources = [(c.get("model") or {}).get("source")] + [
                 (r or {}).get("source") for r in (c.get("released") or {}).values()]
             evaluated |= {s[len("hub:"):].split("@")[0] for s in sources if isinstance(s, str) and s.startswith("hub:")}
@@ -170,9 +189,16 @@ class ConfigFacts:
             listed |= set((c.get("evaluate") or {}).get("protocols") or [])
         hub_ids = {(yaml.safe_load(p.read_text()) or {}).get("hub_id") for p in (root / "configs/data").glob("*.yaml")}
         schema = yaml.safe_load((root / "configs/schema/config.schema.yaml").read_text())
-        protocols = set(schema["properties"]["evaluate"]["properties"]["protocols"]["items"]["enum"])
+        ev = schema["properties"]["evaluate"]["properties"]
+        protocols = set(ev["protocols"]["items"]["enum"])
+        judged_protocols = set(ev["judged"]["properties"]["protocols"]["items"]["enum"])
+        for f, ps in judged.items():          # evaluate.judged without protocols: every judged protocol
+            judged[f] = ps or set(judged_protocols)
+        judges = root / "configs/judges.yaml"
+        paper_judges = (((yaml.safe_load(judges.read_text()) or {}).get("paper_judges") or {})
+                        if judges.is_file() else {})
         return cls(evaluated, trained, listed, set(files), hub_ids - {None}, protocols, _lm_eval_tasks(),
-                   _protocol_tasks())
+                   _protocol_tasks(), judged_protocols, judged, paper_judges)
 
 
 def _lm_eval_tasks() -> list[str]:
@@ -202,6 +228,29 @@ def check_need(need: dict, facts: ConfigFacts) -> str | None:
         return f"a configs/data/*.yaml file provides {v}"
     if kind == "no_protocol" and v in facts.protocols:
         return f"{v} is a protocol of the DAG (configs/schema evaluate.protocols)"
+    if kind == "no_protocol" and _norm(v) in {_norm(p) for p in facts.judged_protocols}:
+        return f"{v} is a judged protocol of the DAG (configs/schema evaluate.judged.protocols)"
+    if kind == "judged":
+        ps = [v["protocols"]] if isinstance(v.get("protocols"), str) else list(v.get("protocols") or [])
+        if v.get("experiment") not in facts.experiment_files:
+            return f"{v.get('experiment')} is not an experiment of configs/papers.yaml"
+        lacking = [p for p in ps if p not in facts.judged.get(v["experiment"], set())]
+        if not ps or lacking:
+            return f"{v['experiment']} does not judge {', '.join(lacking) or '(no protocol named)'}"
+    if kind == "paper_judge":
+        got = (facts.paper_judges.get(v.get("paper")) or {}).get(v.get("protocol"))
+        if got != v.get("judge"):
+            return f"configs/judges.yaml paper_judges.{v.get('paper')}.{v.get('protocol')} is {got!r}"
+    if kind == "not_computable":
+        from negfree.evaluate.judge import aggregate
+
+        fn = getattr(aggregate, str(v), None)
+        try:
+            says = callable(fn) and fn().get("computable", True) is False
+        except (TypeError, ValueError, AttributeError):
+            says = False
+        if not says:
+            return f"negfree/evaluate/judge/aggregate.py {v}() is not a function that says it cannot compute"
     if kind == "unlisted_protocol":
         if v not in facts.protocols:
             return f"{v} is no protocol of the DAG at all (say no_protocol)"
