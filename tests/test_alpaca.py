@@ -37,9 +37,15 @@ def test_missing_openai_key_is_one_clear_message(monkeypatch, tmp_path):
         A.check_annotator(A.LOCAL_ANNOTATOR, None)
 
 
-def test_lc_only_on_the_full_set_in_order():
+def test_lc_only_on_the_full_set_in_order(monkeypatch):
     full = [{"instruction": f"q{i}"} for i in range(805)]
+    # 805 instructions that are not AlpacaEval's (its digest): LC would read the wrong difficulties
+    ok, why = A.lc_eligibility(full, full, None)
+    assert not ok and "not AlpacaEval's set" in why
+    monkeypatch.setattr(A, "EVAL_SET_SHA256", A.instructions_sha256(full))   # stands in for the 805
     assert A.lc_eligibility(full, full, None) == (True, "full 805-instruction set in its original order")
+    ok, why = A.lc_eligibility(full, full, None, protocol="alpaca_eval1")
+    assert not ok and "AlpacaEval 1 defines no length-controlled win rate" in why
     ok, why = A.lc_eligibility(full, full, 100)
     assert not ok and "subset" in why
     ok, why = A.lc_eligibility(full, full[::-1], None)

@@ -13,7 +13,7 @@ from negfree.evaluate import commands
 from negfree.evaluate.judged import fetch
 
 GH, HF = fetch.GITHUB_RAW, fetch.HF_HUB
-REV = {"mt_bench": "a" * 40, "arena_hard": "b" * 40, "wildbench": "c" * 40, "hf": "d" * 40}
+REV = {"mt_bench": "a" * 40, "arena_hard": "b" * 40, "wildbench": "c" * 40, "hf": "d" * 40, "alpaca_eval": "e" * 40}
 TOKEN = "hf_TESTtoken_never_written_0123456789"
 
 # role -> (repo path, content) per protocol; the contents are made up here, not the benchmarks'
@@ -37,7 +37,26 @@ GITHUB_FILES = {
         "score_template": ("evaluation/eval_template.score.v2.md",
                            "{$history} {$user_query} {$model_output} {$checklist} \u2014 ok\n".encode()),
     }),
+    # AlpacaEval: the two reference files land as reference_ae1.json / reference_ae2.json (fetch.NAMES);
+    # the judge file beside them is pinned for the record and not fetched
+    "alpaca_eval": ("tatsu-lab/alpaca_eval", {
+        "reference_outputs_ae1": ("results/text_davinci_003/model_outputs.json",
+                                  b'[{"dataset": "t", "instruction": "Say hi.", "output": "Hi.", '
+                                  b'"generator": "text_davinci_003"}]\n'),
+        "reference_outputs_ae2": ("results/gpt4_1106_preview/model_outputs.json",
+                                  b'[{"dataset": "t", "instruction": "Say hi.", "output": "Hello!", '
+                                  b'"generator": "gpt4_1106_preview"}]\n'),
+        "judge_config_ae1": ("src/alpaca_eval/evaluators_configs/alpaca_eval_gpt4/configs.yaml",
+                             b"alpaca_eval_gpt4: {}\n"),
+    }),
 }
+
+
+def local_name(protocol, role, path):
+    """Where fetch-judged-data puts a role's file (None: not fetched)."""
+    if protocol in fetch.NAMES:
+        return fetch.NAMES[protocol].get(role)
+    return f"{role}{Path(path).suffix}"
 HF_PATH = "v2/test-00000-of-00001.parquet"
 ROWS = [
     {"session_id": "s1",
@@ -158,7 +177,9 @@ def test_files_land_under_their_names_with_manifest_and_marker(site, tmp_path, c
         manifest = json.loads((pdir / "manifest.json").read_text())
         assert manifest["revision"] == REV[protocol] and manifest["protocol"] == protocol
         for role, (path, data) in GITHUB_FILES[protocol][1].items():
-            name = f"{role}{Path(path).suffix}"
+            name = local_name(protocol, role, path)
+            if name is None:
+                continue
             assert (pdir / name).read_bytes() == data
             rec = manifest["files"][name]
             assert rec["url"] == sources[protocol]["files"][role]["url"]
@@ -179,7 +200,7 @@ def test_a_second_run_downloads_nothing_and_touches_nothing(site, tmp_path, caps
     out = tmp_path / "judged"
     run_cli(src, out)
     n = len(server.requests)
-    assert n == 8
+    assert n == 10   # 3 + 3 + 2 (wildbench) + 2 (alpaca_eval's references, not its judge file)
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     run_cli(src, out)
     assert len(server.requests) == n

@@ -138,6 +138,7 @@ def test_a_configfile_replaces_the_demo_config_whole(tmp_path):
     cfg = demo()
     cfg["methods"] = {"sft": {}}
     cfg.pop("replicates")      # the demo's seeds name its own methods
+    cfg["evaluate"]["judged"]["runs"] = ["base", "method~sft"]   # and so do its judged runs
     proc = _dry_run(tmp_path, cfg)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

@@ -165,19 +165,26 @@ def who_model(wildcards):
     return exp.model_dir if wildcards.who.startswith("base~") else f"{exp.run_dir(wildcards.who)}/final"
 
 
+# AlpacaEval 1 (alpaca_eval1) and 2 (alpaca_eval2) and textsim; {who} may also be a released
+# checkpoint (released~<name>, prepared like a base model under work/models/<name>), which the
+# AlpacaEval figures compare with (dft.txt Fig. 5). AlpacaEval's official files come from the
+# local rule fetch_judged_data (its marker, work/judged/alpaca_eval/.fetched) unless the experiment
+# names its own; the judge's annotations are cached per run in work/judge_cache/alpaca_eval/.
 rule evaluate_generation:
     input:
-        ready=who_ready,
+        ready=lambda wildcards: (f"work/models/{wildcards.who.split('~', 1)[1]}/config.json"
+                                 if wildcards.who.startswith("released~") else who_ready(wildcards)),
         data=lambda wildcards: exp_of(wildcards).generation_eval_inputs(wildcards.gen_protocol),
     output:
         "results/runs/{exp}/{who}/eval/{gen_protocol}.json",
     params:
-        model=who_model,
-        command=lambda wildcards: "alpaca-eval" if wildcards.gen_protocol == "alpaca_eval2" else "textsim",
-        args=lambda wildcards: exp_of(wildcards).generation_eval_args(wildcards.gen_protocol),
+        model=lambda wildcards: (f"work/models/{wildcards.who.split('~', 1)[1]}"
+                                 if wildcards.who.startswith("released~") else who_model(wildcards)),
+        command=lambda wildcards: "textsim" if wildcards.gen_protocol == "textsim" else "alpaca-eval",
+        args=lambda wildcards: exp_of(wildcards).generation_eval_args(wildcards.gen_protocol, wildcards.who),
     wildcard_constraints:
-        who=rf"base~[^/]+|method~(?:{_METHOD_RE})(?:/[A-Za-z_][A-Za-z0-9_]*~[^/]+)*",
-        gen_protocol="alpaca_eval2|textsim",
+        who=rf"base~[^/]+|released~[^/]+|method~(?:{_METHOD_RE})(?:/[A-Za-z_][A-Za-z0-9_]*~[^/]+)*",
+        gen_protocol="alpaca_eval1|alpaca_eval2|textsim",
     resources:
         gpu=gpus_of("evaluate_generation"),
         nodes=1,

@@ -18,7 +18,7 @@ rule fetch_judged_data:
     output:
         "work/judged/{judged}/.fetched",
     wildcard_constraints:
-        judged=JUDGED_RE,
+        judged=JUDGED_RE + "|alpaca_eval",   # alpaca_eval: the reference outputs of negfree alpaca-eval
     log:
         "logs/judged/{judged}.fetch.log",
     shell:

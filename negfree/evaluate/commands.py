@@ -4,9 +4,10 @@
 
 - ``negfree evaluate --model M --out J (--test T | --protocol NAME) [--dry-run] [--max-length N] [--cache DIR]``
 - ``negfree fetch-eval-data --protocol NAME --out MARKER``
-- ``negfree fetch-judged-data --protocol {arena_hard,mt_bench,wildbench,all} [--sources Y] [--out DIR]
+- ``negfree fetch-judged-data --protocol {arena_hard,mt_bench,wildbench,alpaca_eval,all} [--sources Y] [--out DIR]
   [--base-url-map FROM=TO ...]`` (the judged benchmarks' pinned official files; needs the network)
-- ``negfree alpaca-eval --model M --instructions I --reference R --out J [--annotator A --judge-model D]``
+- ``negfree alpaca-eval --model M [--protocol alpaca_eval1|alpaca_eval2] --instructions I --reference R --out J
+  [--annotator A --judge-model D] [--endpoint-url U --endpoint-model ID --endpoint-key-env VAR] [--cache-dir C]``
 - ``negfree textsim --model M --data D --out J [--prompt-field --reference-field --name]``
 - ``negfree eval-csv JSON... --out CSV [--runs ...]``
 - ``negfree judged-answers --benchmark B --model M --questions Q --out A.jsonl [--temperature --top-p --seed ...]``
@@ -137,8 +138,9 @@ def cmd_fetch_eval_data(args) -> None:
 
 # -------------------------------------------------------------- fetch-judged-data
 def add_fetch_judged_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--protocol", required=True, choices=["arena_hard", "mt_bench", "wildbench", "all"],
-                   help="whose official files to download (all: the three, one after the other)")
+    s.add_argument("--protocol", required=True, choices=["arena_hard", "mt_bench", "wildbench", "alpaca_eval", "all"],
+                   help="whose official files to download (alpaca_eval: AlpacaEval 1's and 2's reference outputs, "
+                        "which carry the 805 instructions; all: every one, one after the other)")
     s.add_argument("--sources", default="configs/judged/sources.yaml",
                    help="the pinned URLs, sha256 and sizes (default configs/judged/sources.yaml)")
     s.add_argument("--out", default="work/judged",
@@ -162,15 +164,34 @@ def cmd_fetch_judged_data(args) -> None:
 
 # -------------------------------------------------------------------- alpaca-eval
 def add_alpaca_arguments(s: argparse.ArgumentParser) -> None:
-    from_alpaca = ("weighted_alpaca_eval_gpt4_turbo", "negfree_local_loglik")
+    annotators = ("weighted_alpaca_eval_gpt4_turbo", "alpaca_eval_gpt4", "negfree_local_loglik")
     s.add_argument("--model", required=True)
-    s.add_argument("--instructions", required=True, help="JSON list of {'instruction': ...} (the 805 set on the cluster)")
+    s.add_argument("--protocol", default="alpaca_eval2", choices=("alpaca_eval1", "alpaca_eval2"),
+                   help="alpaca_eval2 (default): judged by weighted_alpaca_eval_gpt4_turbo against gpt4_1106_preview's "
+                        "outputs, LC win rate on the full set; alpaca_eval1: alpaca_eval_gpt4 against "
+                        "text_davinci_003's outputs, win rate")
+    s.add_argument("--instructions", required=True,
+                   help="JSON list of {'instruction': ...}; the official reference file serves (805 instructions, "
+                        "in order): work/judged/alpaca_eval/reference_ae{1,2}.json after negfree fetch-judged-data")
     s.add_argument("--reference", required=True, help="JSON list of reference {'instruction', 'output', 'generator'}")
     s.add_argument("--out", required=True)
-    s.add_argument("--annotator", default=from_alpaca[0], choices=from_alpaca,
-                   help="default: AlpacaEval 2's GPT-4-turbo judge (needs OPENAI_API_KEY); "
-                        "negfree_local_loglik is an offline stand-in, NOT AlpacaEval's judge")
+    s.add_argument("--annotator", default=None, choices=annotators,
+                   help="default: the protocol's own judge (alpaca_eval2: weighted_alpaca_eval_gpt4_turbo, "
+                        "alpaca_eval1: alpaca_eval_gpt4; OPENAI_API_KEY, or --endpoint-*); negfree_local_loglik "
+                        "is an offline stand-in, NOT AlpacaEval's judge")
     s.add_argument("--judge-model", help="local judge model directory (negfree_local_loglik)")
+    s.add_argument("--endpoint-url", metavar="URL",
+                   help="ask an OpenAI-compatible server instead of OpenAI's API, e.g. http://judge:8000/v1")
+    s.add_argument("--endpoint-model", metavar="ID",
+                   help="the model id the endpoint serves (default: the annotator's own, gpt-4 or gpt-4-1106-preview)")
+    s.add_argument("--endpoint-key-env", metavar="VAR", default="OPENAI_API_KEY",
+                   help="the NAME of the variable holding the endpoint's key (default OPENAI_API_KEY; '' for none); "
+                        "the key is read at request time and never written")
+    s.add_argument("--cache-dir", metavar="DIR",
+                   help="keep the judge's annotations in DIR across reruns (alpaca_eval's caching_path, one file "
+                        "per judge); default: no cache")
+    s.add_argument("--fallback-template", action="store_true",
+                   help="a model without a chat template answers through the Zephyr-style one (train.fallback_template)")
     s.add_argument("--limit", type=int, default=None, help="first N instructions (plain win rate only)")
     s.add_argument("--max-new-tokens", type=int, default=2048)
     s.add_argument("--batch-size", type=int, default=8)
@@ -181,11 +202,19 @@ def add_alpaca_arguments(s: argparse.ArgumentParser) -> None:
 def cmd_alpaca_eval(args) -> None:
     from negfree.evaluate.alpaca import evaluate_alpaca
 
+    endpoint = None
+    if args.endpoint_url:
+        endpoint = {"base_url": args.endpoint_url, "model": args.endpoint_model,
+                    "api_key_env": args.endpoint_key_env or None}
+    elif args.endpoint_model:
+        raise ValueError("--endpoint-model needs --endpoint-url (the server that serves it)")
     res = evaluate_alpaca(args.model, args.instructions, args.reference, args.out,
                           annotator=args.annotator, judge_model=args.judge_model, limit=args.limit,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                          device=_device(args.device), name=args.name)
-    keys = ("annotator", "win_rate_kind", "win_rate", "standard_error", "n", "mean_length_chars", "lc_reason")
+                          device=_device(args.device), name=args.name, protocol=args.protocol,
+                          endpoint=endpoint, cache_dir=args.cache_dir, fallback_template=args.fallback_template)
+    keys = ("protocol", "annotator", "win_rate_kind", "win_rate", "standard_error", "n", "mean_length_chars",
+            "lc_reason", "n_judgements_from_cache")
     print(json.dumps({k: res[k] for k in keys}, indent=2))
 
 
@@ -358,9 +387,9 @@ COMMANDS = {
     "fetch-eval-data": ("fill the HF datasets cache with a protocol's lm-eval data (where the hub is reachable)",
                         add_fetch_arguments, cmd_fetch_eval_data),
     "fetch-judged-data": ("download the judged benchmarks' pinned official files (Arena-Hard v0.1, MT-Bench, "
-                          "WildBench v2), sha256-checked, on a host with internet",
+                          "WildBench v2, AlpacaEval 1 and 2), sha256-checked, on a host with internet",
                           add_fetch_judged_arguments, cmd_fetch_judged_data),
-    "alpaca-eval": ("AlpacaEval 2 win rate of greedy chat answers", add_alpaca_arguments, cmd_alpaca_eval),
+    "alpaca-eval": ("AlpacaEval 1 or 2 win rate of greedy chat answers", add_alpaca_arguments, cmd_alpaca_eval),
     "textsim": ("BLEU-4 and ROUGE-1/2/L of greedy answers against references",
                 add_textsim_arguments, cmd_textsim),
     "eval-csv": ("collect evaluation JSONs into one tidy CSV", add_eval_csv_arguments, cmd_eval_csv),

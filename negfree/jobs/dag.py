@@ -107,9 +107,9 @@ class Experiment:
         if "offline" in self.protocols and d.get("source", "embedded") != "embedded":
             raise ConfigError(f"{self.origin}: evaluate.protocols 'offline' scores the embedded test split; with "
                               f"data.source {d['source']!r} choose paper protocols")
-        if "alpaca_eval2" in self.protocols and not (c.get("evaluate") or {}).get("alpaca_eval"):
-            raise ConfigError(f"{self.origin}: evaluate.protocols lists alpaca_eval2 but evaluate.alpaca_eval "
-                              f"(instructions, reference) is not set")
+        for p in self.protocols:   # AlpacaEval 1 / 2: files (own or fetched), annotator, endpoint checked now
+            if p in ("alpaca_eval1", "alpaca_eval2"):
+                self.alpaca_eval(p)
         if self.paper_tables and not self.paper_protocols:
             raise ConfigError(f"{self.origin}: paper_tables needs a paper protocol under evaluate.protocols")
         self.score_dist(), self.shifts(), self.sweep_figures()   # config errors now, not mid-DAG
@@ -221,17 +221,40 @@ class Experiment:
             flags.append("--chat-template")
         return " ".join(flags)
 
-    def generation_eval_args(self, protocol: str) -> str:
-        """Arguments of the generation-based protocols (negfree alpaca-eval, negfree textsim)."""
+    def alpaca_eval(self, protocol: str) -> dict:
+        """evaluate.alpaca_eval resolved for alpaca_eval1 / alpaca_eval2 (negfree/evaluate/alpaca.py):
+        the experiment's files, or the official ones negfree fetch-judged-data fetches into
+        work/judged/alpaca_eval/ (fetched: true, or no instructions/reference given)."""
+        from negfree.evaluate.alpaca import resolve_config
+
+        try:
+            return resolve_config((self.config.get("evaluate") or {}).get("alpaca_eval"), protocol)
+        except ValueError as e:
+            raise ConfigError(f"{self.origin}: {e}") from None
+
+    def generation_eval_args(self, protocol: str, who: str | None = None) -> str:
+        """Arguments of the generation-based protocols (negfree alpaca-eval, negfree textsim). With
+        ``who`` (a run id), AlpacaEval's annotations are cached in
+        work/judge_cache/alpaca_eval/<experiment>/<who>/<protocol>/ across reruns."""
         import shlex
 
         ev = self.config.get("evaluate") or {}
-        if protocol == "alpaca_eval2":
-            a = ev["alpaca_eval"]
-            args = [f"--instructions {shlex.quote(a['instructions'])}", f"--reference {shlex.quote(a['reference'])}",
-                    f"--annotator {a.get('annotator', 'weighted_alpaca_eval_gpt4_turbo')}"]
-            if a.get("judge_model"):
+        if protocol in ("alpaca_eval1", "alpaca_eval2"):
+            a = self.alpaca_eval(protocol)
+            args = [f"--protocol {protocol}", f"--instructions {shlex.quote(a['instructions'])}",
+                    f"--reference {shlex.quote(a['reference'])}", f"--annotator {a['annotator']}"]
+            if a["judge_model"]:
                 args.append(f"--judge-model {shlex.quote(a['judge_model'])}")
+            ep = a["endpoint"]
+            if ep:
+                args.append(f"--endpoint-url {shlex.quote(ep['base_url'])}")
+                if ep["model"]:
+                    args.append(f"--endpoint-model {shlex.quote(ep['model'])}")
+                args.append(f"--endpoint-key-env {shlex.quote(ep['api_key_env'] or '')}")
+            if self.template_flag():   # a base model without a chat template: the documented fallback
+                args.append(self.template_flag())
+            if who:
+                args.append(f"--cache-dir {shlex.quote(f'work/judge_cache/alpaca_eval/{self.name}/{who}/{protocol}')}")
         else:
             a = ev.get("textsim") or {}
             name = (self.textsim_data or self.config["data"])["name"]
@@ -243,9 +266,13 @@ class Experiment:
         return " ".join(args)
 
     def generation_eval_inputs(self, protocol: str) -> list[str]:
-        ev = self.config.get("evaluate") or {}
-        if protocol == "alpaca_eval2":
-            return [ev["alpaca_eval"]["instructions"], ev["alpaca_eval"]["reference"]]
+        """What the generation job reads: AlpacaEval's files, or, for the fetched ones, the marker
+        negfree fetch-judged-data writes once they are in place and verified."""
+        if protocol in ("alpaca_eval1", "alpaca_eval2"):
+            from negfree.evaluate.alpaca import FETCHED_MARKER
+
+            a = self.alpaca_eval(protocol)
+            return [FETCHED_MARKER] if a["fetched"] else list(dict.fromkeys([a["instructions"], a["reference"]]))
         return [f"{self.textsim_data_dir}/test.jsonl"]
 
     def paper(self) -> str | None:
@@ -675,8 +702,9 @@ class Dag:
         for name, r in (cfg.get("released") or {}).items():
             if local((r or {}).get("source")):
                 checks.append((f"released.{name}.source", r["source"], True))
-        checks += [(f"evaluate.alpaca_eval.{k}", alpaca[k], False) for k in ("instructions", "reference")
-                   if alpaca.get(k)]
+        # the fetched AlpacaEval files (fetched: true) come from a rule: not checked here
+        checks += [(f"evaluate.alpaca_eval.{k}", alpaca[k], False)
+                   for k in ("instructions", "reference", "reference_ae1") if alpaca.get(k)]
         if alpaca.get("judge_model"):
             checks.append(("evaluate.alpaca_eval.judge_model", alpaca["judge_model"], True))
         if la.get("accelerate_config"):

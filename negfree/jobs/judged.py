@@ -9,6 +9,7 @@ judge, and a GPU job with a served one (``negfree serve-judge`` starts the serve
 """
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,7 +187,9 @@ def judged_of(config: dict, origin: str, runs: list[str], aliases: dict, base_ru
             for role, path in given.items():
                 if not (Path(basedir) / path).is_file():
                     raise JudgedConfigError(f"{origin}: evaluate.judged.files.{p}.{role}: {path} does not exist")
-            files[p], fetched[p] = {k: given[k] for k in FILES[p]}, False
+            # a path of the config is the repository's: as the jobs see it from Snakemake's working directory
+            files[p] = {k: os.path.relpath(Path(basedir).resolve() / given[k]) for k in FILES[p]}
+            fetched[p] = False
         else:
             files[p], fetched[p] = {k: f"{FETCHED}/{p}/{name}" for k, name in FILES[p].items()}, True
     default = j.get("judge") or judges.get("default") or "paper"

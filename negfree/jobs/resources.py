@@ -559,12 +559,18 @@ def evaluate_job(exp, who: str, protocol: str, out: str, basedir: Path, gpu_type
         loglik, gens = PROTOCOL_WORK[protocol]
     elif protocol == "offline":
         loglik, gens = d["test"] * 4 * (d["prompt"] + d["chosen"]), [(d["test"], d["prompt"], 32)]
-    else:   # textsim on its test set, alpaca_eval2 on its 805 instructions
-        a_cfg = ev.get("textsim" if protocol == "textsim" else "alpaca_eval") or {}
-        t = textsim_data_of(exp, basedir) if protocol == "textsim" else d
-        n = a_cfg.get("limit") or (t["test"] if protocol == "textsim" else 805)
-        loglik, gens = 0, [(n, t["prompt"], a_cfg.get("max_new_tokens") or (512 if protocol == "textsim" else 2048))]
-    if ev.get("limit"):
+    elif protocol in ("alpaca_eval1", "alpaca_eval2"):
+        # AlpacaEval 1 and 2 on the 805 instructions (or evaluate.alpaca_eval.limit), each answer up to
+        # max_new_tokens ([ours] default 2048, negfree alpaca-eval's). [ours] 64 prompt tokens: the 805
+        # instructions average 165 characters (the pinned reference files), ~41 tokens at ~4 characters a
+        # token, plus the chat template's turn markers. The judging is API calls, no GPU work.
+        a_cfg = ev.get("alpaca_eval") or {}
+        loglik, gens = 0, [(a_cfg.get("limit") or 805, 64, a_cfg.get("max_new_tokens") or 2048)]
+    else:   # textsim on its test set
+        a_cfg = ev.get("textsim") or {}
+        t = textsim_data_of(exp, basedir)
+        loglik, gens = 0, [(a_cfg.get("limit") or t["test"], t["prompt"], a_cfg.get("max_new_tokens") or 512)]
+    if ev.get("limit") and protocol not in ("alpaca_eval1", "alpaca_eval2"):   # AlpacaEval: its own limit only
         loglik, gens = min(loglik, ev["limit"] * 4 * EVAL_CONTEXT), [(min(n, ev["limit"]), p, m) for n, p, m in gens]
     hours = _hours(_forward_flops(a, loglik, EVAL_CONTEXT / 2), MFU_FORWARD, gpu, before)
     new = 0
@@ -627,7 +633,7 @@ def judged_answers_job(exp, who: str, protocol: str, basedir: Path, gpu_type: st
     out = exp.judged.answers(exp.runs_root, who, protocol)
     return Job(out, exp.name, exp.paper(), "judged_answers", la["gpus"]["evaluate"], gt,
                int(w["prompt_tokens"] + w["new_tokens"]), peak, host, host, round(hours, 2),
-               round(_gb(TEXT_BYTES * w["new_tokens"]), 3), memory=parts)
+               round(_gb(TEXT_BYTES * w["new_tokens"]), 2), memory=parts)
 
 
 def judged_eval_job(exp, who: str, protocol: str, basedir: Path, gpu_type: str | None = None) -> Job:
@@ -700,7 +706,8 @@ def jobs_of(dag, gpu_type: str | None = None, before: bool = False) -> list[Job]
         for who in [exp.base_run(), *exp.evaluated_runs()]:
             for p in exp.protocols:
                 rule = {"offline": "evaluate_run", "textsim": "evaluate_generation",
-                        "alpaca_eval2": "evaluate_generation"}.get(p, "evaluate_protocol")
+                        "alpaca_eval1": "evaluate_generation", "alpaca_eval2": "evaluate_generation"
+                        }.get(p, "evaluate_protocol")
                 if who.startswith("base~") and rule != "evaluate_generation":
                     rule = "evaluate_base" if p == "offline" else "evaluate_protocol_base"
                 name = "negfree_offline" if p == "offline" else p
@@ -712,6 +719,9 @@ def jobs_of(dag, gpu_type: str | None = None, before: bool = False) -> list[Job]
                 if p in PROTOCOL_WORK:
                     add(evaluate_job(exp, who, p, f"{exp.run_dir(who)}/eval/{p}.json", base, gpu_type,
                                      "evaluate_protocol_released", before))
+                elif p in ("alpaca_eval1", "alpaca_eval2"):   # rule evaluate_generation, as for any run
+                    add(evaluate_job(exp, who, p, f"{exp.run_dir(who)}/eval/{p}.json", base, gpu_type,
+                                     "evaluate_generation", before))
         for job in analysis_jobs(exp, base, gpu_type, before).values():
             add(job)
         if exp.judged:

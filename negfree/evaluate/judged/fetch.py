@@ -1,18 +1,25 @@
 """Download the judged benchmarks' official files, as pinned in ``configs/judged/sources.yaml``.
 
-``negfree fetch-judged-data --protocol {arena_hard,mt_bench,wildbench,all}`` runs on the cluster's
-submit host (the one machine with internet) before the judged jobs, which then read only local
-files. For each protocol it fills ``<out>/<protocol>/``:
+``negfree fetch-judged-data --protocol {arena_hard,mt_bench,wildbench,alpaca_eval,all}`` runs on the
+cluster's submit host (the one machine with internet) before the judged jobs, which then read only
+local files. For each protocol it fills ``<out>/<protocol>/``:
 
-- ``mt_bench``:   ``questions.jsonl``, ``reference_answers.jsonl``, ``judge_prompts.jsonl``
-- ``arena_hard``: ``questions.jsonl``, ``baseline_answers.jsonl``, ``judge_config.yaml``
-- ``wildbench``:  ``score_template.md``, ``test_parquet.parquet`` (the hub dataset's file) and
+- ``mt_bench``:    ``questions.jsonl``, ``reference_answers.jsonl``, ``judge_prompts.jsonl``
+- ``arena_hard``:  ``questions.jsonl``, ``baseline_answers.jsonl``, ``judge_config.yaml``
+- ``wildbench``:   ``score_template.md``, ``test_parquet.parquet`` (the hub dataset's file) and
   ``questions.jsonl`` converted from it (one JSON object per row, every column, lists as lists)
+- ``alpaca_eval``: ``reference_ae1.json`` (AlpacaEval 1's reference, text_davinci_003's outputs) and
+  ``reference_ae2.json`` (AlpacaEval 2's, gpt4_1106_preview's), the GitHub leaderboard files of
+  roles ``reference_outputs_ae1`` / ``reference_outputs_ae2``. Each holds the 805 instructions in
+  AlpacaEval's order, so it is also the protocols' instructions file (negfree alpaca-eval). Only
+  these two roles are fetched: the judge files pinned beside them are for the record (the
+  judging uses the installed alpaca_eval's copies), and so is the hub copy (``hf_dataset``, not
+  pinned by sha256).
 
 Every file role of the protocol's ``files`` (and, for WildBench, of ``hf_dataset.files``) lands at
-``<role><ext>``, ``ext`` being the suffix of its path. Then ``manifest.json`` (revisions; per file
-its url, sha256, bytes and ``verified``) and, last, the empty marker ``.fetched`` that the workflow's
-rule waits for.
+``<role><ext>``, ``ext`` being the suffix of its path (AlpacaEval: the names above, :data:`NAMES`).
+Then ``manifest.json`` (revisions; per file its url, sha256, bytes and ``verified``) and, last, the
+empty marker ``.fetched`` that the workflow's rule waits for.
 
 Rules:
 
@@ -65,12 +72,18 @@ from urllib.parse import urlsplit
 
 from negfree.common.io import atomic_write_bytes, check_writable, read_text
 
-PROTOCOLS = ("arena_hard", "mt_bench", "wildbench")
+PROTOCOLS = ("arena_hard", "mt_bench", "wildbench", "alpaca_eval")
 #: the files each protocol must end up with (the judged jobs read these names)
 EXPECTED = {
     "mt_bench": ("questions.jsonl", "reference_answers.jsonl", "judge_prompts.jsonl"),
     "arena_hard": ("questions.jsonl", "baseline_answers.jsonl", "judge_config.yaml"),
     "wildbench": ("score_template.md", "test_parquet.parquet", "questions.jsonl"),
+    "alpaca_eval": ("reference_ae1.json", "reference_ae2.json"),
+}
+#: protocols whose files land under names of their own, and only those roles are fetched
+#: (negfree.evaluate.alpaca reads these names)
+NAMES = {
+    "alpaca_eval": {"reference_outputs_ae1": "reference_ae1.json", "reference_outputs_ae2": "reference_ae2.json"},
 }
 GITHUB_RAW = "https://raw.githubusercontent.com"
 HF_HUB = "https://huggingface.co"
@@ -151,9 +164,13 @@ def load_pins(sources: str | Path, protocol: str) -> tuple[dict, list[Pin]]:
     if not isinstance(files, dict) or not files:
         raise ValueError(f"{sources}: {protocol}.files: missing or empty")
     pins: list[Pin] = []
+    named = NAMES.get(protocol)
     for role, entry in files.items():
         url, sha, size = _entry(entry, f"{sources}: {protocol}.files.{role}", rev)
-        pins.append(Pin(protocol, str(role), _name(str(role), entry, url), url, rev, sha, size, False))
+        if named is not None and str(role) not in named:
+            continue   # pinned for the record, not fetched (checked all the same)
+        name = named[str(role)] if named is not None else _name(str(role), entry, url)
+        pins.append(Pin(protocol, str(role), name, url, rev, sha, size, False))
     meta = {"repo": section.get("repo"), "revision": rev}
     if protocol == "wildbench":
         hf = section.get("hf_dataset")
@@ -172,7 +189,8 @@ def load_pins(sources: str | Path, protocol: str) -> tuple[dict, list[Pin]]:
     derived = {"questions.jsonl"} if protocol == "wildbench" else set()
     missing = [n for n in EXPECTED[protocol] if n not in names and n not in derived]
     if missing:
-        roles = ", ".join(PurePosixPath(n).stem for n in missing)
+        by_name = {v: k for k, v in (named or {}).items()}
+        roles = ", ".join(by_name.get(n, PurePosixPath(n).stem) for n in missing)
         raise ValueError(f"{sources}: {protocol} lacks the file role(s) {roles} (for {', '.join(missing)})")
     return meta, pins
 
