@@ -157,3 +157,18 @@ def test_the_judged_table_marks_offline_and_other_judges(tmp_path):
     bad.write_text("{}")
     with pytest.raises(ValueError, match="not a result of negfree judged-eval"):
         judged_table([(str(bad), "r")], tmp_path / "u.csv", tmp_path / "u.md")
+
+
+def test_plan_prices_alpaca_eval_with_its_own_annotators(tmp_path):
+    import shutil
+
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    dag = Dag({"experiments": ["configs/paper/ift.yaml"]}, tmp_path, "test")
+    exp = next(iter(dag.experiments.values()))
+    assert {"alpaca_eval1", "alpaca_eval2"} <= set(exp.protocols)
+    runs = 1 + len(exp.evaluated_runs()) + len(exp.released_runs())
+    cost = dag.judge_costs()["ift"]
+    assert cost["judgements"] == 2 * 805 * runs
+    # AlpacaEval 1: gpt-4 at $30/$60 per M, 1500 in + 60 out; AlpacaEval 2: gpt-4-1106-preview at $10/$30, 1150 + 1
+    by_hand = 805 * runs * ((1500 * 30 + 60 * 60) + (1150 * 10 + 1 * 30)) / 1e6
+    assert cost["judge_usd"] == pytest.approx(by_hand, abs=0.02)

@@ -620,7 +620,11 @@ class Dag:
         from negfree.jobs.resources import judge_costs
 
         if self._judges is None:
-            return {}
+            if not any(p.startswith("alpaca_eval") for e in self.experiments.values() for p in e.protocols):
+                return {}
+            from negfree.jobs.judged import load_judges
+
+            self._judges = load_judges(self.basedir)
         return judge_costs(self, self._judges.get("prices_usd_per_million_tokens") or {})
 
     def judge_budget_refusal(self, environ) -> str | None:

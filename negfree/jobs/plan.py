@@ -154,16 +154,19 @@ def main(args) -> int:
 def _print_judges(dag, jobs: list[Job]) -> None:
     """The judged protocols per paper: judgements, judge tokens, API dollars, GPU-hours of answers and of a
     served judge, and the budget line."""
-    print("\njudged protocols (evaluate.judged): API dollars at configs/judges.yaml's prices (an estimate: "
-          "negfree/jobs/resources.py JUDGED_TOKENS)")
+    print("\njudged protocols (evaluate.judged, AlpacaEval): API dollars at configs/judges.yaml's prices (an "
+          "estimate: negfree/jobs/resources.py JUDGED_TOKENS, ALPACA_JUDGE)")
     print(f"  {'paper':<10} {'judgements':>10} {'judge Min':>10} {'judge Mout':>10} {'API $':>10} "
           f"{'answers GPU-h':>14} {'served judge GPU-h':>19}  judges")
     for paper, c in dag.judge_costs().items():
         mine = [j for j in jobs if (j.paper or j.experiment) == paper]
-        ans = sum(j.est_gpu_hours for j in mine if j.rule == "judged_answers")
+        ans = sum(j.est_gpu_hours for j in mine if j.rule == "judged_answers"
+                  or (j.rule == "evaluate_generation" and "/eval/alpaca_eval" in j.job))
         served = sum(j.est_gpu_hours for j in mine if j.rule == "judged_eval")
-        judges = sorted({f"{p}: {j.backend}:{j.model}" for e in dag.experiments.values() if e.judged
-                         and (e.paper() or e.name) == paper for p, j in e.judged.judges.items()})
+        exps = [e for e in dag.experiments.values() if (e.paper() or e.name) == paper]
+        judges = sorted({f"{p}: {j.backend}:{j.model}" for e in exps if e.judged for p, j in e.judged.judges.items()}
+                        | {f"{p}: {e.alpaca_eval(p)['annotator']}" for e in exps for p in e.protocols
+                           if p.startswith("alpaca_eval")})
         unpriced = f" (no price for {', '.join(c['unpriced'])})" if c["unpriced"] else ""
         print(f"  {paper:<10} {c['judgements']:>10} {c['judge_input_tokens'] / 1e6:>10.2f} "
               f"{c['judge_output_tokens'] / 1e6:>10.2f} {c['judge_usd']:>10.2f} {ans:>14.1f} {served:>19.1f}  "

@@ -657,6 +657,12 @@ def judged_eval_job(exp, who: str, protocol: str, basedir: Path, gpu_type: str |
                per_gpu, 8.0, 8.0, round(hours * judge.gpus, 2), 0.01)
 
 
+# [ours] AlpacaEval's annotators, per judgement: (model, input tokens, output tokens). The prompt is the
+# annotator's template (alpaca_eval_gpt4's carries worked examples; AlpacaEval 2's is short and asks one
+# logprob token) with the instruction and both outputs (~450 tokens each).
+ALPACA_JUDGE = {"alpaca_eval1": ("gpt-4", 1500, 60), "alpaca_eval2": ("gpt-4-1106-preview", 1150, 1)}
+
+
 def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
     """Per paper (or experiment): the judgements the judged protocols ask, their tokens, and the
     dollars of the API judges at configs/judges.yaml's prices (served and offline judges cost
@@ -681,6 +687,24 @@ def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
                 p["unpriced"] = sorted(set(p["unpriced"]) | {judge.model})
                 continue
             p["judge_usd"] = round(p["judge_usd"] + k * (w["judge_in"] * price[0] + w["judge_out"] * price[1]) / 1e6, 2)
+    for exp in dag.experiments.values():   # AlpacaEval 1 and 2: alpaca_eval's own annotators
+        for protocol in [q for q in exp.protocols if q in ALPACA_JUDGE]:
+            a = exp.alpaca_eval(protocol)
+            if a.get("annotator") == "negfree_local_loglik":
+                continue
+            model, tin, tout = ALPACA_JUDGE[protocol]
+            model = ((a.get("endpoint") or {}).get("model")) or model
+            n = (a.get("limit") or 805) * (1 + len(exp.evaluated_runs()) + len(exp.released_runs()))
+            p = out.setdefault(exp.paper() or exp.name, {"judgements": 0, "judge_input_tokens": 0,
+                                                         "judge_output_tokens": 0, "judge_usd": 0.0, "unpriced": []})
+            p["judgements"] += n
+            p["judge_input_tokens"] += n * tin
+            p["judge_output_tokens"] += n * tout
+            price = (prices or {}).get(model)
+            if price is None:
+                p["unpriced"] = sorted(set(p["unpriced"]) | {model})
+            else:
+                p["judge_usd"] = round(p["judge_usd"] + n * (tin * price[0] + tout * price[1]) / 1e6, 2)
     return out
 
 
