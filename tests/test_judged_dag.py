@@ -163,10 +163,10 @@ def test_plan_prices_alpaca_eval_with_its_own_annotators(tmp_path):
     import shutil
 
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
-    dag = Dag({"experiments": ["configs/paper/ift.yaml"]}, tmp_path, "test")
-    exp = next(iter(dag.experiments.values()))
-    assert {"alpaca_eval1", "alpaca_eval2"} <= set(exp.protocols)
-    runs = 1 + len(exp.evaluated_runs()) + len(exp.released_runs())
+    dag = Dag({"experiments": ["configs/paper/ift_uc.yaml", "configs/paper/ift.yaml"]}, tmp_path, "test")
+    exps = list(dag.experiments.values())
+    assert all({"alpaca_eval1", "alpaca_eval2"} <= set(e.protocols) for e in exps)
+    runs = sum(1 + len(e.evaluated_runs()) + len(e.released_runs()) for e in exps)
     cost = dag.judge_costs()["ift"]
     assert cost["judgements"] == 2 * 805 * runs
     # AlpacaEval 1: gpt-4 at $30/$60 per M, 1500 in + 60 out; AlpacaEval 2: gpt-4-1106-preview at $10/$30, 1150 + 1
