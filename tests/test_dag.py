@@ -48,7 +48,7 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_dag_config):
         assert (tmp_path / f"figures/{fig}.csv").stat().st_size > 0
     judged = pd.read_csv(tmp_path / "results/tables/demo/judged.csv")
     assert sorted(zip(judged["run"], judged["protocol"])) == sorted(
-        (r, p) for r in ("base~tiny", "method~sft") for p in ("arena_hard", "mt_bench", "wildbench"))
+        (r, p) for r in ("base~tiny", "method~sft") for p in ("arena_hard_v0.1", "mt_bench", "wildbench_v2"))
     assert judged["value"].notna().all() and (judged["judge"] == "negfree_offline_judge").all()
     assert judged["judge_note"].str.startswith("OFFLINE").all()
     # a second invocation finds nothing to do

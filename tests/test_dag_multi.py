@@ -67,6 +67,7 @@ def basedir(tmp_path):
 def test_conflicts_and_bad_references_name_the_culprit(basedir):
     demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     demo.pop("replicates")   # these tests set their own methods
+    demo["evaluate"].pop("judged")   # and its judged runs name the demo's methods and files
     a = _write(basedir, "a.yaml", {**demo, "experiment": "a"})
     b_cfg = copy.deepcopy(demo)
     b_cfg["experiment"] = "b"
@@ -100,6 +101,7 @@ def test_conflicts_and_bad_references_name_the_culprit(basedir):
 def test_pipeline_runs_generate_and_score_with_their_start_checkpoint(basedir):
     demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     demo.pop("replicates")   # these tests set their own methods
+    demo["evaluate"].pop("judged")   # and its judged runs name the demo's methods and files
     cfg = {**demo, "methods": {"sft": {}}, "pipelines": {"sft_dpo": {"init": "sft", "method": "dpo",
                                                                        "hparams": {"beta": 0.05}}}}
     dag = Dag(cfg, basedir)
@@ -118,6 +120,7 @@ def test_pipeline_with_base_negatives_rescores_the_base_pool(basedir):
     """dft.txt Table 4: the base model's pool (DFT's negatives), scored under the SFT checkpoint."""
     demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     demo.pop("replicates")   # these tests set their own methods
+    demo["evaluate"].pop("judged")   # and its judged runs name the demo's methods and files
     cfg = {**demo, "methods": {"sft": {}, "dft": {}},
            "pipelines": {"po": {"init": "sft", "method": "dpo", "negatives": "base", "train": {"num_negatives": 1}}}}
     exp = Dag(cfg, basedir).experiments["demo"]
@@ -271,6 +274,7 @@ def test_released_row_fills_the_paper_table():
 def test_replicates_add_seeded_runs_that_are_trained_but_not_evaluated():
     demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     demo.pop("replicates")   # these tests set their own methods
+    demo["evaluate"].pop("judged")   # and its judged runs name the demo's methods and files
     demo["replicates"] = {"seeds": [0, 1, 2], "methods": ["sft", "dft"]}
     demo["train"]["seed"] = 0
     exp = Dag(demo, ROOT).experiments["demo"]
