@@ -318,10 +318,15 @@ def protocol_evals(exp):
 
 
 def item_evals(wildcards):
-    """(path, name) of the paper-protocol results one paper table reads (Experiment.item_runs)."""
+    """(path, name) of the paper-protocol results one paper table reads (Experiment.item_runs): the
+    AlpacaEval protocols only for the items that show them (their answers cost a judge)."""
+    from negfree.report.paper_table import item_annotated
+
     exp = exp_of(wildcards)
+    item = item_of(wildcards)
+    shown = set(item_annotated(item))
     return [(f"{exp.run_dir(r)}/eval/{p}.json", r) for p in exp.paper_protocols
-            for r in exp.item_runs(item_of(wildcards))]
+            if not p.startswith("alpaca_eval") or p in shown for r in exp.item_runs(item)]
 
 
 def item_judged_paths(wildcards):
