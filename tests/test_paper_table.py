@@ -271,7 +271,9 @@ def test_ift_table2_alpaca_and_item_without_protocol(tmp_path):
     got = dict(zip(row.metric, row.ours))
     assert got["alpacaeval2/win_rate"] == pytest.approx(12.5)          # already in percent
     assert math.isnan(got["alpacaeval2/lc_win_rate"])                  # plain win rate only
-    assert dict(zip(row.metric, row.status))["alpacaeval/win_rate"] == T.NOT_MEASURED
+    status = dict(zip(row.metric, row.status))
+    assert status["alpacaeval/win_rate"] == T.MISSING                   # AlpacaEval 1: no alpaca_eval1 result given
+    assert status["alpacaeval/lc_win_rate"] == T.NOT_MEASURED           # AlpacaEval 1 defines no LC
     assert any("weighted_alpaca_eval_gpt4_turbo" in n for n in df.attrs["column_notes"])
     # asft Table 2 (Arena-Hard, MT-Bench): the judged protocols' results only; an AlpacaEval one fills nothing
     df = T.paper_table("asft/table2", [js], None, SCALE)

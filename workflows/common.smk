@@ -332,15 +332,18 @@ def item_evals(wildcards):
 def item_judged_paths(wildcards):
     """The judged results one paper table reads: <run>/eval/<protocol>.json of its rows' runs that the
     experiment judges, for the judged protocols the item shows; given to paper-table as JSON (the judge)."""
-    from negfree.report.paper_table import item_judged
+    from negfree.report.paper_table import item_annotated, item_judged
 
     exp = exp_of(wildcards)
-    if exp.judged is None:
-        return []
     item = item_of(wildcards)
+    # AlpacaEval's results name their annotator, which the tidy CSV of eval-csv drops
+    out = [f"{exp.run_dir(r)}/eval/{p}.json" for p in item_annotated(item) if p in exp.protocols
+           for r in exp.item_runs(item)]
+    if exp.judged is None:
+        return out
     wanted = [p for p in exp.judged.protocols if p in item_judged(item)]
-    return [exp.judged.result(exp.runs_root, r, p) for p in wanted for r in exp.item_runs(item)
-            if r in exp.judged.runs]
+    return out + [exp.judged.result(exp.runs_root, r, p) for p in wanted for r in exp.item_runs(item)
+                  if r in exp.judged.runs]
 
 
 def item_eval_paths(wildcards):

@@ -46,7 +46,9 @@ shot count, harness, a subset of the items) there is no verdict and the reason s
 The judged benchmarks (Arena-Hard, MT-Bench, WildBench: negfree judged-eval) count only with the
 paper's judge: another model's numbers give at best ``inconclusive`` ("judge differs from the
 paper's (<used> vs <paper>)"), never ``reproduced``; the offline judge's make a claim ``not
-checkable`` (see ``_judged_columns``).
+checkable`` (see ``_judged_columns``). AlpacaEval 1 and 2 (negfree alpaca-eval) likewise, the protocol's own
+annotator being the paper's judge (alpaca_eval_gpt4, weighted_alpaca_eval_gpt4_turbo): another annotator or model
+gives at best ``inconclusive``, the offline stand-in negfree_local_loglik ``not checkable`` (``_alpaca_columns``).
 Same inputs, same bytes: values are rounded to 6 significant digits before judging, and the
 bootstrap's seed is fixed.
 """
@@ -513,7 +515,6 @@ PROTOCOL_DIFFERS = {
               "scores; ours is rouge-score F1 on a seeded subsample",
 }
 PROTOCOL_DIFFERS["rouge2"] = PROTOCOL_DIFFERS["rougeL"] = PROTOCOL_DIFFERS["rouge1"]
-PAPER_JUDGE = "weighted_alpaca_eval_gpt4_turbo"
 
 
 def _item_id(item: str | None) -> str | None:
@@ -779,6 +780,83 @@ def _judged_columns(run_dir: Path, metric: str, paper: str | None) -> list | Non
     return [col]
 
 
+# AlpacaEval 1 and 2 (negfree alpaca-eval: <run>/eval/<alpaca_eval1|alpaca_eval2>.json) count only with the
+# protocol's own annotator (paper_table.ALPACA_JUDGES: alpaca_eval_gpt4, weighted_alpaca_eval_gpt4_turbo), as
+# the judged protocols do with the paper's judge: the offline stand-in negfree_local_loglik makes a claim not
+# checkable; another annotator (or another model behind it, "<annotator>@<model>") gives at best inconclusive,
+# the reason naming both; a paper_value check gives no verdict. The plain win rate has per-item scores (the
+# judge's preference per instruction, the annotations file); the LC win rate (a fitted model) has none: over
+# training seeds, and a paper_value check reads the result's standard error. AlpacaEval 1 has no LC. Lengths
+# are the answers' (the outputs file), no judge's.
+_ALPACA_NO_ITEMS = ("the LC win rate of AlpacaEval 2 is fitted over all items (length control), not a mean of "
+                    "per-item preferences")
+
+
+def _alpaca_columns(run_dir: Path, metric: str, paper: str | None, protocols) -> list | None:
+    """The column of an AlpacaEval metric key (None: the key is no AlpacaEval protocol's), with ``judge``
+    (the result's annotator, None for a length) and, where it has no per-item scores, ``no_items`` and
+    ``result_ci``. Raises NoItems, the offline stand-in included."""
+    import fnmatch
+
+    from negfree.report.items import Column, NoItems, alpaca_column
+    from negfree.report.paper_table import (ALPACA_JUDGE_NAMES, ALPACA_STAND_IN, NOT_MEASURED_WHY, OFFLINE, PAPER,
+                                            alpaca_source, judge_status, paper_judge)
+
+    src = alpaca_source(metric, protocols)
+    if src is None:              # AlpacaEval 1's LC: no such number (NOT_MEASURED_WHY says why)
+        why = next((w for k, w in NOT_MEASURED_WHY.items() if fnmatch.fnmatchcase(metric, k)), None)
+        if why and alpaca_source(metric) is None and metric.startswith(("alpacaeval/", "alpacaeval2/")):
+            raise NoItems(f"'{metric}' is not measured: {why}")
+        return None
+    path = run_dir / "eval" / f"{src.protocol}.json"
+    if not path.is_file():
+        raise NoItems(f"no evaluation {path}")
+    rec = json.loads(path.read_text())
+    ours = {m.get("metric"): m.get("value") for m in rec.get("metrics") or []}
+    if src.judge_free:                                   # the answers' lengths, per instruction
+        out = path.with_name(rec.get("outputs") or path.with_suffix(".outputs.json").name)
+        if not out.is_file():
+            raise NoItems(f"{path} has no outputs file ({out.name}): no lengths per answer")
+        answers = json.loads(out.read_text())
+        ids = [str(a.get("instruction")) for a in answers]
+        x = np.asarray([float(len(str(a.get("output") or ""))) for a in answers]).reshape(-1, 1)
+        reported = ours.get(src.metric, rec.get(src.metric))
+        if not ids or reported is None or abs(float(x.mean()) - float(reported)) > 1e-6 * max(1.0, abs(reported)):
+            raise NoItems(f"the {len(ids)} answers of {out.name} average {x.mean() if ids else 'nothing'}, the result "
+                          f"reports {reported}")
+        col = Column(metric, src.protocol, path, ids, x, 1.0, None, False, rec,
+                     f"{src.protocol}/{src.metric} (answer lengths, no judge)")
+        col.judge = None
+        return [col]
+    annotator = str(rec.get("annotator") or "")
+    pj = paper_judge(paper, metric)
+    status, why = judge_status(annotator, annotator == ALPACA_STAND_IN, pj)
+    if status == OFFLINE:
+        raise NoItems(f"{path} was judged by {annotator}, not {ALPACA_JUDGE_NAMES[src.protocol]} ({pj}): {why}")
+    judged_by = f"{src.protocol}/{src.metric} judged by {annotator or 'an unrecorded annotator'}"
+    if src.metric == "win_rate":                         # the judge's preference per instruction
+        col = alpaca_column(path, metric, "win_rate")
+        col.protocol, col.source = src.protocol, judged_by
+        reported = ours["win_rate"] if "win_rate" in ours else (rec.get("leaderboard_row") or {}).get("win_rate")
+        if reported is not None and abs(col.value - float(reported)) > 1e-6 * max(1.0, abs(float(reported))):
+            raise NoItems(f"the {len(col.ids)} preferences of {path.name}'s annotations give {col.value:.6g}, the "
+                          f"result reports a win rate of {reported}")
+        col.no_items, col.result_ci = None, None
+    else:                                                # the LC win rate: one fitted number
+        value = ours.get(src.metric)
+        if value is None:
+            raise NoItems(f"{path} reports no {src.metric}" + (f" ({rec['lc_reason']})" if rec.get("lc_reason") else ""))
+        col = Column(metric, src.protocol, path, ["(the whole benchmark)"], np.asarray([[float(value)]]), 1.0, None,
+                     False, rec, judged_by)
+        col.no_items = _ALPACA_NO_ITEMS
+        se = rec.get("standard_error")
+        col.result_ci = ((float(value) - 1.959964 * float(se), float(value) + 1.959964 * float(se),
+                          "the result's standard error (alpaca_eval's lc_standard_error) x 1.96")
+                         if se is not None else None)
+    col.judge, col.judge_note = annotator, (why if status != PAPER else "")
+    return [col]
+
+
 def _columns(ctx, run_dir: Path, metric: str, protocols) -> list:
     """The per-item columns of ``metric`` in one run's evaluations (cached); raises NoItems. A judged
     benchmark's column whose judge is not the paper's is noted in ``ctx.judge_notes`` (the claim's
@@ -791,11 +869,9 @@ def _columns(ctx, run_dir: Path, metric: str, protocols) -> list:
         try:
             cols = _judged_columns(Path(run_dir), metric, paper)
             if cols is None:
+                cols = _alpaca_columns(Path(run_dir), metric, paper, protocols)
+            if cols is None:
                 cols = column(run_dir, metric, protocols)
-            for c in cols:
-                if c.protocol == "alpaca_eval2" and c.record.get("annotator") != PAPER_JUDGE:
-                    raise NoItems(f"{c.path} was judged by {c.record.get('annotator')}, not AlpacaEval 2's GPT-4 Turbo "
-                                  f"judge ({PAPER_JUDGE}): an offline stand-in says nothing about the claim")
             ctx._columns[key] = cols
         except NoItems as e:
             ctx._columns[key] = e
@@ -1019,6 +1095,7 @@ def _protocol_differs(metric: str, cols) -> str | None:
     shot count or chat-template use than the protocol's (the paper's), another judge, another
     harness (PROTOCOL_DIFFERS)."""
     from negfree.evaluate.protocols import PROTOCOLS
+    from negfree.report.paper_table import ALPACA_JUDGES, alpaca_result_note
 
     for c in cols:
         if c.key in PROTOCOL_DIFFERS:
@@ -1027,11 +1104,11 @@ def _protocol_differs(metric: str, cols) -> str | None:
         if rec.get("limit"):
             return (f"ours scored the first {rec['limit']} items of each task (evaluate.limit), the paper the full "
                     "test set")
-        if c.protocol == "alpaca_eval2":
-            if rec.get("annotator") != PAPER_JUDGE:
-                return f"a different judge: ours {rec.get('annotator')}, the paper's GPT-4 Turbo ({PAPER_JUDGE})"
-            if rec.get("n") != 805:
-                return f"ours judged {rec.get('n')} instructions, the paper AlpacaEval's 805"
+        if c.protocol in ALPACA_JUDGES:      # the judge is the column's judge_note; here the rest of the protocol
+            said = alpaca_result_note(rec)
+            if said:
+                return f"ours {said}"
+            continue
         proto = PROTOCOLS.get(c.protocol)
         if proto is None:
             continue

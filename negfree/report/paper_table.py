@@ -36,6 +36,16 @@ names its judge (``[J1]``, listed under the table); a judge other than the paper
 (``PAPER_JUDGES``) is marked ``*``, the offline judge ``†``, and a judged row read from a CSV,
 whose judge is not recorded, ``*`` too. Lengths (bnf Table 5) are the answers', no judge's.
 
+AlpacaEval 1 and 2 (``negfree alpaca-eval``, protocols alpaca_eval1 / alpaca_eval2, one
+``<run>/eval/<protocol>.json`` per run) fill ift Table 2 and dft Fig. 5 the same way: the result
+JSON names its ``annotator`` (alpaca_eval's annotator config, ``<annotator>@<model>`` when another
+model answered through an endpoint), so each cell read from it names it; the paper's is the
+protocol's own (``ALPACA_JUDGES``: alpaca_eval_gpt4 for AlpacaEval 1, weighted_alpaca_eval_gpt4_turbo
+for AlpacaEval 2), another is marked ``*``, the offline stand-in negfree_local_loglik ``†``, and a
+row of a tidy CSV ``*`` (not recorded). AlpacaEval 1 defines no length-controlled win rate, so ift
+Table 2's "Alpaca-Eval lc win-rate" column stays empty with that reason. The AlpacaEval 2 plain win
+rate of a result whose reported rate is the length-controlled one is its ``leaderboard_row.win_rate``.
+
 The result is a long DataFrame (one row per paper row x paper column) with
 ``df.attrs`` holding the layout (column order, labels, runs, notes); the writers
 render it as Markdown (one row per paper row, each cell ``paper / ours / diff``),
@@ -114,15 +124,25 @@ METRIC_SOURCES: tuple[Source, ...] = (
            "bnf MATH: lm-eval MATH Level 5 zero-shot, not the paper's ZeroEval"),
     Source("mmlu_redux/acc", "bnf_reasoning", "mmlu_redux_generative", "exact_match,default", PCT,
            "bnf MMLU: lm-eval mmlu_redux_generative, not the paper's ZeroEval"),
-    # AlpacaEval 2 (negfree alpaca-eval): alpaca_eval reports win rates in percent
+    # AlpacaEval 1 and 2 (negfree alpaca-eval): alpaca_eval reports win rates in percent. The
+    # annotator is in the result JSON (read it: load_evals), not in the tidy CSV of eval-csv.
+    # ift.txt Table 2 "Alpaca-Eval win-rate" (AlpacaEval 1 defines no LC: NOT_MEASURED_WHY)
+    Source("alpacaeval/win_rate", "alpaca_eval1", "alpaca_eval1", "win_rate", 1.0,
+           "AlpacaEval 1 is comparable to the paper only with alpaca_eval_gpt4 (GPT-4) against "
+           "text_davinci_003's outputs on the 805 instructions; a row of a tidy CSV does not record the annotator "
+           "(pass the run's alpaca_eval1.json)"),
+    # ift.txt Table 2 "Alpaca-Eval-2 win-rate / lc win-rate"; dft.txt Fig. 2a, 5b, 6 (LC) and 5a (length)
     Source("alpacaeval2/win_rate", "alpaca_eval2", "alpaca_eval2", "win_rate", 1.0,
            "AlpacaEval 2 is comparable to the paper only with the weighted_alpaca_eval_gpt4_turbo "
-           "annotator on the 805 instructions; the tidy rows do not record the judge (see the "
-           "run's JSON: annotator, win_rate_kind)"),
+           "annotator against gpt4_1106_preview's outputs on the 805 instructions; a row of a tidy CSV does not "
+           "record the annotator (pass the run's alpaca_eval2.json: annotator, win_rate_kind)"),
     Source("alpacaeval2/lc_win_rate", "alpaca_eval2", "alpaca_eval2", "lc_win_rate", 1.0,
            "AlpacaEval 2 is comparable to the paper only with the weighted_alpaca_eval_gpt4_turbo "
-           "annotator on the 805 instructions; the tidy rows do not record the judge (see the "
-           "run's JSON: annotator, win_rate_kind)"),
+           "annotator against gpt4_1106_preview's outputs on the 805 instructions; a row of a tidy CSV does not "
+           "record the annotator (pass the run's alpaca_eval2.json: annotator, win_rate_kind)"),
+    Source("alpacaeval2/avg_length", "alpaca_eval2", "alpaca_eval2", "mean_length_chars", 1.0,
+           "AlpacaEval 2 length: [ours] the mean characters of the answers, AlpacaEval's avg_length; dft.txt "
+           "states no unit for its lengths; no judge", judge_free=True),
     # asft.txt Table 3 (negfree textsim): already 0-100
     Source("bleu4", "textsim_*", "*", "bleu4", 1.0,
            "asft BLEU/ROUGE: the paper's test set is alpaca_en (asft.txt 5.1); ours is the "
@@ -164,7 +184,7 @@ ITEM_PROTOCOLS: dict[str, tuple[str, ...]] = {
     **{i: ("openllm_dft",) for i in _OPENLLM_DFT_ITEMS},
     "dft/table1": ("math_zeroshot",),
     "dft/fig2a_fig5": ("alpaca_eval2",),
-    "ift/table2": ("alpaca_eval2",),
+    "ift/table2": ("alpaca_eval1", "alpaca_eval2"),
     "ift/table3": ("openllm_ift",),
     "bnf/table4": ("bnf_reasoning", "arena_hard_v0.1", "wildbench_v2"),
     "bnf/table5": ("wildbench_v2", "arena_hard_v0.1"),
@@ -184,18 +204,44 @@ PAPER_JUDGES: dict[tuple[str, str], str] = {
     ("bnf", "wildbench/score"): "gpt-4o-2024-05-13",         # "GPT-4o"; (05-13) in its Table 1
     ("bnf", "wildbench/elo"): "gpt-4o-2024-05-13",
 }
+# AlpacaEval protocol -> the annotator (alpaca_eval's annotator config) its paper numbers come from: each
+# protocol's own judge (negfree/evaluate/alpaca.py OFFICIAL). ift.txt Table 2 and dft.txt Fig. 2a/5/6 say
+# "judged by GPT-4" / "GPT4-as-a-judge on AlpacaEval2": AlpacaEval 1's judge is alpaca_eval_gpt4 (gpt-4),
+# AlpacaEval 2's weighted_alpaca_eval_gpt4_turbo (gpt-4-1106-preview). Kept equal to alpaca.OFFICIAL
+# (tests/test_alpaca_tables.py).
+ALPACA_JUDGES: dict[str, str] = {"alpaca_eval1": "alpaca_eval_gpt4", "alpaca_eval2": "weighted_alpaca_eval_gpt4_turbo"}
+ALPACA_JUDGE_NAMES = {"alpaca_eval1": "AlpacaEval 1's GPT-4 judge", "alpaca_eval2": "AlpacaEval 2's GPT-4 Turbo judge"}
+ALPACA_STAND_IN = "negfree_local_loglik"     # alpaca.LOCAL_ANNOTATOR: the offline stand-in, not AlpacaEval's judge
+ALPACA_SET_SIZE = 805                        # alpaca.FULL_SET_SIZE
 PAPER, OTHER, OFFLINE, UNKNOWN = "paper's judge", "other judge", "offline judge", "judge not recorded"
 MARKS = {PAPER: "", OTHER: "*", OFFLINE: "†", UNKNOWN: "*"}
 
 
+def alpaca_source(key: str, protocols: Iterable[str] | None = None) -> Source | None:
+    """The AlpacaEval source of a paper key (None: no AlpacaEval protocol's), among ``protocols`` if given."""
+    return next((s for s in METRIC_SOURCES if s.paper_key == key and s.protocol in ALPACA_JUDGES
+                 and (protocols is None or s.protocol in tuple(protocols))), None)
+
+
 def paper_judge(paper_or_item: str | None, key: str) -> str | None:
-    """The judge the paper used for a paper metric key (None: no judged column of that paper)."""
-    return PAPER_JUDGES.get(((paper_or_item or "").split("/")[0], key))
+    """The judge the paper used for a paper metric key (None: no judged column of that paper). An
+    AlpacaEval key's is its protocol's own annotator (ALPACA_JUDGES), a length's none."""
+    got = PAPER_JUDGES.get(((paper_or_item or "").split("/")[0], key))
+    src = alpaca_source(key) if got is None else None
+    return ALPACA_JUDGES[src.protocol] if src is not None and not src.judge_free else got
 
 
 def judged_source(key: str) -> Source | None:
     """The judged protocol's source of a paper key (None: not a judged protocol's result)."""
     return next((s for s in METRIC_SOURCES if s.paper_key == key and s.judged), None)
+
+
+def item_annotated(item: str) -> list[str]:
+    """The AlpacaEval protocols (alpaca_eval1, alpaca_eval2) a paper item reads: their
+    ``<run>/eval/<protocol>.json`` name the annotator, which the tidy CSV of eval-csv does not, so a
+    table given them names each cell's judge."""
+    iid = paper_numbers.resolve(item)[0] if item in paper_numbers.aliases() else item
+    return [p for p in ALPACA_JUDGES if p in ITEM_PROTOCOLS.get(iid, ())]
 
 
 def item_judged(item: str) -> list[str]:
@@ -210,6 +256,10 @@ def judge_status(judge: str | None, offline: bool, paper: str | None) -> tuple[s
     """(status, note) of one judged number: PAPER, OTHER, OFFLINE or UNKNOWN, and a sentence that
     names the judge used and the paper's."""
     want = paper or "not stated"
+    if offline and judge == ALPACA_STAND_IN:
+        return OFFLINE, (f"OFFLINE STAND-IN {judge} (not AlpacaEval's judge: it prefers the answer with the higher "
+                         f"mean log-probability under a local model): judge differs from the paper's ({judge} vs "
+                         f"{want}); the number says nothing about quality as AlpacaEval's judge rates it")
     if offline:
         return OFFLINE, (f"OFFLINE judge {judge or 'negfree_offline_judge'} (a hash of the request, not a model): "
                          f"judge differs from the paper's ({judge or 'negfree_offline_judge'} vs {want}); "
@@ -253,9 +303,10 @@ NOT_MEASURED_WHY: dict[str, str] = {
                                  "with configs/judges.yaml's asft judge gpt-4 (the GPT-4 column); this column "
                                  "needs the same answers judged again by GPT-4 Turbo",
     "wildbench/elo": "not computable from one model's results: " + _wb_elo_why(),
-    "alpacaeval/*": "AlpacaEval 1 is not run (only AlpacaEval 2: negfree alpaca-eval)",
-    "alpacaeval2/avg_length": "the paper does not state the unit of its lengths; ours (mean_length_chars) "
-                              "is not mapped",
+    "alpacaeval/lc_win_rate": "AlpacaEval 1 defines no length-controlled win rate (length control is AlpacaEval "
+                              "2's: its GLM was fitted with AlpacaEval 2's judge and baseline), and ift.txt does "
+                              "not say how it computed this column; not computed (the alpaca_eval1 result's "
+                              "lc_reason)",
     "data_volume": "the training-set size is a property of the run, not an evaluation result",
 }
 
@@ -293,6 +344,7 @@ def _why_not_measured(key: str, protocols: tuple[str, ...]) -> str:
 
 # ---------------------------------------------------------------------- our side
 JUDGE_COLUMNS = ("judge", "judge_name", "judge_offline")
+NOTE_COLUMN = "result_note"      # what a result's own fields say against the paper's protocol (AlpacaEval)
 
 
 def judged_rows(path: str | Path, record: dict | None = None) -> list[dict]:
@@ -320,6 +372,64 @@ def judged_rows(path: str | Path, record: dict | None = None) -> list[dict]:
     offline = bool(record.get("judge_is_offline") or judge.get("offline"))
     for r in rows:
         r.update(judge=str(judge.get("model") or ""), judge_name=str(judge.get("name") or ""), judge_offline=offline)
+    return rows
+
+
+def _alpaca_run(path: Path, record: dict) -> str:
+    """The run of an AlpacaEval result: its ``run`` if it has one, else the run directory under
+    ``runs/<experiment>/`` (the DAG's results/runs/<exp>/<run>/eval/, nested runs included), else the
+    folder above ``eval/``."""
+    from negfree.evaluate.aggregate import run_name
+
+    if record.get("run"):
+        return str(record["run"])
+    parts = Path(path).parts
+    if len(parts) > 2 and parts[-2] == "eval" and "runs" in parts[:-2]:
+        at = len(parts) - 1 - parts[::-1].index("runs")
+        inner = parts[at + 2:-2]
+        if inner:
+            return "/".join(inner)
+    return run_name(path)
+
+
+def alpaca_result_note(record: dict) -> str:
+    """Where an AlpacaEval result is not the paper's measurement apart from its judge (empty: nowhere):
+    a subset or another instruction set, another reference, a length-controlled rate not defined."""
+    protocol = record.get("protocol", "")
+    out = []
+    n = record.get("n")
+    if record.get("limit") or (n is not None and n != ALPACA_SET_SIZE):
+        out.append(f"judged {n} instructions, not AlpacaEval's {ALPACA_SET_SIZE}")
+    elif record.get("instructions_are_alpaca_eval_set") is False:
+        out.append(f"{n} instructions, not AlpacaEval's set in its order")
+    if record.get("reference_is_protocols") is False:
+        out.append(f"against {record.get('reference_generator')}'s outputs, not the protocol's reference")
+    if protocol == "alpaca_eval2" and record.get("win_rate_kind") == "plain":
+        out.append(f"no LC win rate: {record.get('lc_reason') or 'not defined here'}")
+    return "; ".join(out)
+
+
+def alpaca_rows(path: str | Path, record: dict) -> list[dict]:
+    """The tidy rows of one AlpacaEval result (negfree alpaca-eval) with its annotator: ``judge`` (the
+    result's ``annotator``), ``judge_name`` (the model it asked), ``judge_offline`` (the stand-in), and
+    ``result_note`` (alpaca_result_note). Where the reported rate is the length-controlled one, the
+    plain win rate (its ``leaderboard_row.win_rate``) is added as metric ``win_rate``."""
+    from negfree.evaluate.aggregate import rows_from_record
+
+    run = _alpaca_run(Path(path), record)
+    rows = rows_from_record(record, run)
+    protocol = record.get("protocol", "")
+    plain = (record.get("leaderboard_row") or {}).get("win_rate")
+    if record.get("win_rate_kind") == "length_controlled" and plain is not None \
+            and not any(r["metric"] == "win_rate" for r in rows):
+        rows.append({"run": run, "protocol": protocol, "task": protocol, "metric": "win_rate", "value": plain,
+                     "stderr": (record.get("leaderboard_row") or {}).get("standard_error"), "n": record.get("n")})
+    annotator = str(record.get("annotator") or "")
+    model = record.get("judge_model")
+    note = alpaca_result_note(record)
+    for r in rows:
+        r.update(judge=annotator, judge_name=str(model or "") if model and str(model) != annotator else "",
+                 judge_offline=annotator == ALPACA_STAND_IN, result_note=note)
     return rows
 
 
@@ -355,6 +465,9 @@ def load_evals(evals) -> pd.DataFrame:
                     raise ValueError(f"{path}: not valid JSON ({e})") from None
                 if isinstance(record, dict) and record.get("format") == JUDGED_FORMAT:
                     frames.append(pd.DataFrame(judged_rows(path, record), columns=list(EVAL_COLUMNS + JUDGE_COLUMNS)))
+                elif isinstance(record, dict) and record.get("protocol") in ALPACA_JUDGES:
+                    frames.append(pd.DataFrame(alpaca_rows(path, record),
+                                               columns=list(EVAL_COLUMNS + JUDGE_COLUMNS) + [NOTE_COLUMN]))
                 else:
                     frames.append(pd.DataFrame(collect([path]), columns=list(EVAL_COLUMNS)))
             else:
@@ -375,7 +488,7 @@ def load_evals(evals) -> pd.DataFrame:
     for c in ("run", "protocol", "task", "metric"):
         df[c] = df[c].astype(str)
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
-    for c in ("judge", "judge_name"):
+    for c in ("judge", "judge_name", NOTE_COLUMN):
         df[c] = df[c].fillna("").astype(str) if c in df.columns else ""
     df["judge_offline"] = df["judge_offline"].fillna(False).astype(bool) if "judge_offline" in df.columns else False
     # the same result read twice (a CSV and its JSON) is fine, the JSON's judge kept; two different
@@ -393,12 +506,15 @@ def load_evals(evals) -> pd.DataFrame:
 
 
 def _ours_by_run(evals: pd.DataFrame, protocols: tuple[str, ...]) -> dict[str, dict[str, tuple]]:
-    """run -> paper key -> (value in the paper's unit (NaN: no value), source, note, judge), the
-    judge (model, backend:model, offline) for a judged source (None otherwise, and for lengths)."""
+    """run -> paper key -> (value in the paper's unit (NaN: no value), source, note, judge, result
+    note), the judge (model, backend:model, offline) for a judged or AlpacaEval source (None
+    otherwise, and for lengths); the result note: what the result says against the paper's protocol."""
     srcs = sources_for(protocols)
     out: dict[str, dict] = {}
     if "judge" not in evals.columns:
         evals = evals.assign(judge="", judge_name="", judge_offline=False)
+    if NOTE_COLUMN not in evals.columns:
+        evals = evals.assign(**{NOTE_COLUMN: ""})
     for r in evals.itertuples(index=False):
         for s in srcs:
             if (fnmatch.fnmatchcase(r.protocol, s.protocol) and fnmatch.fnmatchcase(r.task, s.task)
@@ -409,8 +525,9 @@ def _ours_by_run(evals: pd.DataFrame, protocols: tuple[str, ...]) -> dict[str, d
                     raise ValueError(f"run {r.run!r}: both {got[s.paper_key][1]} and {where} map onto "
                                      f"{s.paper_key}: pass the results of one of them only")
                 v = float(r.value) * s.factor if r.value is not None and not math.isnan(r.value) else math.nan
-                judge = (r.judge, r.judge_name, bool(r.judge_offline)) if s.judged and not s.judge_free else None
-                got[s.paper_key] = (v, where, s.note, judge)
+                judged = s.judged or s.protocol in ALPACA_JUDGES
+                judge = (r.judge, r.judge_name, bool(r.judge_offline)) if judged and not s.judge_free else None
+                got[s.paper_key] = (v, where, s.note, judge, getattr(r, NOTE_COLUMN) or "")
     return out
 
 
@@ -570,6 +687,11 @@ def paper_table(item: str, evals, row_map=None, scale: str = "") -> pd.DataFrame
                               f"{', '.join(rule)} (the paper's rule), only when all {len(rule)} are present")
         elif key not in mapped_keys:
             col_notes[key] = f"{label}: not measured ({_why_not_measured(key, protocols)})"
+        elif alpaca_source(key, protocols) is not None and paper_judge(iid, key):
+            src = alpaca_source(key, protocols)
+            col_notes[key] = (f"{label}: judged by alpaca_eval's annotator (negfree alpaca-eval, protocol "
+                              f"{src.protocol}); the paper's is {paper_judge(iid, key)} "
+                              f"({ALPACA_JUDGE_NAMES[src.protocol]}); each cell names the annotator that gave ours")
         elif paper_judge(iid, key):
             col_notes[key] = (f"{label}: judged by an LLM (negfree judged-eval); the paper's judge is "
                               f"{paper_judge(iid, key)}; each cell names the judge that gave ours")
@@ -603,6 +725,7 @@ def paper_table(item: str, evals, row_map=None, scale: str = "") -> pd.DataFrame
         return float(sel.value.iloc[0]), str(sel.unit.iloc[0])
 
     out = []
+    result_notes: dict[str, None] = {}     # "run: what its result says against the paper's protocol", once each
     for i, r in enumerate(rows):
         run = mapping.get(i)
         have = ours.get(run, {}) if run else {}
@@ -635,13 +758,19 @@ def paper_table(item: str, evals, row_map=None, scale: str = "") -> pd.DataFrame
                 rec.update(status=MISSING, source=have[key][1] if key in have else "",
                            note=f"{run} has no value for {where} (call failed, skipped, or not run)")
                 notes.append(f"{_describe(rows, i)}, {label}: {run} has no value for {where}")
+                for said in dict.fromkeys(v[4] for v in have.values() if v[4]):
+                    result_notes[f"{run}: {said}"] = None
             else:
                 rec.update(status=OK, ours=have[key][0], source=have[key][1])
                 if have[key][3] is not None:
                     tag, pj, why = judge_tag(key, label, have[key][3])
                     rec.update(judge=have[key][3][0] or "not recorded", judge_tag=tag, note=why)
+                if have[key][4]:
+                    rec["note"] = "; ".join(x for x in (rec["note"], have[key][4]) if x)
+                    result_notes[f"{run}: {have[key][4]}"] = None
             rec["diff"] = rec["ours"] - rec["paper"] if not (math.isnan(rec["ours"]) or math.isnan(p)) else math.nan
             out.append(rec)
+    notes += list(result_notes)
     df = pd.DataFrame(out, columns=LONG_COLUMNS)
     if paper.value.isna().all():
         notes.insert(0, f"{item}: the paper's text gives no number for this item (layout only)")

@@ -107,7 +107,7 @@ def protocol_sweep_table(evals: str | Path, runs: list[str], settings: list[dict
     for run, point in zip(runs, settings):
         row = {**point, "run": run}
         for r in df[df["run"] == run].itertuples():
-            if r.task == "aggregate":
+            if r.task == "aggregate" or r.protocol.startswith("alpaca_eval"):   # AlpacaEval: % and characters already
                 row[f"{r.protocol}/{r.metric}"] = r.value
             else:
                 row[f"{r.protocol}/{r.task}/{r.metric} (%)"] = None if pd.isna(r.value) else round(100 * r.value, 2)

@@ -125,6 +125,9 @@ NEED_KINDS = {
     "judged": "{0[experiment]} judges {0[protocols]} (evaluate.judged.protocols)",
     "paper_judge": "configs/judges.yaml paper_judges names one judge for {0[paper]}'s {0[protocol]}: {0[judge]}",
     "not_computable": "negfree/evaluate/judge/aggregate.py {0}() gives no value from one model's results",
+    "no_lc": "negfree/evaluate/alpaca.py defines no length-controlled win rate for the protocol {0}, whatever the "
+             "instructions (lc_eligibility)",
+    "no_sweep_figure": "no analysis.sweep_figures entry of {0[experiment]} plots a column of {0[metric]}",
 }
 # a phrase of the prose (case-insensitive) -> the need kinds, one of which must back it
 PHRASES = [
@@ -141,6 +144,8 @@ PHRASES = [
     (r"judged in the dag|are judged|is judged", ("judged",)),
     (r"one judge", ("paper_judge",)),
     (r"not computable", ("not_computable",)),
+    (r"defines? no length-controlled", ("no_lc",)),
+    (r"no sweep figure", ("no_sweep_figure",)),
 ]
 CONFIG_PATH = re.compile(r"configs/[\w./-]+\.ya?ml")
 
@@ -171,14 +176,17 @@ class ConfigFacts:
     judged_protocols: set[str] = field(default_factory=set)    # the schema's evaluate.judged.protocols enum
     judged: dict[str, set[str]] = field(default_factory=dict)  # experiment file -> its evaluate.judged.protocols
     paper_judges: dict = field(default_factory=dict)           # configs/judges.yaml paper_judges
+    sweep_figure_metrics: dict[str, list[str]] = field(default_factory=dict)  # file -> analysis.sweep_figures metrics
 
     @classmethod
     def read(cls, root: str | Path = ".", papers: str = "configs/papers.yaml") -> "ConfigFacts":
         root = Path(root)
         files = (yaml.safe_load((root / papers).read_text()) or {}).get("experiments") or []
-        evaluated, trained, listed, judged = set(), set(), set(), {}
+        evaluated, trained, listed, judged, figures = set(), set(), set(), {}, {}
         for f in files:
             c = yaml.safe_load((root / f).read_text()) or {}
+            figures[f] = [str((e or {}).get("metric")) for e in
+                          (((c.get("analysis") or {}).get("sweep_figures")) or {}).values()]
             j = (c.get("evaluate") or {}).get("judged")
             if j:
                 judged[f] = set(j.get("protocols") or [])
@@ -198,7 +206,7 @@ class ConfigFacts:
         paper_judges = (((yaml.safe_load(judges.read_text()) or {}).get("paper_judges") or {})
                         if judges.is_file() else {})
         return cls(evaluated, trained, listed, set(files), hub_ids - {None}, protocols, _lm_eval_tasks(),
-                   _protocol_tasks(), judged_protocols, judged, paper_judges)
+                   _protocol_tasks(), judged_protocols, judged, paper_judges, figures)
 
 
 def _lm_eval_tasks() -> list[str]:
@@ -251,6 +259,22 @@ def check_need(need: dict, facts: ConfigFacts) -> str | None:
             says = False
         if not says:
             return f"negfree/evaluate/judge/aggregate.py {v}() is not a function that says it cannot compute"
+    if kind == "no_lc":
+        from negfree.evaluate.alpaca import FULL_SET_SIZE, PROTOCOLS, lc_eligibility
+
+        if v not in PROTOCOLS:
+            return f"{v} is no AlpacaEval protocol (negfree/evaluate/alpaca.py PROTOCOLS)"
+        full = [{"instruction": f"instruction {k}"} for k in range(FULL_SET_SIZE)]
+        got = {lc_eligibility(x, x, None, v) for x in ([{"instruction": "one"}], full)}
+        if len(got) != 1 or next(iter(got))[0]:
+            return f"negfree/evaluate/alpaca.py lc_eligibility decides {v}'s LC win rate by the instructions given"
+    if kind == "no_sweep_figure":
+        exp, metric = v.get("experiment"), str(v.get("metric"))
+        if exp not in facts.experiment_files:
+            return f"{exp} is not an experiment of configs/papers.yaml"
+        hits = [m for m in facts.sweep_figure_metrics.get(exp, []) if metric in m]
+        if hits:
+            return f"{exp} draws the sweep figure metric {hits[0]!r}"
     if kind == "unlisted_protocol":
         if v not in facts.protocols:
             return f"{v} is no protocol of the DAG at all (say no_protocol)"
