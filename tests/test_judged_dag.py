@@ -138,7 +138,7 @@ def test_the_judged_table_marks_offline_and_other_judges(tmp_path):
 
     def result(name, model, offline):
         f = tmp_path / f"{name}.json"
-        f.write_text(json.dumps({"format": "negfree-judged-result/1", "protocol": "arena_hard",
+        f.write_text(json.dumps({"format": "negfree-judged-result/1", "protocol": "arena_hard_v0.1",
                                  "metric": "arena_hard_win_rate", "value": 51.5, "ci_low": 40.0, "ci_high": 60.0,
                                  "n": 500, "failed": 0, "judge": {"name": name, "model": model},
                                  "judge_is_offline": offline, "output_length": {"mean_chars": 1234.0}}))
@@ -151,7 +151,7 @@ def test_the_judged_table_marks_offline_and_other_judges(tmp_path):
     assert [r["judge_note"] for r in rows][:2] == ["the paper's judge", "not the paper's judge (gpt-4o-mini)"]
     assert rows[2]["judge_note"].startswith("OFFLINE")
     md = (tmp_path / "t.md").read_text()
-    assert "| method~bnf | arena_hard | arena_hard_win_rate | 51.5 | [40.0, 60.0] | 500 |" in md
+    assert "| method~bnf | arena_hard_v0.1 | arena_hard_win_rate | 51.5 | [40.0, 60.0] | 500 |" in md
     assert "Offline judge" in md and (tmp_path / "t.html").exists()
     bad = tmp_path / "bad.json"
     bad.write_text("{}")

@@ -32,13 +32,22 @@ except _ConfigError as _e:
     # culprit) and status 1, before any job is planned; no Snakemake traceback header
     sys.exit(f"negfree: {_e}")
 EXPS = NF.experiments
-# the judge budget (configs/judges.yaml budget_usd, NEGFREE_JUDGE_BUDGET_USD): an estimate over it stops
-# the DAG in one line before any job starts; a dry run warns
-_JUDGE_BUDGET = NF.judge_budget_refusal(os.environ)
-if _JUDGE_BUDGET and workflow.dryrun:
-    print(f"WARNING: {_JUDGE_BUDGET} (a run without -n stops here)", file=sys.stderr)
-elif _JUDGE_BUDGET:
-    sys.exit(f"negfree: {_JUDGE_BUDGET}")
+_BUDGET_CHECKED = []
+
+
+def judge_budget_check(wildcards):
+    """No input; the judge budget (configs/judges.yaml budget_usd, NEGFREE_JUDGE_BUDGET_USD), once, while
+    the DAG is built (when a judged job is asked for): an estimate over it stops the DAG in one line
+    before any job starts; a dry run warns and goes on."""
+    if _BUDGET_CHECKED:
+        return []
+    _BUDGET_CHECKED.append(True)
+    msg = NF.judge_budget_refusal(os.environ)
+    if msg and workflow.dryrun:
+        print(f"WARNING: {msg} (a run without -n stops here)", file=sys.stderr)
+    elif msg:
+        raise WorkflowError(msg)
+    return []
 
 _METHOD_RE = "|".join(sorted(REGISTRY, key=len, reverse=True))
 

@@ -172,6 +172,7 @@ def who_model(wildcards):
 # names its own; the judge's annotations are cached per run in work/judge_cache/alpaca_eval/.
 rule evaluate_generation:
     input:
+        budget=judge_budget_check,   # AlpacaEval's annotators are priced too
         ready=lambda wildcards: (f"work/models/{wildcards.who.split('~', 1)[1]}/config.json"
                                  if wildcards.who.startswith("released~") else who_ready(wildcards)),
         data=lambda wildcards: exp_of(wildcards).generation_eval_inputs(wildcards.gen_protocol),

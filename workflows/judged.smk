@@ -27,6 +27,7 @@ rule fetch_judged_data:
 
 rule judged_answers:
     input:
+        budget=judge_budget_check,
         ready=who_ready,
         files=lambda wildcards: judged_of(wildcards).inputs(wildcards.judged),
     output:
@@ -34,6 +35,8 @@ rule judged_answers:
     params:
         model=who_model,
         args=lambda wildcards: judged_of(wildcards).answers_args(wildcards.judged),
+        # Snakemake removes a failed job's output: the answers so far live here, so a retry resumes
+        progress="work/judged_answers/{exp}/{who}/{judged}.answers.jsonl",
     wildcard_constraints:
         who=rf"base~[^/]+|method~(?:{_METHOD_RE})(?:/[A-Za-z_][A-Za-z0-9_]*~[^/]+)*",
         judged=JUDGED_RE,
@@ -46,7 +49,8 @@ rule judged_answers:
     log:
         "logs/{exp}/judged/{who}/{judged}.answers.log",
     shell:
-        "{NEGFREE} judged-answers --model {params.model} {params.args} --name {wildcards.who} --out {output}" + LOG
+        "mkdir -p $(dirname {params.progress}) && {NEGFREE} judged-answers --model {params.model} {params.args} "
+        "--name {wildcards.who} --out {params.progress} && cp {params.progress} {output}" + LOG
 
 
 def judged_eval_command(wildcards, input, output):
@@ -77,8 +81,8 @@ rule judged_eval:
         gpu=gpus_of("judged_eval"),
         nodes=1,
         mem_mb=lambda wildcards, attempt: max(4000, NF.estimate("judged_eval", wildcards).mem_mb() * attempt),
-        runtime=lambda wildcards: max(120, NF.estimate("judged_eval", wildcards).runtime_min()),
-        cpus_per_task=2,
+        runtime=lambda wildcards: max(60, NF.estimate("judged_eval", wildcards).runtime_min()),
+        cpus_per_task=lambda wildcards: max(2, 4 * NF.estimate("judged_eval", wildcards).gpus),
     log:
         "logs/{exp}/judged/{who}/{judged}.eval.log",
     shell:

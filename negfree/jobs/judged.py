@@ -54,6 +54,7 @@ class Judge:
     gpu_mem_gb: float = 0.0
     startup_min: float = 0.0
     params: float = 0.0          # served: the judge's parameters (its GPU-hours)
+    concurrency: int = 4         # judgements in flight at once (negfree judged-eval --judge-concurrency)
 
     @property
     def is_papers(self) -> bool:
@@ -112,7 +113,8 @@ class Judged:
         if j.kind == "offline":
             args.append("--judge offline")
         else:
-            args += [f"--judge-model {shlex.quote(j.model)}", f"--judge-name {shlex.quote(j.backend + ':' + j.model)}"]
+            args += [f"--judge-model {shlex.quote(j.model)}", f"--judge-name {shlex.quote(j.backend + ':' + j.model)}",
+                     f"--judge-concurrency {j.concurrency}"]
             if j.kind == "api":
                 args.append(f"--judge-url {shlex.quote(j.base_url)}")
                 if j.api_key_env:
@@ -156,13 +158,14 @@ def _judge(protocol: str, backend: str, judges: dict, paper: str | None, origin:
         if not b.get("base_url"):
             raise JudgedConfigError(f"{origin}: evaluate.judged: {JUDGES_FILE} backends.{backend}.base_url is not "
                                     f"set (the OpenAI-compatible server's URL)")
-        return Judge(backend, kind, model, paper_model, base_url=b["base_url"], api_key_env=b.get("api_key_env"))
+        return Judge(backend, kind, model, paper_model, base_url=b["base_url"], api_key_env=b.get("api_key_env"),
+                     concurrency=int(b.get("concurrency") or 4))
     if not b.get("params"):
         raise JudgedConfigError(f"{origin}: evaluate.judged: {JUDGES_FILE} backends.{backend}.params is not set "
                                 f"(the served judge's parameter count: its GPU-hours)")
     return Judge(backend, kind, model, paper_model, gpus=int(b.get("gpus") or 1),
                  gpu_mem_gb=float(b.get("gpu_mem_gb") or 80), startup_min=float(b.get("startup_min") or 15),
-                 params=float(b["params"]))
+                 params=float(b["params"]), concurrency=int(b.get("concurrency") or 32))
 
 
 def judged_of(config: dict, origin: str, runs: list[str], aliases: dict, base_run: str,

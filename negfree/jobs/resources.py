@@ -593,6 +593,7 @@ def evaluate_job(exp, who: str, protocol: str, out: str, basedir: Path, gpu_type
 # own template, the mean length of a model's answer (well under the max_new_tokens cap), and the
 # judge's reply (Arena-Hard's judge writes its own answer before the verdict; MT-Bench's a short
 # explanation; WildBench's a JSON of strengths and weaknesses). Estimates to size jobs and budgets.
+API_LATENCY_S = 15          # [ours] one API judgement, its reply of a few hundred tokens included
 JUDGED_TOKENS = {   # protocol: (prompt, judge template, model answer, judge reply, judgements per prompt)
     "arena_hard": (150, 450, 600, 700, 2),     # two games per prompt, both answers in each
     "mt_bench": (80, 350, 350, 250, 2),        # one grading per turn (turn 2 also shows turn 1)
@@ -643,18 +644,21 @@ def judged_eval_job(exp, who: str, protocol: str, basedir: Path, gpu_type: str |
     judge = exp.judged.judges[protocol]
     w = judged_work(exp, protocol)
     out = exp.judged.result(exp.runs_root, who, protocol)
-    if judge.kind != "served":
+    if judge.kind != "served":   # est_gpu_hours holds the job's wall hours here (no GPU): its Slurm runtime
+        hours = 0.0 if judge.kind == "offline" else w["judgements"] * API_LATENCY_S / judge.concurrency / 3600
         return Job(out, exp.name, exp.paper(), "judged_eval", 0, "cpu", int(w["judge_in"] + w["judge_out"]),
-                   0.0, 2.0, 2.0, 0.0, 0.01)
+                   0.0, 2.0, 2.0, round(hours, 2), 0.01)
     gt = gpu_type or launch_of(exp)["gpu_type"]
     gpu = GPUS[gt]
     params = judge.params
     fl = 2 * params * w["judge_in"]
     hours = judge.startup_min / 60 + fl / (MFU_FORWARD * gpu.bf16_tflops * 1e12 * judge.gpus) / 3600 + \
-        w["judge_out"] / 32 * (2 * params) / (BW_EFFICIENCY * gpu.hbm_tbps * 1e12 * judge.gpus) / 3600
-    per_gpu = round(_gb(2 * params) / judge.gpus + FIXED_GPU_GB + 8, 1)   # weights + KV cache for ~32 judgements
+        w["judge_out"] / judge.concurrency * (2 * params) / (BW_EFFICIENCY * gpu.hbm_tbps * 1e12 * judge.gpus) / 3600
+    per_gpu = round(_gb(2 * params) / judge.gpus + FIXED_GPU_GB + 8, 1)   # weights + KV cache of the judgements in flight
+    # host: vLLM's workers and the weights read once (bf16), at least 64 GB
+    host = max(64.0, round(_gb(2 * params) / 2, 1))
     return Job(out, exp.name, exp.paper(), "judged_eval", judge.gpus, gt, int(w["judge_in"] + w["judge_out"]),
-               per_gpu, 8.0, 8.0, round(hours * judge.gpus, 2), 0.01)
+               per_gpu, host, host, round(hours * judge.gpus, 2), 0.01)
 
 
 # [ours] AlpacaEval's annotators, per judgement: (model, input tokens, output tokens). The prompt is the

@@ -17,6 +17,8 @@ from negfree.report.html import write_markdown_page
 COLUMNS = ("run", "protocol", "metric", "value", "ci_low", "ci_high", "n", "failed", "mean_length_chars",
            "judge", "judge_model", "paper_judge", "judge_note")
 FORMAT = "negfree-judged-result/1"
+# the protocol names the results carry (the benchmark's version) -> the DAG's (evaluate.judged.protocols)
+DAG_NAME = {"arena_hard_v0.1": "arena_hard", "wildbench_v2": "wildbench", "mt_bench": "mt_bench"}
 
 
 def _row(path: str, run: str, paper_judges: dict[str, str]) -> dict:
@@ -25,7 +27,7 @@ def _row(path: str, run: str, paper_judges: dict[str, str]) -> dict:
         raise ValueError(f"{path}: not a result of negfree judged-eval (format {FORMAT})")
     judge = res.get("judge") or {}
     protocol = res["protocol"]
-    paper = paper_judges.get(protocol)
+    paper = paper_judges.get(DAG_NAME.get(protocol, protocol))
     if res.get("judge_is_offline"):
         note = "OFFLINE judge (a hash, not a model): the number says nothing about quality"
     elif paper and judge.get("model") != paper:

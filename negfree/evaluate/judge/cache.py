@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -210,10 +211,13 @@ class _Writer:
         if fcntl is not None:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:
                 fh.close()
                 raise JudgeCacheError(f"judge cache {path} is being written by another process; wait "
                                       f"for it to finish, or give this run its own cache directory") from None
+            except OSError as err:   # a filesystem without flock (ENOLCK, ENOSYS): one writer per job anyway
+                print(f"negfree: judge cache {path}: no file lock on this filesystem ({err.strerror}); "
+                      f"each judging job has its own cache directory", file=sys.stderr)
         # a line cut by a kill: trim it now that we hold the lock, so the next line starts clean
         if os.fstat(fh.fileno()).st_size:
             with open(path, "rb") as rf:

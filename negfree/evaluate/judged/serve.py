@@ -36,17 +36,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # 127.0.0.1 never through a proxy
+
+
 def _ready(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/models", timeout=5) as r:
+        with _DIRECT.open(f"{url}/models", timeout=5) as r:
             return r.status == 200 and "data" in json.loads(r.read() or b"{}")
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
 def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
-    if proc.poll() is not None:
-        return
+    """The server's whole process group (vLLM's tensor-parallel workers too), even if its leader has exited."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=grace_s)
@@ -57,6 +59,10 @@ def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
         pass
 
 
+def _raise_on_signal(signum, frame):
+    raise SystemExit(128 + signum)   # Slurm's or Snakemake's SIGTERM: the finally below stops the server
+
+
 def serve_and_run(model: str, command: list[str], *, gpus: int = 1, startup_min: float = 15.0,
                   server_cmd: str | None = None, poll_s: float = 2.0) -> int:
     if not command:
@@ -65,6 +71,8 @@ def serve_and_run(model: str, command: list[str], *, gpus: int = 1, startup_min:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     argv = shlex.split((server_cmd or VLLM_SERVER).format(python=python, model=model, port=port, gpus=gpus))
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_on_signal)
     server = subprocess.Popen(argv, start_new_session=True)
     try:
         deadline = time.monotonic() + startup_min * 60
