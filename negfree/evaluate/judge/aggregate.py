@@ -227,6 +227,14 @@ def _ah_interval(level, rounds, seed, resample) -> dict:
                                      "`weight` rows"))
 
 
+def _ah_fields(b: dict, n_games: int, lo: float, hi: float, level, rounds, seed, resample, weight, baseline) -> dict:
+    """What the two Arena-Hard aggregations report alike: the interval, the counts, the settings."""
+    return {"ci_low": lo, "ci_high": hi, "interval": _ah_interval(level, rounds, seed, resample),
+            "n": int(len(np.unique(b["prompt"]))), "n_prompts": b["n_prompts"], "n_games": n_games,
+            "failed": b["failed"], "failed_unit": "game", "counts": b["counts"], "weight": weight,
+            "baseline": baseline}
+
+
 def arena_hard_score(judgments: Sequence[Mapping[str, Any]], *, weight: int = ARENA_HARD_WEIGHT,
                      rounds: int = ARENA_HARD_ROUNDS, seed: int = SEED, level: float = LEVEL,
                      resample: str = "prompt", baseline: str = ARENA_HARD_BASELINE) -> dict:
@@ -277,16 +285,7 @@ def arena_hard_score(judgments: Sequence[Mapping[str, Any]], *, weight: int = AR
         "bt_win_rate": 100.0 * bt,
         "weighted_win_rate": 100.0 * p,
         "bt_rating": _f(rating),
-        "ci_low": lo, "ci_high": hi,
-        "interval": _ah_interval(level, rounds, seed, resample),
-        "n": int(len(np.unique(b["prompt"]))),
-        "n_prompts": b["n_prompts"],
-        "n_games": int(len(y)),
-        "failed": b["failed"],
-        "failed_unit": "game",
-        "counts": b["counts"],
-        "weight": weight,
-        "baseline": baseline,
+        **_ah_fields(b, int(len(y)), lo, hi, level, rounds, seed, resample, weight, baseline),
         "source": _SOURCE_AH,
     }
 
@@ -388,16 +387,7 @@ def arena_hard_length_controlled(judgments: Sequence[Mapping[str, Any]], model_l
         "win_rate": 100.0 * float(np.sum(w * y) / np.sum(w)),
         "length_coef": float(beta[2]),
         "bt_rating_gap": float(400.0 * (beta[0] - beta[1])),
-        "ci_low": lo, "ci_high": hi,
-        "interval": _ah_interval(level, rounds, seed, resample),
-        "n": int(len(np.unique(b["prompt"]))),
-        "n_prompts": b["n_prompts"],
-        "n_games": int(len(y)),
-        "failed": b["failed"],
-        "failed_unit": "game",
-        "counts": b["counts"],
-        "weight": weight,
-        "baseline": baseline,
+        **_ah_fields(b, int(len(y)), lo, hi, level, rounds, seed, resample, weight, baseline),
         "length_unit": length_unit,
         "mean_model_length": float(lm.mean()) if len(lm) else None,
         "mean_baseline_length": float(lb.mean()) if len(lb) else None,

@@ -81,14 +81,7 @@ def parse_arena_hard(reply: str) -> str:
     found = [m for m in _ARENA_HARD_PATTERN.findall(reply) if m]
     if not found:
         raise MalformedVerdict("no [[verdict]] label (expected one of " + ", ".join(ARENA_HARD_LABELS) + ")")
-    labels = []
-    for raw in found:
-        label = arena_hard_label(raw)
-        if label not in labels:
-            labels.append(label)
-    if len(labels) > 1:
-        raise AmbiguousVerdict("several different verdict labels: " + ", ".join(f"[[{x}]]" for x in labels))
-    return labels[0]
+    return _the_one([arena_hard_label(raw) for raw in found], "verdict labels", lambda x: f"[[{x}]]")
 
 
 # -------------------------------------------------------------------- MT-Bench
@@ -209,15 +202,16 @@ def _regex_scores(text: str) -> list:
     return _WB_QUOTED.findall(text) or _WB_BARE.findall(text)
 
 
+def _the_one(found: list, what: str, show):
+    """The one distinct value of ``found`` (repeats are fine); several different ones: AmbiguousVerdict."""
+    distinct = list(dict.fromkeys(found))
+    if len(distinct) > 1:
+        raise AmbiguousVerdict(f"several different {what}: " + ", ".join(show(x) for x in distinct))
+    return distinct[0]
+
+
 def _one_wildbench_score(raw_scores: list) -> float:
-    values = []
-    for raw in raw_scores:
-        value = _score_value(raw)
-        if value not in values:
-            values.append(value)
-    if len(values) > 1:
-        raise AmbiguousVerdict("several different scores: " + ", ".join(f"{v:g}" for v in values))
-    return values[0]
+    return _the_one([_score_value(raw) for raw in raw_scores], "scores", lambda v: f"{v:g}")
 
 
 def _score_value(raw) -> float:
