@@ -115,8 +115,9 @@ def main(args) -> int:
         rows = [{**asdict(j), "runtime_min": j.runtime_min(), "mem_mb": j.mem_mb()} for j in jobs]
         # the plain list is what consumers read (tests/test_plan.py); --by-paper opts into an object
         obj = {"jobs": rows, "papers": by_paper(jobs), "total": _total(jobs)}
-        if dag.judge_costs():
-            obj["judges"] = dag.judge_costs()
+        judges = dag.judge_costs()
+        if judges:
+            obj["judges"] = judges
         if cost is not None:
             obj["seeds_preset"] = {"file": preset_file or SEEDS_PRESET, "included": bool(preset_file), "papers": cost}
         print(json.dumps(obj if getattr(args, "by_paper", False) else rows, indent=1))
@@ -146,19 +147,20 @@ def main(args) -> int:
           "for scoring, generation and evaluation); padding factors: negfree bench data's arithmetic per experiment")
     if cost is not None:
         _print_seeds_preset(cost, preset_file or SEEDS_PRESET, preset["seeds"]["seeds"], bool(preset_file))
-    if dag.judge_costs():
-        _print_judges(dag, jobs)
+    judges = dag.judge_costs()
+    if judges:
+        _print_judges(dag, jobs, judges)
     return 0
 
 
-def _print_judges(dag, jobs: list[Job]) -> None:
+def _print_judges(dag, jobs: list[Job], costs: dict[str, dict]) -> None:
     """The judged protocols per paper: judgements, judge tokens, API dollars, GPU-hours of answers and of a
     served judge, and the budget line."""
     print("\njudged protocols (evaluate.judged, AlpacaEval): API dollars at configs/judges.yaml's prices (an "
           "estimate: negfree/jobs/resources.py JUDGED_TOKENS, ALPACA_JUDGE)")
     print(f"  {'paper':<10} {'judgements':>10} {'judge Min':>10} {'judge Mout':>10} {'API $':>10} "
           f"{'answers GPU-h':>14} {'served judge GPU-h':>19}  judges")
-    for paper, c in dag.judge_costs().items():
+    for paper, c in costs.items():
         mine = [j for j in jobs if (j.paper or j.experiment) == paper]
         ans = sum(j.est_gpu_hours for j in mine if j.rule == "judged_answers"
                   or (j.rule == "evaluate_generation" and "/eval/alpaca_eval" in j.job))

@@ -672,11 +672,15 @@ def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
     dollars of the API judges at configs/judges.yaml's prices (served and offline judges cost
     no dollars; a served judge's GPU-hours are its judged_eval jobs)."""
     out: dict[str, dict] = {}
+
+    def entry(exp) -> dict:
+        return out.setdefault(exp.paper() or exp.name, {"judgements": 0, "judge_input_tokens": 0,
+                                                        "judge_output_tokens": 0, "judge_usd": 0.0, "unpriced": []})
+
     for exp in dag.experiments.values():
         if not exp.judged:
             continue
-        p = out.setdefault(exp.paper() or exp.name, {"judgements": 0, "judge_input_tokens": 0,
-                                                     "judge_output_tokens": 0, "judge_usd": 0.0, "unpriced": []})
+        p = entry(exp)
         for protocol in exp.judged.protocols:
             judge = exp.judged.judges[protocol]
             w = judged_work(exp, protocol)
@@ -699,8 +703,7 @@ def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
             model, tin, tout = ALPACA_JUDGE[protocol]
             model = ((a.get("endpoint") or {}).get("model")) or model
             n = (a.get("limit") or 805) * (1 + len(exp.evaluated_runs()) + len(exp.released_runs()))
-            p = out.setdefault(exp.paper() or exp.name, {"judgements": 0, "judge_input_tokens": 0,
-                                                         "judge_output_tokens": 0, "judge_usd": 0.0, "unpriced": []})
+            p = entry(exp)
             p["judgements"] += n
             p["judge_input_tokens"] += n * tin
             p["judge_output_tokens"] += n * tout
