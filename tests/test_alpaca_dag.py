@@ -33,6 +33,7 @@ REF_AE2 = [{"dataset": "negfree_test", "instruction": i, "output": o, "generator
 def _demo(protocols, alpaca=None):
     cfg = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     cfg["evaluate"]["protocols"] = ["offline", *protocols]
+    cfg["evaluate"].pop("alpaca_eval")   # the demo's own files: dropped, so the fetched ones are read
     if alpaca is not None:
         cfg["evaluate"]["alpaca_eval"] = alpaca
     return cfg
@@ -416,3 +417,42 @@ def test_the_cli_takes_the_protocol_and_the_endpoint():
     assert (a.protocol, a.annotator, a.endpoint_url, a.endpoint_key_env, a.cache_dir) == \
         ("alpaca_eval1", None, "http://h/v1", "", "c")
     assert a.endpoint_model is None
+
+
+# ------------------------------------------------- AlpacaEval listed under evaluate.judged
+def test_alpaca_eval_listed_as_judged_runs_for_the_judged_runs_only():
+    from negfree.jobs.resources import jobs_of
+
+    cfg = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())   # the demo lists both, on its own files
+    dag, exp = _exp(cfg)
+    j = exp.judged
+    assert j.protocols == ["arena_hard", "mt_bench", "wildbench"] and j.alpaca == ["alpaca_eval1", "alpaca_eval2"]
+    assert "alpaca_eval1" not in exp.protocols                      # not every evaluated run: the judged runs
+    outs = j.outputs(exp.runs_root)
+    assert [o for o in outs if "alpaca" in o] == [f"{exp.runs_root}/{r}/eval/{p}.json"
+                                                  for p in j.alpaca for r in j.runs]
+    gen = sorted(x.job for x in jobs_of(dag) if x.rule == "evaluate_generation" and "alpaca" in x.job)
+    assert gen == sorted(o for o in outs if "alpaca" in o)
+    assert dag.judge_costs()["demo"]["judge_usd"] == 0              # the local stand-in costs nothing
+    # judge_model: base, the experiment's own model as the DAG prepares it (no path to exist beforehand)
+    assert f"--judge-model {exp.model_dir} " in exp.generation_eval_args("alpaca_eval2", "method~sft")
+    assert exp.generation_eval_inputs("alpaca_eval2")[-1] == f"{exp.model_dir}/config.json"
+    # AlpacaEval's own judges on the fetched 805 instructions: priced per judged run (3 runs x 805 each)
+    cfg["evaluate"].pop("alpaca_eval")
+    dag, _ = _exp(cfg)
+    c = dag.judge_costs()["demo"]
+    cfg["evaluate"]["judged"]["protocols"] = j.protocols                # the offline-judged three alone
+    without, _ = _exp(cfg)
+    assert c["judgements"] - without.judge_costs()["demo"]["judgements"] == 2 * 3 * 805 and c["judge_usd"] > 0
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda j: j.update(judges={"alpaca_eval2": "offline"}), "AlpacaEval's judge is its annotator"),
+    (lambda j: j.update(protocols=["arena_hard", "alpaca_eval3"]), "alpaca_eval3"),
+])
+def test_a_bad_judged_alpaca_entry_is_one_line(edit, words):
+    cfg = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    edit(cfg["evaluate"]["judged"])
+    with pytest.raises(ConfigError) as e:
+        _exp(cfg)
+    assert words in str(e.value)

@@ -416,3 +416,35 @@ def test_the_real_ift_claims_with_another_annotator(tmp_path):
     assert r.verdict == NOT_CHECKABLE and "the protocols differ: judge differs" in r.reason
     r = df.loc["dft.fig5.shorter_outputs_than_po"]      # DFT(2) -> method~dft, the PO rows -> released checkpoints
     assert r.verdict == REPRODUCED and "released~mistral-7b-base-sft-simpo" in r.measurement
+
+
+def test_the_judged_table_reads_alpaca_eval_results_with_their_judge(tmp_path):
+    """AlpacaEval listed under evaluate.judged: its rows in the judged table, the interval
+    +/- 1.96 standard errors (by hand), the judge named and marked."""
+    from negfree.report.judged import judged_table
+
+    def result(name, **kw):
+        rec = {"protocol": "alpaca_eval2", "win_rate": 60.0, "standard_error": 5.0, "win_rate_kind": "plain",
+               "n": 805, "n_unjudged": 1, "mean_length_chars": 1500.0,
+               "annotator": "weighted_alpaca_eval_gpt4_turbo", "annotator_config": "weighted_alpaca_eval_gpt4_turbo",
+               "annotator_is_alpaca_eval_judge": True, "judge_model": "gpt-4-1106-preview", **kw}
+        f = tmp_path / f"{name}.json"
+        f.write_text(json.dumps(rec))
+        return str(f)
+
+    rows = judged_table(
+        [(result("own", win_rate_kind="length_controlled"), "method~dft"),
+         (result("other", annotator="weighted_alpaca_eval_gpt4_turbo@llama", annotator_is_alpaca_eval_judge=False,
+                 judge_model="llama"), "method~sft"),
+         (result("local", protocol="alpaca_eval1", annotator="negfree_local_loglik",
+                 annotator_config="negfree_local_loglik", annotator_is_alpaca_eval_judge=False,
+                 judge_model="work/models/x", standard_error=None), "base~x")],
+        tmp_path / "t.csv", tmp_path / "t.md")
+    assert rows[0]["metric"] == "lc_win_rate" and rows[1]["metric"] == "win_rate"
+    assert (rows[0]["ci_low"], rows[0]["ci_high"]) == pytest.approx((60 - 9.8, 60 + 9.8))
+    assert [r["judge_note"] for r in rows[:2]] == ["AlpacaEval's own judge", "not AlpacaEval's judge (gpt-4-1106-preview)"]
+    assert rows[2]["judge_note"].startswith("OFFLINE stand-in") and rows[2]["paper_judge"] == "gpt-4"
+    assert rows[2]["ci_low"] is None and rows[0]["failed"] == 1
+    md = (tmp_path / "t.md").read_text()
+    assert "| method~dft | alpaca_eval2 | lc_win_rate | 60.0 | [50.2, 69.8] | 805 | 1 | 1500 |" in md
+    assert "AlpacaEval offline stand-in" in md and "1.96 times alpaca_eval's standard error" in md

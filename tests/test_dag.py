@@ -21,7 +21,13 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_dag_config):
     # the judged protocols with the offline judge on the demo's project-made files (absolute: the DAG runs in tmp_path)
     demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())["evaluate"]["judged"]
     cfg["evaluate"]["judged"] = {**demo, "runs": ["base", "method~sft"], "max_new_tokens": 4,
+                                 "protocols": ["arena_hard", "mt_bench", "wildbench", "alpaca_eval2"],
                                  "files": {p: {k: str(ROOT / v) for k, v in f.items()} for p, f in demo["files"].items()}}
+    # AlpacaEval 2 among the judged protocols: the demo's files, the offline stand-in judged by the tiny model
+    alpaca = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())["evaluate"]["alpaca_eval"]
+    cfg["evaluate"]["alpaca_eval"] = {**{k: str(ROOT / alpaca[k]) for k in ("instructions", "reference")},
+                                      "annotator": "negfree_local_loglik", "judge_model": "base",
+                                      "limit": 2, "max_new_tokens": 4}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
@@ -48,9 +54,12 @@ def test_tiny_dag_runs_end_to_end(tmp_path, tiny_dag_config):
         assert (tmp_path / f"figures/{fig}.csv").stat().st_size > 0
     judged = pd.read_csv(tmp_path / "results/tables/demo/judged.csv")
     assert sorted(zip(judged["run"], judged["protocol"])) == sorted(
-        (r, p) for r in ("base~tiny", "method~sft") for p in ("arena_hard_v0.1", "mt_bench", "wildbench_v2"))
-    assert judged["value"].notna().all() and (judged["judge"] == "negfree_offline_judge").all()
-    assert judged["judge_note"].str.startswith("OFFLINE").all()
+        (r, p) for r in ("base~tiny", "method~sft")
+        for p in ("arena_hard_v0.1", "mt_bench", "wildbench_v2", "alpaca_eval2"))
+    assert judged["value"].notna().all() and judged["judge_note"].str.startswith("OFFLINE").all()
+    ae = judged["protocol"] == "alpaca_eval2"
+    assert (judged[~ae]["judge"] == "negfree_offline_judge").all() and (judged[ae]["judge"] == "negfree_local_loglik").all()
+    assert (judged[ae]["n"] == 2).all()
     # a second invocation finds nothing to do
     again = subprocess.run(cmd + ["-n"], env=env, capture_output=True, text=True, timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,7 +1,11 @@
 """The judged protocols as jobs (negfree/jobs/judged.py, workflows/judged.smk): which runs, which judge,
 which command; the judge dollars and GPU-hours of `negfree plan`; the budget cap; the served judge's
-start and stop (negfree serve-judge, against the stub server); the judged table."""
+start and stop (negfree serve-judge, against the stub server), one serving job per experiment and
+backend (judged_serve) and its dry run; api_jobs: submit_host; the judged table."""
 import json
+import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -64,16 +68,204 @@ def test_plan_prices_the_api_judges_and_sizes_the_answer_jobs(tmp_path):
     assert not [j for j in jobs if j.rule == "judged_eval"]      # an API judge takes no GPU
 
 
-def test_a_served_judge_is_a_gpu_job_wrapped_in_serve_judge(tmp_path):
-    dag = _papers(tmp_path, bnf_edit=lambda c: c["evaluate"]["judged"].update(judges={"wildbench": "served"}))
+def _bnf_served(tmp_path, judges_edit=None):
+    return _papers(tmp_path, judges_edit=judges_edit,
+                   bnf_edit=lambda c: c["evaluate"]["judged"].update(judges={"wildbench": "served"}))
+
+
+def test_a_served_judge_is_one_gpu_job_per_experiment_with_one_start_up(tmp_path):
+    from negfree.jobs.resources import BW_EFFICIENCY, GPUS, MFU_FORWARD, judged_eval_job, judged_work, launch_of
+
+    dag = _bnf_served(tmp_path)
     exp = dag.experiments["bnf_llama3_main"]
     judge = exp.judged.judges["wildbench"]
     assert judge.kind == "served" and judge.gpus == 4 and not judge.is_papers
-    assert "--judge-url {judge_url}" in exp.judged.eval_args("wildbench", "c")
-    served = [j for j in jobs_of(dag) if j.rule == "judged_eval" and j.experiment == "bnf_llama3_main"]
-    assert len(served) == len(exp.judged.runs) and all(j.gpus == 4 and j.est_gpu_hours > 1 for j in served)
+    assert exp.judged.served_backends() == {"served": ["wildbench"]}
+    jobs = [j for j in jobs_of(dag) if j.experiment == "bnf_llama3_main"]
+    serve = [j for j in jobs if j.rule == "judged_serve"]
+    assert len(serve) == 1 and serve[0].gpus == 4 and serve[0].job == "work/judged_served/bnf_llama3_main/served.done"
+    assert not [j for j in jobs if j.rule == "judged_eval"]        # judged_eval takes no GPU, whatever the judge
+    assert all(judged_eval_job(exp, who, p, dag.basedir).gpus == 0 for p in exp.judged.protocols
+               for who in exp.judged.runs)
+    # by hand: ONE start-up, then per judged run the judge's prefill at MFU_FORWARD and its replies decoded
+    # at the bandwidth bound of its weights (32 in flight), over its 4 GPUs
+    w, gpu = judged_work(exp, "wildbench"), GPUS[launch_of(exp)["gpu_type"]]
+    per_run_s = (2 * 72.7e9 * w["judge_in"] / (MFU_FORWARD * gpu.bf16_tflops * 1e12 * 4)
+                 + w["judge_out"] / 32 * 2 * 72.7e9 / (BW_EFFICIENCY * gpu.hbm_tbps * 1e12 * 4))
+    runs = len(exp.judged.runs)
+    hours = 15 / 60 + runs * per_run_s / 3600
+    assert runs >= 10 and serve[0].est_gpu_hours == pytest.approx(4 * hours, abs=0.01)
+    assert serve[0].runtime_min() >= hours * 60
+    # what a job per run cost before: a start-up each (runs - 1 start-ups saved, on 4 GPUs)
+    assert runs * 4 * (15 / 60 + per_run_s / 3600) - serve[0].est_gpu_hours == pytest.approx(4 * (runs - 1) * 15 / 60,
+                                                                                            abs=0.01)
     # the served judge costs no API dollars: only Arena-Hard is priced for bnf_llama3_main now
     assert dag.judge_costs()["bnf"]["judge_usd"] < _papers(tmp_path / "b").judge_costs()["bnf"]["judge_usd"]
+
+
+def _commands(script: str) -> list[list[str]]:
+    """The simple commands of a `bash -c` script of commands separated by `;`."""
+    lex = shlex.shlex(script, posix=True, punctuation_chars=";")
+    lex.whitespace_split = True
+    out = [[]]
+    for tok in lex:
+        if tok == ";":
+            out.append([])
+        else:
+            out[-1].append(tok)
+    return [c for c in out if c]
+
+
+def test_the_served_judge_judges_every_run_inside_one_serve_judge(tmp_path):
+    dag = _bnf_served(tmp_path)
+    exp = dag.experiments["bnf_llama3_main"]
+    j = exp.judged
+    argv = shlex.split(j.serve_command(exp.runs_root, exp.name, "served", "NF"))
+    cut = argv.index("--")
+    assert argv[:cut] == ["NF", "serve-judge", "--model", "Qwen/Qwen2.5-72B-Instruct", "--gpus", "4",
+                          "--startup-min", "15"]
+    assert argv[cut + 1:cut + 3] == ["bash", "-c"] and len(argv) == cut + 4   # ONE serve-judge around one script
+    cmds = _commands(argv[-1])
+    assert cmds[0] == ["set", "-e"] and not [c for c in cmds if "serve-judge" in c]
+    evals = [c for c in cmds if c[:2] == ["NF", "judged-eval"]]
+    assert len(evals) == len(j.runs)                              # once per judged run, Arena-Hard (API) not here
+    for c in evals:
+        opt = {c[i]: c[i + 1] for i in range(2, len(c) - 1) if c[i].startswith("--")}
+        who = opt["--run"]
+        assert opt["--judge-url"] == "{judge_url}" and opt["--benchmark"] == "wildbench"
+        assert opt["--judge-model"] == "Qwen/Qwen2.5-72B-Instruct"
+        assert opt["--judge-name"] == "served:Qwen/Qwen2.5-72B-Instruct"
+        assert opt["--cache-dir"] == f"work/judge_cache/bnf_llama3_main/{who}/wildbench"   # today's cache
+        assert opt["--out"] == f"work/judged_served/bnf_llama3_main/{who}/wildbench.json"
+        assert opt["--answers"] == f"results/runs/bnf_llama3_main/{who}/judged/wildbench.answers.jsonl"
+    assert [c[c.index("--run") + 1] for c in evals] == j.runs
+    assert j.serve_inputs(exp.runs_root, "served") == (
+        [f"results/runs/bnf_llama3_main/{who}/judged/wildbench.answers.jsonl" for who in j.runs]
+        + ["work/judged/wildbench/.fetched"])
+    # judged_eval of a served judge copies the result and its judgements JSONL (named by the result)
+    assert j.served_copy_command("bnf_llama3_main", "method~bnf", "wildbench",
+                                 "results/runs/bnf_llama3_main/method~bnf/eval/wildbench.json") == (
+        "cp 'work/judged_served/bnf_llama3_main/method~bnf/wildbench.judgements.jsonl' "
+        "'results/runs/bnf_llama3_main/method~bnf/eval/wildbench.judgements.jsonl' && "
+        "cp 'work/judged_served/bnf_llama3_main/method~bnf/wildbench.json' "
+        "'results/runs/bnf_llama3_main/method~bnf/eval/wildbench.json'")
+
+
+def test_the_served_judge_end_to_end_with_one_server_start_then_all_cached(tmp_path):
+    """Two runs' Arena-Hard answers (the demo's project-made files) judged by the served judge's command,
+    the stub server in vLLM's place: one server start for both runs; a rerun asks the server nothing."""
+    from negfree.jobs.judged import Judge, Judged
+
+    demo = ROOT / "configs/judged/demo/arena_hard"
+    files = {"questions": str(demo / "question.jsonl"), "baseline": str(demo / "model_answer/negfree-baseline.jsonl"),
+             "judge_template": str(demo / "judge_config.yaml")}
+    judge = Judge("served", "served", "stub-judge", None, gpus=1, startup_min=0.5, params=1e9, concurrency=2)
+    runs = ["base~tiny", "method~dpo"]
+    j = Judged(["arena_hard"], runs, {"arena_hard": files}, {"arena_hard": False}, {"arena_hard": judge},
+               max_new_tokens={"arena_hard": 8})
+    qids = [json.loads(line)["question_id"] for line in Path(files["questions"]).read_text().splitlines()]
+    for who in runs:
+        f = tmp_path / j.answers("results/runs/tiny", who, "arena_hard")
+        f.parent.mkdir(parents=True)
+        f.write_text("".join(json.dumps({"question_id": q, "turns": [f"{who} answers {i}"], "model": who,
+                                         "settings": {}}) + "\n" for i, q in enumerate(qids)))
+    verdicts = shlex.quote(json.dumps({n: ["ok", "My final verdict is: [[A>B]]"] for n in range(1, 41)}))
+    server = (f"{sys.executable} {STUB} --port {{port}} --port-file {tmp_path}/port --log {tmp_path}/log --script "
+              + verdicts.replace("{", "{{").replace("}", "}}"))   # serve-judge formats {port}: braces doubled
+    cmd = j.serve_command("results/runs/tiny", "tiny", "served", f"{shlex.quote(sys.executable)} -m negfree.cli",
+                          server_cmd=server)
+
+    def run():
+        r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stderr.count("serve-judge: stub-judge answers at") == 1        # one server start for both runs
+        return {who: json.loads((tmp_path / j.served_result("tiny", who, "arena_hard")).read_text()) for who in runs}
+
+    first = run()
+    log = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines()]
+    # 3 prompts x 2 games x 2 runs, all to one server process (its request counter never restarts)
+    assert sorted(r["n"] for r in log) == list(range(1, 13)) and {r["model"] for r in log} == {"stub-judge"}
+    for who, res in first.items():
+        assert res["run"] == who and res["judge"]["model"] == "stub-judge"
+        assert res["judge"]["name"] == "served:stub-judge"
+        assert res["judge"]["offline"] is False and res["judge_usage"]["requests_sent"] == 6
+        assert (tmp_path / j.served_result("tiny", who, "arena_hard")).with_suffix(".judgements.jsonl").is_file()
+        assert res["judgements"] == "arena_hard.judgements.jsonl"
+    # judged_eval's copy into the run's eval/
+    out = tmp_path / j.result("results/runs/tiny", "method~dpo", "arena_hard")
+    out.parent.mkdir(parents=True)
+    subprocess.run(["bash", "-c", j.served_copy_command("tiny", "method~dpo", "arena_hard", str(out))], check=True,
+                   cwd=tmp_path)
+    assert json.loads(out.read_text()) == first["method~dpo"]
+    assert (out.parent / first["method~dpo"]["judgements"]).read_text() == \
+        (tmp_path / j.served_result("tiny", "method~dpo", "arena_hard")).with_suffix(".judgements.jsonl").read_text()
+    # a rerun (a run added, a failed job retried): everything is a cache hit, the server is asked nothing
+    again = run()
+    assert len((tmp_path / "log").read_text().splitlines()) == 12
+    assert all(r["judge_usage"]["cached"] == 6 and r["judge_usage"]["requests_sent"] == 0 for r in again.values())
+    assert all(again[who]["value"] == first[who]["value"] for who in runs)
+
+
+def test_api_jobs_on_the_submit_host_is_read_and_checked(tmp_path):
+    assert _papers(tmp_path / "a").experiments["bnf_llama3_main"].judged.api_jobs == "compute"   # the default
+    dag = _papers(tmp_path / "b", judges_edit=lambda j: j.update(api_jobs="submit_host"))
+    assert {e.judged.api_jobs for e in dag.experiments.values()} == {"submit_host"}
+    with pytest.raises(ConfigError, match="api_jobs must be one of compute, submit_host") as e:
+        _papers(tmp_path / "c", judges_edit=lambda j: j.update(api_jobs="login"))
+    assert "configs/judges.yaml" in str(e.value) and "'login'" in str(e.value) and "\n" not in str(e.value)
+
+
+def _line(out: str, start: str) -> str:
+    lines = [line for line in out.splitlines() if line.startswith(start)]
+    assert len(lines) == 1, (start, lines)
+    return lines[0]
+
+
+@pytest.mark.parametrize("api_jobs", ["compute", "submit_host"])
+def test_the_workflow_plans_one_judged_serve_job_and_cpu_judged_eval_jobs(tmp_path, api_jobs):
+    """`snakemake -n --profile slurm` on bnf's judged table, its WildBench judged by the served judge: one
+    judged_serve GPU job; every judged_eval a CPU job (the served ones copies), submitted with api_jobs:
+    compute, a local rule (the submit host) with api_jobs: submit_host."""
+    import shutil
+
+    for item in ("Snakefile", "workflows", "report", "configs"):   # a copy: configs/judges.yaml is the workflow's
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
+    for f, edit in (("configs/judges.yaml", lambda j: j.update(api_jobs=api_jobs)),
+                    ("configs/paper/bnf.yaml",
+                     lambda c: c["evaluate"]["judged"].update(judges={"wildbench": "served"}))):
+        cfg = yaml.safe_load((tmp_path / f).read_text())
+        edit(cfg)
+        (tmp_path / f).write_text(yaml.safe_dump(cfg))
+    # a dry run prints local rules as `rule`: the copy says which rules are local (as common.smk reads them)
+    with open(tmp_path / "Snakefile", "a") as f:
+        f.write('\nprint("LOCAL RULES:", " ".join(sorted(workflow._localrules)))\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEGFREE_SLURM_")}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", HF_HUB_OFFLINE="1",
+               NEGFREE_SLURM_PARTITION_GPU="gpu_p", NEGFREE_SLURM_PARTITION_CPU="cpu_p")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "results/tables/bnf_llama3_main/judged.md", "-n",
+                           "--profile", "slurm", "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path),
+                           "--configfile", str(tmp_path / "configs/paper/bnf.yaml")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    runs = len(Dag(yaml.safe_load((tmp_path / "configs/paper/bnf.yaml").read_text()), tmp_path).experiments[
+        "bnf_llama3_main"].judged.runs)
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out[out.index("Job stats"):], re.M))
+    assert counts["judged_serve"] == "1" and counts["judged_eval"] == str(2 * runs), counts
+    blocks = re.findall(r"^((?:local)?rule (\w+):\n(?:    .*\n)*(?:Shell command: .*\n)?)", out, re.M)
+    serve = [b for b, rule in blocks if rule == "judged_serve"]
+    assert len(serve) == 1 and serve[0].startswith("rule judged_serve:")     # submitted, on the GPU partition
+    assert re.search(r"\bgpu=4\b", serve[0]) and "slurm_partition=gpu_p" in serve[0]
+    assert serve[0].count("serve-judge") == 1 and serve[0].count("judged-eval") == runs
+    evals = [b for b, rule in blocks if rule == "judged_eval"]
+    assert len(evals) == 2 * runs
+    local = _line(out, "LOCAL RULES:").split()[2:]
+    assert ("judged_eval" in local) == (api_jobs == "submit_host") and "judged_serve" not in local
+    assert all(re.search(r"\bgpu=0\b", b) and "slurm_partition=cpu_p" in b for b in evals)
+    wild = [b for b in evals if "/eval/wildbench.json" in b]
+    assert len(wild) == runs
+    assert all("work/judged_served/bnf_llama3_main/served.done" in b and "Shell command: cp " in b for b in wild)
+    assert not any("served.done" in b or "Shell command: cp " in b for b in evals if b not in wild)
 
 
 def test_the_budget_cap_refuses_in_one_line(tmp_path):
@@ -172,3 +364,30 @@ def test_plan_prices_alpaca_eval_with_its_own_annotators(tmp_path):
     # AlpacaEval 1: gpt-4 at $30/$60 per M, 1500 in + 60 out; AlpacaEval 2: gpt-4-1106-preview at $10/$30, 1150 + 1
     by_hand = 805 * runs * ((1500 * 30 + 60 * 60) + (1150 * 10 + 1 * 30)) / 1e6
     assert cost["judge_usd"] == pytest.approx(by_hand, abs=0.02)
+
+
+def test_the_budget_counts_only_what_is_left_to_judge(tmp_path):
+    """A rerun pays only for what is not judged yet: a (run, protocol) whose result exists costs nothing,
+    one whose cache holds half its judgements costs half (hand-computed from judged_work and the price)."""
+    from negfree.jobs.resources import judged_work
+
+    dag = _papers(tmp_path, judges_edit=lambda j: j.update(budget_usd=10))
+    before = dag.judge_costs()["bnf"]
+    assert before["judge_usd_left"] == before["judge_usd"]          # nothing judged yet
+    exp = dag.experiments["bnf_llama3_main"]
+    j, (r1, r2) = exp.judged, exp.judged.runs[:2]
+    w = judged_work(exp, "arena_hard")
+    price = yaml.safe_load((tmp_path / "configs/judges.yaml").read_text())["prices_usd_per_million_tokens"]["gpt-4o-mini"]
+    per_run = (w["judge_in"] * price[0] + w["judge_out"] * price[1]) / 1e6
+    done = tmp_path / j.result(exp.runs_root, r1, "arena_hard")
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    cache = tmp_path / f"work/judge_cache/{exp.name}/{r2}/arena_hard"
+    cache.mkdir(parents=True)
+    cache.joinpath("judgements.jsonl").write_text('{"k": 1}\n' * (w["judgements"] // 2) + '{"cut')   # a killed line
+    after = dag.judge_costs()["bnf"]
+    assert after["judge_usd"] == before["judge_usd"]
+    assert after["judge_usd_left"] == pytest.approx(before["judge_usd"] - 1.5 * per_run, abs=0.02)
+    msg = dag.judge_budget_refusal({})
+    left = sum(c["judge_usd_left"] for c in dag.judge_costs().values())   # bnf's and asft's
+    assert f"${left:,.2f} of API judging not yet done (bnf ${after['judge_usd_left']:,.2f}" in msg and "\n" not in msg

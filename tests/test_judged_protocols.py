@@ -181,6 +181,13 @@ def test_answers_resume_after_a_kill_and_refuse_other_settings(tiny_model_dir, t
     assert asked == []                                   # nothing left to do
     with pytest.raises(ValueError, match=r"part.jsonl:1: field 'settings': .*temperature: 0.0 -> 0.7"):
         A.generate_answers(tiny_model_dir, "arena_hard", AH_Q, part, max_new_tokens=NEW_TOKENS, temperature=0.7)
+    # the DAG's choice after a change of params: the old answers moved aside, every prompt answered again
+    before = part.read_text()
+    res = A.generate_answers(tiny_model_dir, "arena_hard", AH_Q, part, max_new_tokens=NEW_TOKENS, temperature=0.7,
+                             batch_size=1, restart_on_new_settings=True)
+    assert res["restarted"] and res["generated"] == 3 and res["resumed"] == 0
+    assert (tmp_path / "part.jsonl.stale").read_text() == before
+    assert all(r["settings"]["temperature"] == 0.7 for r in lines(part))
 
 
 def test_sampling_is_seeded_per_answer_not_per_batch(tiny_model_dir, tmp_path):

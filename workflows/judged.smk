@@ -1,11 +1,19 @@
 # The judged protocols (evaluate.judged; negfree/jobs/judged.py): Arena-Hard v0.1, MT-Bench and
-# WildBench v2. Per (run, protocol): the run's answers on the benchmark's prompts (a GPU job), then
-# the judge's verdicts, cached per judgement, and the benchmark's score with its interval. The
-# judge is a backend of configs/judges.yaml: the paper's (OpenAI API), any OpenAI-compatible
-# endpoint, a judge served on a GPU node for the job (negfree serve-judge), or the offline judge.
+# WildBench v2. Per (run, protocol): the run's answers on the benchmark's prompts (judged_answers, a
+# GPU job), then judged_eval: the judge's verdicts, cached per judgement, and the benchmark's score
+# with its interval (a CPU job). The judge is a backend of configs/judges.yaml: the paper's (OpenAI
+# API), any OpenAI-compatible endpoint, an open-weights judge served on a GPU node, or the offline
+# judge. A served judge is ONE GPU job per experiment and backend, judged_serve: negfree serve-judge
+# starts the server once, every (run, protocol) it judges goes through it (negfree judged-eval, the
+# same judgement cache: only pending judgements reach the server), it stops; each judged_eval then
+# copies its result from work/judged_served/. With api_jobs: submit_host in configs/judges.yaml the
+# judged_eval jobs run on the submit host (compute nodes without internet; none of them needs a GPU).
 # The official files are fetched on the submit host (a local rule) at the revisions pinned in
 # configs/judged/sources.yaml, unless the experiment names files of its own (evaluate.judged.files).
 localrules: fetch_judged_data, judged_table
+
+if any(e.judged and e.judged.api_jobs == "submit_host" for e in EXPS.values()):
+    localrules: judged_eval
 
 JUDGED_RE = "arena_hard|mt_bench|wildbench"
 
@@ -36,6 +44,7 @@ rule judged_answers:
         model=who_model,
         args=lambda wildcards: judged_of(wildcards).answers_args(wildcards.judged),
         # Snakemake removes a failed job's output: the answers so far live here, so a retry resumes
+        # (answers of other settings there, after a change of params, are moved aside and redone)
         progress="work/judged_answers/{exp}/{who}/{judged}.answers.jsonl",
     wildcard_constraints:
         who=rf"base~[^/]+|method~(?:{_METHOD_RE})(?:/[A-Za-z_][A-Za-z0-9_]*~[^/]+)*",
@@ -50,26 +59,33 @@ rule judged_answers:
         "logs/{exp}/judged/{who}/{judged}.answers.log",
     shell:
         "mkdir -p $(dirname {params.progress}) && {NEGFREE} judged-answers --model {params.model} {params.args} "
-        "--name {wildcards.who} --out {params.progress} && cp {params.progress} {output}" + LOG
+        "--name {wildcards.who} --out {params.progress} --restart-on-new-settings && cp {params.progress} {output}" + LOG
 
 
 def judged_eval_command(wildcards, input, output):
-    """negfree judged-eval; with a served judge, inside negfree serve-judge, which starts the server."""
+    """negfree judged-eval (an API or the offline judge); with a served judge, the copy of the result (and its
+    judgements JSONL, which the result names by file name) that the backend's judged_serve job wrote."""
     j = judged_of(wildcards)
-    cache = f"work/judge_cache/{wildcards.exp}/{wildcards.who}/{wildcards.judged}"
-    cmd = (f"{NEGFREE} judged-eval --answers {input.answers} --out {output} --run {wildcards.who} "
-           + j.eval_args(wildcards.judged, cache))
     judge = j.judges[wildcards.judged]
-    if judge.kind != "served":
-        return cmd
-    return (f"{NEGFREE} serve-judge --model {judge.model} --gpus {judge.gpus} "
-            f"--startup-min {judge.startup_min:g} -- {cmd}")
+    if judge.kind == "served":
+        return j.served_copy_command(wildcards.exp, wildcards.who, wildcards.judged, str(output))
+    cache = j.cache_dir(wildcards.exp, wildcards.who, wildcards.judged)
+    return (f"{NEGFREE} judged-eval --answers {input.answers} --out {output} --run {wildcards.who} "
+            + j.eval_args(wildcards.judged, cache))
+
+
+def judged_served_marker(wildcards):
+    """A served judge's judged_eval waits for its backend's judged_serve job (none for an API or offline judge)."""
+    j = judged_of(wildcards)
+    judge = j.judges[wildcards.judged]
+    return [j.served_marker(wildcards.exp, judge.backend)] if judge.kind == "served" else []
 
 
 rule judged_eval:
     input:
         answers="results/runs/{exp}/{who}/judged/{judged}.answers.jsonl",
         files=lambda wildcards: judged_of(wildcards).inputs(wildcards.judged),
+        served=judged_served_marker,
     output:
         "results/runs/{exp}/{who}/eval/{judged}.json",
     params:
@@ -78,20 +94,47 @@ rule judged_eval:
         who=rf"base~[^/]+|method~(?:{_METHOD_RE})(?:/[A-Za-z_][A-Za-z0-9_]*~[^/]+)*",
         judged=JUDGED_RE,
     resources:
-        gpu=gpus_of("judged_eval"),
+        gpu=0,      # never a GPU: an API waits on the network, the offline judge hashes, a served one copies
         nodes=1,
         mem_mb=lambda wildcards, attempt: max(4000, NF.estimate("judged_eval", wildcards).mem_mb() * attempt),
         runtime=lambda wildcards: max(60, NF.estimate("judged_eval", wildcards).runtime_min()),
-        cpus_per_task=lambda wildcards: max(2, 4 * NF.estimate("judged_eval", wildcards).gpus),
+        cpus_per_task=2,
     log:
         "logs/{exp}/judged/{who}/{judged}.eval.log",
     shell:
         "{params.command}" + LOG
 
 
+# A served judge (configs/judges.yaml kind: served): one job per experiment and backend, on the judge's
+# GPUs. negfree serve-judge starts the server, waits until it answers, runs negfree judged-eval for every
+# (run, protocol) the backend judges (Judged.serve_command), and stops it; the marker is touched last.
+rule judged_serve:
+    input:
+        lambda wildcards: judged_of(wildcards).serve_inputs(exp_of(wildcards).runs_root, wildcards.backend),
+    output:
+        touch("work/judged_served/{exp}/{backend}.done"),
+    params:
+        command=lambda wildcards: judged_of(wildcards).serve_command(exp_of(wildcards).runs_root, wildcards.exp,
+                                                                     wildcards.backend, NEGFREE),
+    wildcard_constraints:
+        backend=r"[A-Za-z0-9_.-]+",
+    resources:
+        gpu=gpus_of("judged_serve"),
+        nodes=1,
+        mem_mb=mem_mb_of("judged_serve"),
+        runtime=runtime_of("judged_serve"),
+        cpus_per_task=cpus_of("judged_serve"),
+    log:
+        "logs/{exp}/judged/serve.{backend}.log",
+    shell:
+        "{params.command}" + LOG
+
+
 def judged_results(wildcards):
     exp = exp_of(wildcards)
-    return [(exp.judged.result(exp.runs_root, r, p), r) for p in exp.judged.protocols for r in exp.judged.runs]
+    # AlpacaEval listed under evaluate.judged: its results come from rule evaluate_generation (workflows/evaluate.smk)
+    return [(exp.judged.result(exp.runs_root, r, p), r) for p in [*exp.judged.protocols, *exp.judged.alpaca]
+            for r in exp.judged.runs]
 
 
 def paper_judge_args(wildcards):

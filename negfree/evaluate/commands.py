@@ -13,6 +13,8 @@
 - ``negfree judged-answers --benchmark B --model M --questions Q --out A.jsonl [--temperature --top-p --seed ...]``
 - ``negfree judged-eval --benchmark B --answers A.jsonl --questions Q --judge-template T --out J --cache-dir D
   (--judge offline|SPEC.yaml | --judge-model M --judge-url U [--judge-key-env VAR]) [--baseline F] [--reference F]``
+- ``negfree judged-prompts --benchmark B --questions Q --out P.jsonl [--limit N]`` (the prompts as chat messages,
+  ``{id, prompt}`` per line, for ``negfree shifts --data``)
 
 Each ``main_*(argv)`` runs one command standalone (``python -m`` style).
 Heavy imports happen inside the commands.
@@ -281,6 +283,9 @@ def add_judged_answers_arguments(s: argparse.ArgumentParser) -> None:
                    help="auto: bf16 weights on CUDA, fp32 on the CPU")
     s.add_argument("--device", default="auto", help="auto (default): cuda when a GPU is visible, else cpu")
     s.add_argument("--limit", type=int, default=None, help="the first N prompts only")
+    s.add_argument("--restart-on-new-settings", action="store_true",
+                   help="answers in --out of another model or other settings are moved to <out>.stale and every "
+                        "prompt is answered again (default: refused in one line)")
 
 
 _DEFAULT_NEW_TOKENS = {"arena_hard": 4096, "mt_bench": 1024, "wildbench": 4096}
@@ -298,7 +303,8 @@ def cmd_judged_answers(args) -> None:
                            max_new_tokens=args.max_new_tokens or _DEFAULT_NEW_TOKENS[bench], seed=args.seed,
                            batch_size=args.batch_size, device=_device(args.device), precision=args.precision,
                            limit=args.limit,
-                           category_temperatures=FASTCHAT_TEMPERATURES if args.mt_bench_category_temperatures else None)
+                           category_temperatures=FASTCHAT_TEMPERATURES if args.mt_bench_category_temperatures else None,
+                           restart_on_new_settings=args.restart_on_new_settings)
     print(json.dumps(summary_line(res), indent=2))
 
 
@@ -380,6 +386,23 @@ def cmd_judged_eval(args) -> None:
         print(res["warning"])
 
 
+def add_judged_prompts_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--benchmark", required=True, choices=_BENCHES, help="whose question file --questions is")
+    s.add_argument("--questions", required=True,
+                   help="the official prompts: WildBench v2 records (JSONL), Arena-Hard/MT-Bench question.jsonl")
+    s.add_argument("--out", required=True,
+                   help="JSONL, one {id, prompt: [chat messages]} per prompt (negfree shifts --data); the "
+                        "messages of the first turn: WildBench's recorded history, then its last user query")
+    s.add_argument("--limit", type=int, default=None, help="the first N prompts only, in the file's order")
+
+
+def cmd_judged_prompts(args) -> None:
+    from negfree.evaluate.judged.answers import write_prompt_file
+
+    res = write_prompt_file(args.benchmark, args.questions, args.out, limit=args.limit)
+    print(f"{res['benchmark']}: {res['n']} of {res['in_file']} prompts of {res['questions']} -> {res['out']}")
+
+
 # ---------------------------------------------------------------------- wiring
 COMMANDS = {
     "evaluate": ("lm-eval: a paper protocol (--protocol) or the offline twin (--test)",
@@ -397,6 +420,9 @@ COMMANDS = {
                        "resumable)", add_judged_answers_arguments, cmd_judged_answers),
     "judged-eval": ("judge answers on Arena-Hard v0.1, MT-Bench or WildBench v2 from the official files",
                     add_judged_eval_arguments, cmd_judged_eval),
+    "judged-prompts": ("a judged benchmark's prompts as chat messages, {id, prompt} per line (negfree shifts "
+                       "--data: bnf.txt Figs. 3-4 on WildBench v2)", add_judged_prompts_arguments,
+                       cmd_judged_prompts),
 }
 
 
@@ -448,3 +474,7 @@ def main_judged_answers(argv: list[str] | None = None) -> None:
 
 def main_judged_eval(argv: list[str] | None = None) -> None:
     _main("judged-eval", argv)
+
+
+def main_judged_prompts(argv: list[str] | None = None) -> None:
+    _main("judged-prompts", argv)

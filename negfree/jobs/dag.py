@@ -22,6 +22,7 @@ takes the base model's pool instead, scored under the checkpoint (``.../ref~<exp
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ import yaml
 from negfree.common.naming import FIGURE_ITEMS, item_file
 
 PAPERS = ("dft", "minorsft", "asft", "ift", "bnf")
+# analysis.shifts.prompts: what bnf.txt Fig. 3-4 is measured on (Experiment.shifts)
+SHIFT_PROMPTS = ("test", "wildbench")
 
 
 class ConfigError(ValueError):
@@ -57,6 +60,7 @@ class Experiment:
     config: dict
     origin: str = "config"
     seeds_preset: dict | None = None
+    basedir: Path | None = None   # the repository: a relative file path of the config is its (AlpacaEval's files)
     name: str = field(init=False)
     run_specs: dict = field(init=False)
     sweeps: dict = field(init=False)
@@ -228,9 +232,20 @@ class Experiment:
         from negfree.evaluate.alpaca import resolve_config
 
         try:
-            return resolve_config((self.config.get("evaluate") or {}).get("alpaca_eval"), protocol)
+            a = resolve_config((self.config.get("evaluate") or {}).get("alpaca_eval"), protocol)
         except ValueError as e:
             raise ConfigError(f"{self.origin}: {e}") from None
+        if a["judge_model"] == "base":   # the stand-in judged by the experiment's own base model, which the DAG prepares
+            a["judge_model"] = self.model_dir
+        if self.basedir is not None and not a["fetched"]:   # as the jobs see them from Snakemake's working directory
+            for k in ("instructions", "reference"):
+                if not Path(a[k]).is_absolute() and (self.basedir / a[k]).is_file():
+                    a[k] = os.path.relpath(self.basedir.resolve() / a[k])
+        jm = a["judge_model"]
+        if self.basedir is not None and jm and jm != self.model_dir and not Path(jm).is_absolute() \
+                and (self.basedir / jm).is_dir():
+            a["judge_model"] = os.path.relpath(self.basedir.resolve() / jm)
+        return a
 
     def generation_eval_args(self, protocol: str, who: str | None = None) -> str:
         """Arguments of the generation-based protocols (negfree alpaca-eval, negfree textsim). With
@@ -272,7 +287,10 @@ class Experiment:
             from negfree.evaluate.alpaca import FETCHED_MARKER
 
             a = self.alpaca_eval(protocol)
-            return [FETCHED_MARKER] if a["fetched"] else list(dict.fromkeys([a["instructions"], a["reference"]]))
+            files = [FETCHED_MARKER] if a["fetched"] else list(dict.fromkeys([a["instructions"], a["reference"]]))
+            if a["judge_model"] == self.model_dir:   # judge_model: base, prepared by rule prepare_model
+                files.append(f"{self.model_dir}/config.json")
+            return files
         return [f"{self.textsim_data_dir}/test.jsonl"]
 
     def paper(self) -> str | None:
@@ -301,10 +319,17 @@ class Experiment:
 
     def shifts(self) -> dict | None:
         """bnf.txt Fig. 3-4: the runs whose shifts against the base model are measured. On by
-        default for the methods: runs of bnf, dpo, ipo and simpo that the experiment has."""
+        default for the methods: runs of bnf, dpo, ipo and simpo that the experiment has.
+        ``prompts`` (SHIFT_PROMPTS): ``test`` (default), the experiment's test prompts; ``wildbench``,
+        the WildBench v2 tasks (the paper's, bnf.txt Sec. 5.3), made by rule shift_prompts
+        (workflows/analysis.smk) from the experiment's evaluate.judged files or the fetched ones."""
         a = dict((self.config.get("analysis") or {}).get("shifts") or {})
         if a.get("enabled") is False:
             return None
+        prompts = a.get("prompts", "test")
+        if prompts not in SHIFT_PROMPTS:
+            raise ConfigError(f"{self.origin}: analysis.shifts.prompts: {prompts!r} is not one of "
+                              f"{', '.join(SHIFT_PROMPTS)}")
         runs = a.get("runs") or [r for r in ("method~bnf", "method~dpo", "method~ipo", "method~simpo")
                                  if r in self.run_specs]
         if not runs:        # sizes alone do not ask for it: off without such runs
@@ -313,7 +338,8 @@ class Experiment:
         bad = [r for r in runs if r not in self.run_specs]
         if bad:
             raise ConfigError(f"{self.origin}: analysis.shifts.runs: {bad} are not runs of experiment {self.name}")
-        return {"runs": runs, "limit": a.get("limit", 64), "max_new_tokens": a.get("max_new_tokens", 256)}
+        return {"runs": runs, "limit": a.get("limit", 64), "max_new_tokens": a.get("max_new_tokens", 256),
+                "prompts": prompts}
 
     def sweep_figures(self) -> dict[str, dict]:
         """Named plots over sweep tables (dft.txt Fig. 2b, Fig. 6): each reads the tables of the
@@ -601,7 +627,7 @@ class Dag:
             name = cfg.get("experiment")
             preset = ({"seeds": self.seeds_preset["seeds"], "methods": self.seeds_preset["runs"][name]}
                       if self.seeds_preset and name in self.seeds_preset["runs"] else None)
-            exp = Experiment(cfg, origin, preset)
+            exp = Experiment(cfg, origin, preset, self.basedir)
             if exp.name in self.experiments:
                 raise ConfigError(f"{origin}: experiment name {exp.name!r} is used twice")
             self.experiments[exp.name] = exp
@@ -640,13 +666,17 @@ class Dag:
             budget = float(given)
         except ValueError:
             return f"NEGFREE_JUDGE_BUDGET_USD={given!r} is not a number of dollars"
-        total = sum(c["judge_usd"] for c in costs.values())
-        if total <= budget:
+        # what is left to pay: results that exist and judgements in the caches are not counted again
+        left = sum(c["judge_usd_left"] for c in costs.values())
+        if left <= budget:
             return None
-        per = ", ".join(f"{k} ${c['judge_usd']:,.2f}" for k, c in costs.items() if c["judge_usd"])
-        return (f"the judged protocols are estimated at ${total:,.2f} of API judging ({per}; `negfree plan`), over "
-                f"the judge budget ${budget:,.2f} (NEGFREE_JUDGE_BUDGET_USD or configs/judges.yaml budget_usd): "
-                f"nothing was started")
+        total = sum(c["judge_usd"] for c in costs.values())
+        per = ", ".join(f"{k} ${c['judge_usd_left']:,.2f}" for k, c in costs.items() if c["judge_usd_left"])
+        unpriced = sorted({m for c in costs.values() for m in c["unpriced"]})
+        return (f"the judged protocols are estimated at ${left:,.2f} of API judging not yet done ({per}; "
+                f"${total:,.2f} in all, `negfree plan`), over the judge budget ${budget:,.2f} "
+                f"(NEGFREE_JUDGE_BUDGET_USD or configs/judges.yaml budget_usd)"
+                + (f"; no price for {', '.join(unpriced)}" if unpriced else "") + ": nothing was started")
 
     def _judged(self, exp: Experiment) -> None:
         """The experiment's judged protocols (evaluate.judged, negfree/jobs/judged.py), checked now."""
@@ -661,6 +691,8 @@ class Dag:
                                    self._judges, self.basedir)
         except JudgedConfigError as e:
             raise ConfigError(str(e)) from None
+        for p in exp.judged.alpaca:   # AlpacaEval listed as judged: its evaluate.alpaca_eval checked now
+            exp.alpaca_eval(p)
 
     @staticmethod
     def _seeds_preset(block, origin: str) -> dict | None:
@@ -709,7 +741,7 @@ class Dag:
         # the fetched AlpacaEval files (fetched: true) come from a rule: not checked here
         checks += [(f"evaluate.alpaca_eval.{k}", alpaca[k], False)
                    for k in ("instructions", "reference", "reference_ae1") if alpaca.get(k)]
-        if alpaca.get("judge_model"):
+        if alpaca.get("judge_model") and alpaca["judge_model"] != "base":   # base: the DAG's own model
             checks.append(("evaluate.alpaca_eval.judge_model", alpaca["judge_model"], True))
         if la.get("accelerate_config"):
             checks.append(("launch.accelerate_config", la["accelerate_config"], False))

@@ -4,8 +4,20 @@ which files (``evaluate.judged`` of an experiment, the judges of configs/judges.
 For each (run, protocol) the workflow (workflows/judged.smk) makes two jobs:
 ``judged_answers`` (a GPU job: the run's answers on the benchmark's prompts, ``negfree
 judged-answers``) and ``judged_eval`` (``negfree judged-eval``: the judge's verdicts, cached, and
-the benchmark's score with its interval). ``judged_eval`` is a CPU job with an API or offline
-judge, and a GPU job with a served one (``negfree serve-judge`` starts the server around it).
+the benchmark's score with its interval). ``judged_eval`` never takes a GPU: with an API judge it
+waits on the network, with the offline judge it hashes, and with a served judge it copies.
+
+A served judge (kind ``served``) is one job per experiment and backend, ``judged_serve``
+(``Judged.serve_command``): ``negfree serve-judge`` starts the server once on the judge's GPUs,
+waits until it answers, runs ``negfree judged-eval`` for every (run, protocol) the backend judges
+(into ``work/judged_served/<exp>/<run>/<protocol>.json``, through the same judgement cache
+``work/judge_cache/<exp>/<run>/<protocol>``, so only pending judgements reach the server), and
+stops it; its marker ``work/judged_served/<exp>/<backend>.done`` is what each ``judged_eval``
+waits for before copying its result into the run's ``eval/``.
+
+``api_jobs`` of configs/judges.yaml (``compute``, the default, or ``submit_host``) says where the
+``judged_eval`` jobs run; ``submit_host``, for clusters whose compute nodes cannot reach the
+internet, makes them local rules of the workflow (``Judged.api_jobs``).
 """
 from __future__ import annotations
 
@@ -17,6 +29,10 @@ from pathlib import Path
 import yaml
 
 PROTOCOLS = ("arena_hard", "mt_bench", "wildbench")
+# AlpacaEval 1 and 2 may be listed too: their answers and judging are one job, rule evaluate_generation
+# (negfree alpaca-eval), and their judge is evaluate.alpaca_eval's annotator (or its endpoint), not a
+# backend of configs/judges.yaml; listing them here puts them in the judged table, for the judged runs.
+ALPACA = ("alpaca_eval1", "alpaca_eval2")
 BENCHMARK = {"arena_hard": "arena-hard", "mt_bench": "mt-bench", "wildbench": "wildbench"}
 # the official files each protocol reads: judged-eval's option -> the file's name in the fetched folder
 # (negfree fetch-judged-data writes <out>/<protocol>/<name>, from configs/judged/sources.yaml)
@@ -30,6 +46,11 @@ FILES = {
 FETCHED = "work/judged"
 JUDGES_FILE = "configs/judges.yaml"
 BACKEND_KINDS = ("api", "served", "offline")
+# where the judged_eval jobs run (configs/judges.yaml api_jobs): on the compute nodes, or on the submit
+# host (a local rule) where the compute nodes cannot reach an API
+API_JOBS = ("compute", "submit_host")
+JUDGE_CACHE = "work/judge_cache"      # <exp>/<run>/<protocol>: the judgements, content-addressed
+SERVED = "work/judged_served"         # a served judge's results and markers (rule judged_serve)
 # full prompt sets: Arena-Hard v0.1 500 prompts, MT-Bench 80 questions x 2 turns, WildBench v2 1,024 tasks
 PROMPTS = {"arena_hard": 500, "mt_bench": 80, "wildbench": 1024}
 TURNS = {"arena_hard": 1, "mt_bench": 2, "wildbench": 1}
@@ -74,6 +95,9 @@ class Judged:
     max_new_tokens: dict[str, int] = field(default_factory=dict)
     temperature: float = 0.0
     batch_size: int | None = None
+    alpaca: list[str] = field(default_factory=list)   # AlpacaEval protocols judged for ``runs`` (ALPACA)
+    mt_bench_category_temperatures: bool = True       # FastChat's per-category sampling of MT-Bench answers
+    api_jobs: str = "compute"                          # configs/judges.yaml api_jobs (API_JOBS)
 
     # -- paths --------------------------------------------------------------------------------
     def answers(self, runs_root: str, who: str, protocol: str) -> str:
@@ -83,7 +107,7 @@ class Judged:
         return f"{runs_root}/{who}/eval/{protocol}.json"
 
     def outputs(self, runs_root: str) -> list[str]:
-        return [self.result(runs_root, r, p) for p in self.protocols for r in self.runs]
+        return [self.result(runs_root, r, p) for p in [*self.protocols, *self.alpaca] for r in self.runs]
 
     def inputs(self, protocol: str) -> list[str]:
         """What a judged job waits for: the experiment's own files, or the marker that negfree
@@ -91,6 +115,39 @@ class Judged:
         if self.fetched[protocol]:
             return [f"{FETCHED}/{protocol}/.fetched"]
         return list(self.files[protocol].values())
+
+    @staticmethod
+    def cache_dir(exp_name: str, who: str, protocol: str) -> str:
+        """The judgement cache of one (run, protocol): the same for every judge (its key names the judge)."""
+        return f"{JUDGE_CACHE}/{exp_name}/{who}/{protocol}"
+
+    # a served judge: one job per (experiment, backend), rule judged_serve
+    def served_backends(self) -> dict[str, list[str]]:
+        """backend -> the protocols it judges, for the judges of kind served."""
+        out: dict[str, list[str]] = {}
+        for p in self.protocols:
+            if self.judges[p].kind == "served":
+                out.setdefault(self.judges[p].backend, []).append(p)
+        return out
+
+    def served_pairs(self, backend: str) -> list[tuple[str, str]]:
+        """The (run, protocol) pairs that the served ``backend`` judges, in the order its job judges them."""
+        return [(who, p) for p in self.served_backends().get(backend, []) for who in self.runs]
+
+    @staticmethod
+    def served_result(exp_name: str, who: str, protocol: str) -> str:
+        """Where the served judge's job writes a (run, protocol)'s result (its judgements JSONL beside it)."""
+        return f"{SERVED}/{exp_name}/{who}/{protocol}.json"
+
+    @staticmethod
+    def served_marker(exp_name: str, backend: str) -> str:
+        return f"{SERVED}/{exp_name}/{backend}.done"
+
+    def serve_inputs(self, runs_root: str, backend: str) -> list[str]:
+        """What the served judge's job waits for: every answers file it judges and its protocols' files."""
+        pairs = self.served_pairs(backend)
+        files = [f for p in dict.fromkeys(p for _, p in pairs) for f in self.inputs(p)]
+        return [self.answers(runs_root, who, p) for who, p in pairs] + list(dict.fromkeys(files))
 
     # -- command lines ------------------------------------------------------------------------
     def answers_args(self, protocol: str) -> str:
@@ -100,6 +157,8 @@ class Judged:
             args.append(f"--limit {self.limit}")
         if self.batch_size:
             args.append(f"--batch-size {self.batch_size}")
+        if protocol == "mt_bench" and self.mt_bench_category_temperatures:
+            args.append("--mt-bench-category-temperatures")
         return " ".join(args)
 
     def eval_args(self, protocol: str, cache_dir: str) -> str:
@@ -123,6 +182,38 @@ class Judged:
                 args.append("--judge-url {judge_url}")
         return " ".join(args)
 
+    def serve_command(self, runs_root: str, exp_name: str, backend: str, negfree_cmd: str,
+                      server_cmd: str | None = None) -> str:
+        """The shell command of rule judged_serve: ONE ``negfree serve-judge`` (the server started once, on
+        the judge's GPUs) around a bash script (set -e) that runs ``negfree judged-eval`` for every (run,
+        protocol) the served ``backend`` judges, each into its ``served_result`` through its own
+        ``cache_dir``: what is judged already is a cache hit, only the pending judgements reach the
+        server. ``negfree_cmd``: how the job calls negfree (the workflow's NEGFREE, shell-quoted
+        already). ``server_cmd``: serve-judge's --server-cmd (another server than vLLM; the tests' stub)."""
+        pairs = self.served_pairs(backend)
+        if not pairs:
+            raise JudgedConfigError(f"evaluate.judged: no protocol is judged by the served backend {backend!r}")
+        judge = self.judges[pairs[0][1]]
+        steps = ["set -e"]
+        for who, p in pairs:
+            out = self.served_result(exp_name, who, p)
+            steps.append(f"mkdir -p {shlex.quote(os.path.dirname(out))}")
+            steps.append(f"{negfree_cmd} judged-eval --answers {shlex.quote(self.answers(runs_root, who, p))} "
+                         f"--out {shlex.quote(out)} --run {shlex.quote(who)} "
+                         + self.eval_args(p, self.cache_dir(exp_name, who, p)))
+        serve = (f"{negfree_cmd} serve-judge --model {shlex.quote(judge.model)} --gpus {judge.gpus} "
+                 f"--startup-min {judge.startup_min:g}")
+        if server_cmd:
+            serve += f" --server-cmd {shlex.quote(server_cmd)}"
+        return f"{serve} -- bash -c {shlex.quote('; '.join(steps))}"
+
+    def served_copy_command(self, exp_name: str, who: str, protocol: str, out: str) -> str:
+        """judged_eval of a served judge: the copy of what judged_serve wrote, its judgements JSONL first
+        (the result names it by file name, so the copy beside ``out`` stays consistent), then the result."""
+        src, dst, jsonl = Path(self.served_result(exp_name, who, protocol)), Path(out), ".judgements.jsonl"
+        return (f"cp {shlex.quote(str(src.with_suffix(jsonl)))} {shlex.quote(str(dst.with_suffix(jsonl)))} && "
+                f"cp {shlex.quote(str(src))} {shlex.quote(str(dst))}")
+
 
 # without configs/judges.yaml (a tree of its own, a test's) only the offline judge is known
 BUILT_IN = {"default": "offline", "backends": {"offline": {"kind": "offline"}}}
@@ -136,6 +227,9 @@ def load_judges(basedir: str | Path, origin: str = JUDGES_FILE) -> dict:
     for name, b in (cfg.get("backends") or {}).items():
         if (b or {}).get("kind") not in BACKEND_KINDS:
             raise JudgedConfigError(f"{JUDGES_FILE}: backends.{name}.kind must be one of {', '.join(BACKEND_KINDS)}")
+    if (cfg.get("api_jobs") or "compute") not in API_JOBS:      # unset or null: compute
+        raise JudgedConfigError(f"{JUDGES_FILE}: api_jobs must be one of {', '.join(API_JOBS)} "
+                                f"(got {cfg.get('api_jobs')!r})")
     return cfg
 
 
@@ -175,7 +269,13 @@ def judged_of(config: dict, origin: str, runs: list[str], aliases: dict, base_ru
     if not j:
         return None
     judges = judges if judges is not None else load_judges(basedir, origin)
-    protocols = list(j.get("protocols") or PROTOCOLS)
+    listed = list(j.get("protocols") or PROTOCOLS)
+    unknown = [p for p in listed if p not in PROTOCOLS + ALPACA]
+    if unknown:
+        raise JudgedConfigError(f"{origin}: evaluate.judged.protocols: {unknown[0]!r} is not a judged protocol "
+                                f"({', '.join(PROTOCOLS + ALPACA)})")
+    protocols = [p for p in listed if p in PROTOCOLS]
+    alpaca = [p for p in listed if p in ALPACA]
     chosen = []
     for r in j.get("runs") or ["base", *runs]:
         run = base_run if r == "base" else aliases.get(r, r)
@@ -201,6 +301,9 @@ def judged_of(config: dict, origin: str, runs: list[str], aliases: dict, base_ru
             files[p], fetched[p] = {k: f"{FETCHED}/{p}/{name}" for k, name in FILES[p].items()}, True
     default = j.get("judge") or judges.get("default") or "paper"
     per = j.get("judges") or {}
+    if set(per) & set(ALPACA):
+        raise JudgedConfigError(f"{origin}: evaluate.judged.judges: AlpacaEval's judge is its annotator; set "
+                                f"evaluate.alpaca_eval.annotator (or .endpoint) instead")
     unknown = sorted(set(per) - set(protocols))
     if unknown:
         raise JudgedConfigError(f"{origin}: evaluate.judged.judges: {', '.join(unknown)} not among its protocols")
@@ -210,4 +313,6 @@ def judged_of(config: dict, origin: str, runs: list[str], aliases: dict, base_ru
            for p in protocols}
     return Judged(protocols, list(dict.fromkeys(chosen)), files, fetched, chosen_judges, limit=j.get("limit"),
                   max_new_tokens=mnt, temperature=float(j.get("temperature") or 0.0),
-                  batch_size=j.get("batch_size"))
+                  batch_size=j.get("batch_size"), alpaca=alpaca,
+                  mt_bench_category_temperatures=j.get("mt_bench_category_temperatures", True) is not False,
+                  api_jobs=judges.get("api_jobs") or "compute")

@@ -164,15 +164,16 @@ def _print_judges(dag, jobs: list[Job], costs: dict[str, dict]) -> None:
         mine = [j for j in jobs if (j.paper or j.experiment) == paper]
         ans = sum(j.est_gpu_hours for j in mine if j.rule == "judged_answers"
                   or (j.rule == "evaluate_generation" and "/eval/alpaca_eval" in j.job))
-        served = sum(j.est_gpu_hours for j in mine if j.rule == "judged_eval")
+        served = sum(j.est_gpu_hours for j in mine if j.rule == "judged_serve")   # one job per served backend
         exps = [e for e in dag.experiments.values() if (e.paper() or e.name) == paper]
         judges = sorted({f"{p}: {j.backend}:{j.model}" for e in exps if e.judged for p, j in e.judged.judges.items()}
-                        | {f"{p}: {e.alpaca_eval(p)['annotator']}" for e in exps for p in e.protocols
-                           if p.startswith("alpaca_eval")})
+                        | {f"{p}: {e.alpaca_eval(p)['annotator']}" for e in exps
+                           for p in [*e.protocols, *(e.judged.alpaca if e.judged else [])] if p.startswith("alpaca_eval")})
         unpriced = f" (no price for {', '.join(c['unpriced'])})" if c["unpriced"] else ""
+        left = f" (${c['judge_usd_left']:,.2f} not yet judged)" if c["judge_usd_left"] < c["judge_usd"] else ""
         print(f"  {paper:<10} {c['judgements']:>10} {c['judge_input_tokens'] / 1e6:>10.2f} "
               f"{c['judge_output_tokens'] / 1e6:>10.2f} {c['judge_usd']:>10.2f} {ans:>14.1f} {served:>19.1f}  "
-              f"{'; '.join(judges)}{unpriced}")
+              f"{'; '.join(judges)}{unpriced}{left}")
     budget = dag.judge_budget_refusal(os.environ)
     if budget:
         print(f"  OVER BUDGET: {budget}")

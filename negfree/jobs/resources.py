@@ -638,26 +638,48 @@ def judged_answers_job(exp, who: str, protocol: str, basedir: Path, gpu_type: st
 
 
 def judged_eval_job(exp, who: str, protocol: str, basedir: Path, gpu_type: str | None = None) -> Job:
-    """negfree judged-eval: with a served judge a GPU job (the server's GPUs: its start-up, then its
-    judgements decoded at the bandwidth bound of the judge's weights); otherwise a CPU job that
-    waits on an API (gpus 0, a nominal hour)."""
+    """negfree judged-eval: a CPU job (gpus 0). With an API judge it waits on the API (its judgements at
+    API_LATENCY_S each, ``concurrency`` in flight); with the offline judge it hashes; with a served judge
+    it copies the result that the backend's judged_serve job wrote (judged_serve_job)."""
     judge = exp.judged.judges[protocol]
     w = judged_work(exp, protocol)
     out = exp.judged.result(exp.runs_root, who, protocol)
-    if judge.kind != "served":   # est_gpu_hours holds the job's wall hours here (no GPU): its Slurm runtime
-        hours = 0.0 if judge.kind == "offline" else w["judgements"] * API_LATENCY_S / judge.concurrency / 3600
-        return Job(out, exp.name, exp.paper(), "judged_eval", 0, "cpu", int(w["judge_in"] + w["judge_out"]),
-                   0.0, 2.0, 2.0, round(hours, 2), 0.01)
+    # est_gpu_hours holds the job's wall hours here (no GPU): its Slurm runtime
+    hours = w["judgements"] * API_LATENCY_S / judge.concurrency / 3600 if judge.kind == "api" else 0.0
+    return Job(out, exp.name, exp.paper(), "judged_eval", 0, "cpu", int(w["judge_in"] + w["judge_out"]),
+               0.0, 2.0, 2.0, round(hours, 2), 0.01)
+
+
+def served_judging_hours(judge, w: dict, gpu) -> float:
+    """Wall hours of a served judge on one (run, protocol)'s judgements (``w``: judged_work), start-up
+    aside: its prompts' prefill at MFU_FORWARD, its replies decoded at the bandwidth bound of the
+    judge's weights, ``concurrency`` replies per pass, over the judge's GPUs."""
+    params, n = judge.params, judge.gpus
+    return 2 * params * w["judge_in"] / (MFU_FORWARD * gpu.bf16_tflops * 1e12 * n) / 3600 + \
+        w["judge_out"] / judge.concurrency * (2 * params) / (BW_EFFICIENCY * gpu.hbm_tbps * 1e12 * n) / 3600
+
+
+def judged_serve_job(exp, backend: str, basedir: Path, gpu_type: str | None = None) -> Job:
+    """The served judge ``backend`` for the whole experiment (rule judged_serve): one server start-up,
+    then the judgements of every (run, protocol) it judges (served_judging_hours of each), on the
+    judge's GPUs. Its output is the marker the experiment's judged_eval jobs wait for."""
+    j = exp.judged
+    pairs = j.served_pairs(backend)
+    if not pairs:
+        raise PlanError(f"{exp.origin}: evaluate.judged: no protocol is judged by the served backend {backend!r}")
+    judge = j.judges[pairs[0][1]]
     gt = gpu_type or launch_of(exp)["gpu_type"]
     gpu = GPUS[gt]
-    params = judge.params
-    fl = 2 * params * w["judge_in"]
-    hours = judge.startup_min / 60 + fl / (MFU_FORWARD * gpu.bf16_tflops * 1e12 * judge.gpus) / 3600 + \
-        w["judge_out"] / judge.concurrency * (2 * params) / (BW_EFFICIENCY * gpu.hbm_tbps * 1e12 * judge.gpus) / 3600
-    per_gpu = round(_gb(2 * params) / judge.gpus + FIXED_GPU_GB + 8, 1)   # weights + KV cache of the judgements in flight
+    hours, tokens = judge.startup_min / 60, 0
+    for _, protocol in pairs:
+        w = judged_work(exp, protocol)
+        hours += served_judging_hours(judge, w, gpu)
+        tokens += w["judge_in"] + w["judge_out"]
+    # per GPU: its share of the weights + the KV cache of the judgements in flight
+    per_gpu = round(_gb(2 * judge.params) / judge.gpus + FIXED_GPU_GB + 8, 1)
     # host: vLLM's workers and the weights read once (bf16), at least 64 GB
-    host = max(64.0, round(_gb(2 * params) / 2, 1))
-    return Job(out, exp.name, exp.paper(), "judged_eval", judge.gpus, gt, int(w["judge_in"] + w["judge_out"]),
+    host = max(64.0, round(_gb(2 * judge.params) / 2, 1))
+    return Job(j.served_marker(exp.name, backend), exp.name, exp.paper(), "judged_serve", judge.gpus, gt, int(tokens),
                per_gpu, host, host, round(hours * judge.gpus, 2), 0.01)
 
 
@@ -667,15 +689,37 @@ def judged_eval_job(exp, who: str, protocol: str, basedir: Path, gpu_type: str |
 ALPACA_JUDGE = {"alpaca_eval1": ("gpt-4", 1500, 60), "alpaca_eval2": ("gpt-4-1106-preview", 1150, 1)}
 
 
+def _left_to_judge(basedir: Path, result: str, cache_dir: str, expected: int) -> float:
+    """The fraction of one (run, protocol)'s judgements not yet paid for: 0 once its result exists,
+    else what its judgement cache does not hold yet (judged-eval's judgements.jsonl lines, or the
+    entries of alpaca_eval's annotations_*.json files)."""
+    if (basedir / result).is_file() or expected <= 0:
+        return 0.0
+    cache, held = basedir / cache_dir, 0
+    if (cache / "judgements.jsonl").is_file():
+        with open(cache / "judgements.jsonl", "rb") as fh:
+            held = sum(1 for line in fh if line.endswith(b"\n"))
+    for f in cache.glob("annotations_*.json") if cache.is_dir() else []:
+        try:
+            held += len(json.loads(f.read_text()))
+        except (ValueError, TypeError, OSError):
+            pass
+    return max(0.0, 1.0 - held / expected)
+
+
 def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
     """Per paper (or experiment): the judgements the judged protocols ask, their tokens, and the
     dollars of the API judges at configs/judges.yaml's prices (served and offline judges cost
-    no dollars; a served judge's GPU-hours are its judged_eval jobs)."""
+    no dollars; a served judge's GPU-hours are its judged_serve job, one per experiment and backend).
+    ``judge_usd_left``: the dollars not yet spent, without the (run, protocol) pairs whose result
+    exists and the judgements their caches hold (what the budget cap compares)."""
     out: dict[str, dict] = {}
+    base = Path(dag.basedir)
 
     def entry(exp) -> dict:
         return out.setdefault(exp.paper() or exp.name, {"judgements": 0, "judge_input_tokens": 0,
-                                                        "judge_output_tokens": 0, "judge_usd": 0.0, "unpriced": []})
+                                                        "judge_output_tokens": 0, "judge_usd": 0.0,
+                                                        "judge_usd_left": 0.0, "unpriced": []})
 
     for exp in dag.experiments.values():
         if not exp.judged:
@@ -694,15 +738,26 @@ def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
             if price is None:
                 p["unpriced"] = sorted(set(p["unpriced"]) | {judge.model})
                 continue
-            p["judge_usd"] = round(p["judge_usd"] + k * (w["judge_in"] * price[0] + w["judge_out"] * price[1]) / 1e6, 2)
+            usd = (w["judge_in"] * price[0] + w["judge_out"] * price[1]) / 1e6   # one run's
+            p["judge_usd"] = round(p["judge_usd"] + k * usd, 2)
+            left = sum(_left_to_judge(base, exp.judged.result(exp.runs_root, who, protocol),
+                                      f"work/judge_cache/{exp.name}/{who}/{protocol}", w["judgements"])
+                       for who in exp.judged.runs)
+            p["judge_usd_left"] = round(p["judge_usd_left"] + left * usd, 2)
     for exp in dag.experiments.values():   # AlpacaEval 1 and 2: alpaca_eval's own annotators
-        for protocol in [q for q in exp.protocols if q in ALPACA_JUDGE]:
+        judged_alpaca = exp.judged.alpaca if exp.judged else []
+        for protocol in [q for q in ALPACA_JUDGE if q in exp.protocols or q in judged_alpaca]:
             a = exp.alpaca_eval(protocol)
             if a.get("annotator") == "negfree_local_loglik":
                 continue
             model, tin, tout = ALPACA_JUDGE[protocol]
             model = ((a.get("endpoint") or {}).get("model")) or model
-            n = (a.get("limit") or 805) * (1 + len(exp.evaluated_runs()) + len(exp.released_runs()))
+            # every evaluated run and released checkpoint (evaluate.protocols), or evaluate.judged's runs
+            runs = set(exp.judged.runs) if protocol in judged_alpaca else set()
+            if protocol in exp.protocols:
+                runs |= {exp.base_run(), *exp.evaluated_runs(), *exp.released_runs()}
+            per_run = a.get("limit") or 805
+            n = per_run * len(runs)
             p = entry(exp)
             p["judgements"] += n
             p["judge_input_tokens"] += n * tin
@@ -711,7 +766,12 @@ def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
             if price is None:
                 p["unpriced"] = sorted(set(p["unpriced"]) | {model})
             else:
-                p["judge_usd"] = round(p["judge_usd"] + n * (tin * price[0] + tout * price[1]) / 1e6, 2)
+                usd = per_run * (tin * price[0] + tout * price[1]) / 1e6   # one run's
+                p["judge_usd"] = round(p["judge_usd"] + len(runs) * usd, 2)
+                left = sum(_left_to_judge(base, f"{exp.run_dir(who)}/eval/{protocol}.json",
+                                          f"work/judge_cache/alpaca_eval/{exp.name}/{who}/{protocol}", per_run)
+                           for who in sorted(runs))
+                p["judge_usd_left"] = round(p["judge_usd_left"] + left * usd, 2)
     return out
 
 
@@ -753,15 +813,18 @@ def jobs_of(dag, gpu_type: str | None = None, before: bool = False) -> list[Job]
                 elif p in ("alpaca_eval1", "alpaca_eval2"):   # rule evaluate_generation, as for any run
                     add(evaluate_job(exp, who, p, f"{exp.run_dir(who)}/eval/{p}.json", base, gpu_type,
                                      "evaluate_generation", before))
+        for p in exp.judged.alpaca if exp.judged else []:   # AlpacaEval listed as judged: rule evaluate_generation
+            for who in exp.judged.runs:
+                add(evaluate_job(exp, who, p, f"{exp.run_dir(who)}/eval/{p}.json", base, gpu_type,
+                                 "evaluate_generation", before))
         for job in analysis_jobs(exp, base, gpu_type, before).values():
             add(job)
-        if exp.judged:
+        if exp.judged:   # judged_eval is a CPU job; a served judge is one GPU job per backend (judged_serve)
             for protocol in exp.judged.protocols:
                 for who in exp.judged.runs:
                     add(judged_answers_job(exp, who, protocol, base, gpu_type, before))
-                    job = judged_eval_job(exp, who, protocol, base, gpu_type)
-                    if job.gpus:
-                        add(job)
+            for backend in exp.judged.served_backends():
+                add(judged_serve_job(exp, backend, base, gpu_type))
     return list(out.values())
 
 
@@ -780,6 +843,7 @@ def analysis_jobs(exp, base: Path, gpu_type: str | None = None, before: bool = F
     if sh:
         gen = {**exp.gen, "strategy": "chat", "num": len(sh["runs"]) + 1, "max_new_tokens": sh["max_new_tokens"],
                "batch_size": EVAL_BATCH}
+        # prompts: wildbench is sized at the training prompts' length (generate_job: data_of), not JUDGED_TOKENS'
         out["shift_figures"] = generate_job(exp, gen, f"figures/{exp.name}/bnf/fig3.png", base, gpu_type,
                                             "shift_figures", prompts=sh["limit"], before=before)
     return out
@@ -803,6 +867,8 @@ def job_for(dag, rule: str, wc: dict) -> Job:
         return judged_answers_job(exp, wc["who"], wc["judged"], base)
     if rule == "judged_eval":
         return judged_eval_job(exp, wc["who"], wc["judged"], base)
+    if rule == "judged_serve":
+        return judged_serve_job(exp, wc["backend"], base)
     if rule.startswith("evaluate"):
         who = wc.get("run") or wc.get("who") or f"base~{wc['model']}"
         protocol = wc.get("protocol") or wc.get("gen_protocol") or "offline"

@@ -1,5 +1,6 @@
-"""The judged table of one experiment: every (run, judged protocol) result of negfree judged-eval,
-with its interval, its judge and whether that judge is the paper's.
+"""The judged table of one experiment: every (run, judged protocol) result of negfree judged-eval
+(and of negfree alpaca-eval, for AlpacaEval listed as judged), with its interval, its judge and
+whether that judge is the paper's.
 
 A number judged by another model than the paper's judge is marked in the table ("not the
 paper's judge"), and an offline judge's numbers are labelled as meaningless for quality: they
@@ -19,12 +20,38 @@ COLUMNS = ("run", "protocol", "metric", "value", "ci_low", "ci_high", "n", "fail
 FORMAT = "negfree-judged-result/1"
 # the protocol names the results carry (the benchmark's version) -> the DAG's (evaluate.judged.protocols)
 DAG_NAME = {"arena_hard_v0.1": "arena_hard", "wildbench_v2": "wildbench", "mt_bench": "mt_bench"}
+ALPACA = ("alpaca_eval1", "alpaca_eval2")   # results of negfree alpaca-eval (negfree/evaluate/alpaca.py)
+
+
+def _alpaca_row(res: dict, run: str) -> dict:
+    """A result of negfree alpaca-eval: the win rate (length-controlled where defined) with
+    +/- 1.96 alpaca_eval's standard error, judged by the protocol's annotator or a stand-in."""
+    from negfree.evaluate.alpaca import JUDGE_MODELS, LOCAL_ANNOTATOR, OFFICIAL
+
+    protocol = res["protocol"]
+    paper = JUDGE_MODELS[OFFICIAL[protocol]]
+    if res.get("annotator_config") == LOCAL_ANNOTATOR:
+        note = ("OFFLINE stand-in (a local model's log-likelihood, not AlpacaEval's judge): the number says "
+                "nothing about quality")
+    elif res.get("annotator_is_alpaca_eval_judge"):
+        note = "AlpacaEval's own judge"
+    else:
+        note = f"not AlpacaEval's judge ({paper})"
+    value, se = res.get("win_rate"), res.get("standard_error")
+    ci = (value - 1.96 * se, value + 1.96 * se) if value is not None and se is not None else (None, None)
+    lc = res.get("win_rate_kind") == "length_controlled"
+    return {"run": run, "protocol": protocol, "metric": "lc_win_rate" if lc else "win_rate", "value": value,
+            "ci_low": ci[0], "ci_high": ci[1], "n": res.get("n"), "failed": res.get("n_unjudged"),
+            "mean_length_chars": res.get("mean_length_chars"), "judge": res.get("annotator"),
+            "judge_model": res.get("judge_model"), "paper_judge": paper, "judge_note": note}
 
 
 def _row(path: str, run: str, paper_judges: dict[str, str]) -> dict:
     res = read_json(path)
+    if isinstance(res, dict) and res.get("protocol") in ALPACA and "win_rate" in res:
+        return _alpaca_row(res, run)
     if not isinstance(res, dict) or res.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a result of negfree judged-eval (format {FORMAT})")
+        raise ValueError(f"{path}: not a result of negfree judged-eval (format {FORMAT}) or negfree alpaca-eval")
     judge = res.get("judge") or {}
     protocol = res["protocol"]
     paper = paper_judges.get(DAG_NAME.get(protocol, protocol))
@@ -57,10 +84,17 @@ def judged_table(results: list[tuple[str, str]], out_csv: str | Path, out_md: st
     lines = ["# Judged protocols", ""]
     if scale:
         lines += [f"Scale: {scale}", ""]
-    if any(r["judge_note"].startswith("OFFLINE") for r in rows):
+    if any(r["judge_note"].startswith("OFFLINE judge") for r in rows):
         lines += ["**Offline judge:** these numbers come from negfree_offline_judge, a hash of the request and "
                   "not a model. They show that generation, judging, caching and aggregation ran end to end; "
                   "they say nothing about the answers' quality.", ""]
+    if any(r["judge_note"].startswith("OFFLINE stand-in") for r in rows):
+        lines += ["**AlpacaEval offline stand-in:** negfree_local_loglik runs alpaca_eval's own annotation "
+                  "machinery, but its verdict prefers the answer with the higher mean log-probability under a "
+                  "local model. It is not AlpacaEval's judge; its win rates say nothing about quality.", ""]
+    if any(r["protocol"] in ALPACA for r in rows):
+        lines += ["AlpacaEval's interval is the win rate +/- 1.96 times alpaca_eval's standard error; the other "
+                  "protocols' are their benchmarks' own (bootstrap) intervals.", ""]
     lines += ["| run | protocol | metric | value | 95% interval | n | failed | mean length (chars) | judge | note |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -91,6 +91,25 @@ def turn_messages(prompt: Prompt, answers: list[str], turn: int) -> list[dict]:
     return msgs
 
 
+def write_prompt_file(benchmark: str, questions: str | Path, out: str | Path, *, limit: int | None = None) -> dict:
+    """The benchmark's prompts as chat messages, one JSONL line each, for ``negfree shifts --data``
+    (bnf.txt Figs. 3-4 on Wild-Bench prompts): ``{"id": <question id>, "prompt": [messages]}``, the
+    messages of the first turn (:func:`turn_messages`; WildBench: the recorded history, then the
+    last user query). The first ``limit`` prompts in the file's order; written atomically. A bad
+    question file is refused by its reader, naming the file (and line)."""
+    from negfree.common.io import write_jsonl
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    benchmark = benchmark_name(benchmark)
+    every = load_prompts(benchmark, questions)
+    prompts = every[:limit] if limit else every
+    check_writable(out, "prompt file")
+    write_jsonl(out, ({"id": p.question_id, "prompt": turn_messages(p, [], 0)} for p in prompts))
+    return {"benchmark": benchmark, "questions": str(questions), "out": str(out), "n": len(prompts),
+            "in_file": len(every)}
+
+
 def answer_seed(seed: int, question_id, turn: int) -> int:
     """The sampling seed of one answer (63 bits of sha256(seed, question id, turn))."""
     digest = hashlib.sha256(f"{seed}\x1f{qid_key(question_id)}\x1f{turn}".encode("utf-8")).digest()
@@ -237,9 +256,13 @@ def generate_answers(model_dir: str | Path, benchmark: str, questions: str | Pat
                      name: str | None = None, temperature: float = 0.0, top_p: float = 1.0,
                      max_new_tokens: int = 1024, seed: int = 0, batch_size: int = 8, device: str = "cpu",
                      precision: str = "auto", limit: int | None = None,
-                     category_temperatures: dict[str, float] | None = None) -> dict:
+                     category_temperatures: dict[str, float] | None = None,
+                     restart_on_new_settings: bool = False) -> dict:
     """Answer the benchmark's prompts (the first ``limit``), appending to ``out``; returns a
-    summary (prompts answered now and before, mean lengths, truncated answers)."""
+    summary (prompts answered now and before, mean lengths, truncated answers).
+    ``restart_on_new_settings``: answers of another model or other settings in ``out`` are moved
+    to ``<out>.stale`` and every prompt is answered again (the DAG's choice: its params changed),
+    instead of refusing them."""
     from negfree.common.models import check_model_dir
 
     benchmark = benchmark_name(benchmark)
@@ -264,9 +287,22 @@ def generate_answers(model_dir: str | Path, benchmark: str, questions: str | Pat
                 "category_temperatures": dict(sorted(category_temperatures.items())) if category_temperatures else None,
                 "questions_sha256": sha256_file(questions)}
     done: dict[str, dict] = {}
+    restarted = None
     for where, rec in read_answer_file(out, trim=True):
-        _check_line(where, rec, model_name, settings)
+        try:
+            _check_line(where, rec, model_name, settings)
+        except ValueError as err:
+            if not restart_on_new_settings:
+                raise
+            restarted = str(err).split(": ", 2)[-1].split("; write to")[0]
+            break
         done[qid_key(rec["question_id"])] = rec
+    if restarted:
+        os.replace(out, out.with_name(out.name + ".stale"))
+        done = {}
+        import sys
+
+        print(f"judged-answers: {out} was {restarted}: moved to {out.name}.stale, answering again", file=sys.stderr)
     todo = [p for p in prompts if p.key not in done]
     if todo:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -302,7 +338,7 @@ def generate_answers(model_dir: str | Path, benchmark: str, questions: str | Pat
     chars = [sum(len(t) for t in r["turns"]) for r in answered]
     toks = [sum(r["n_tokens"]) for r in answered if isinstance(r.get("n_tokens"), list)]
     return {"benchmark": benchmark, "out": str(out), "model": model_name, "n": len(answered),
-            "generated": len(todo), "resumed": len(prompts) - len(todo),
+            "generated": len(todo), "resumed": len(prompts) - len(todo), "restarted": bool(restarted),
             "mean_length_chars": sum(chars) / len(chars) if chars else None,
             "mean_length_tokens": sum(toks) / len(toks) if toks else None,
             "truncated": sum(1 for r in answered for s in (r.get("stopped") or []) if s is False),
