@@ -169,7 +169,54 @@ rule score_distribution:
 
 
 # bnf.txt Fig. 3-4: log-likelihood and logit shifts of checkpoints against the base model on
-# their own greedy answers to the test prompts (analysis.shifts, negfree/jobs/dag.py).
+# their own greedy answers (analysis.shifts, negfree/jobs/dag.py) to the test prompts, or with
+# analysis.shifts.prompts: wildbench to the WildBench v2 tasks (bnf.txt Sec. 5.3 "1,000 questions
+# from Wild-Bench"): rule shift_prompts turns the experiment's WildBench records into chat messages.
+localrules: shift_prompts
+
+
+def shift_wildbench_questions(wildcards):
+    """The WildBench v2 records: the experiment's own (evaluate.judged.files.wildbench), else the ones
+    negfree fetch-judged-data fetches on the submit host (rule fetch_judged_data, workflows/judged.smk)."""
+    from negfree.jobs.judged import FETCHED, FILES
+
+    j = exp_of(wildcards).judged
+    if j and "wildbench" in j.protocols and not j.fetched["wildbench"]:
+        return j.files["wildbench"]["questions"]
+    return f"{FETCHED}/wildbench/{FILES['wildbench']['questions']}"
+
+
+def shift_prompt_inputs(wildcards):
+    """The experiment's own records, or the marker written once the fetched files are verified."""
+    from negfree.jobs.judged import FETCHED
+
+    j = exp_of(wildcards).judged
+    if j and "wildbench" in j.protocols and not j.fetched["wildbench"]:
+        return {"questions": shift_wildbench_questions(wildcards)}
+    return {"fetched": f"{FETCHED}/wildbench/.fetched"}
+
+
+def shift_data(wildcards):
+    """What the greedy answers answer (analysis.shifts.prompts): the test prompts, or the WildBench ones."""
+    exp = exp_of(wildcards)
+    if exp.shifts()["prompts"] == "wildbench":
+        return f"work/analysis/{exp.name}/shifts/wildbench_prompts.jsonl"
+    return test_data(wildcards)
+
+
+rule shift_prompts:
+    input:
+        unpack(shift_prompt_inputs),
+    output:
+        "work/analysis/{exp}/shifts/wildbench_prompts.jsonl",
+    params:
+        questions=shift_wildbench_questions,
+    log:
+        "logs/{exp}/shift_prompts.log",
+    shell:
+        "{NEGFREE} judged-prompts --benchmark wildbench --questions {params.questions:q} --out {output}" + LOG
+
+
 def shift_runs(wildcards):
     exp = exp_of(wildcards)
     return [f"{exp.run_dir(r)}/timing.json" for r in exp.shifts()["runs"]]
@@ -190,7 +237,7 @@ rule shift_figures:
     input:
         runs=shift_runs,
         model=base_model_ready,
-        test=test_data,
+        test=shift_data,
     output:
         fig3=report("figures/{exp}/bnf/fig3.png", caption="../report/shifts.rst", category="Training",
                     labels={"paper": "BNF", "figure": "Fig. 3", "experiment": "{exp}"}),
