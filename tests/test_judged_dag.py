@@ -58,14 +58,86 @@ def test_the_papers_judge_through_the_api_with_the_papers_models(tmp_path):
 def test_plan_prices_the_api_judges_and_sizes_the_answer_jobs(tmp_path):
     dag = _papers(tmp_path)
     costs = dag.judge_costs()
-    # asft: 6 judged runs (base + 5) x (Arena-Hard 500 prompts x 2 games + MT-Bench 80 x 2 turns)
-    assert costs["asft"]["judgements"] == 6 * (500 * 2 + 80 * 2)
+    # asft: 6 judged runs (base + 5) x (Arena-Hard 500 prompts x 2 games + MT-Bench 80 x 2 turns, judged twice:
+    # by GPT-4 and again by GPT-4 Turbo)
+    assert costs["asft"]["judgements"] == 6 * (500 * 2 + 80 * 2 + 80 * 2)
     assert costs["asft"]["judge_usd"] > 0 and costs["bnf"]["judge_usd"] > 0 and not costs["asft"]["unpriced"]
     jobs = jobs_of(dag)
     answers = [j for j in jobs if j.rule == "judged_answers"]
     assert len(answers) == sum(len(e.judged.runs) * len(e.judged.protocols) for e in dag.experiments.values())
     assert all(j.gpus >= 1 and j.est_gpu_hours > 0 for j in answers)
     assert not [j for j in jobs if j.rule == "judged_eval"]      # an API judge takes no GPU
+
+
+TURBO = "gpt-4-1106-preview"
+
+
+def test_asft_mt_bench_is_judged_again_by_gpt4_turbo(tmp_path):
+    """configs/judges.yaml paper_judges.asft.mt_bench lists gpt-4 then gpt-4-1106-preview: one more judging
+    of the same answers per run, its own result file and cache, priced at GPT-4 Turbo's price."""
+    from negfree.jobs.resources import job_for, judged_work
+
+    dag = _papers(tmp_path)
+    exp = dag.experiments["asft_llama3_uf"]
+    j = exp.judged
+    assert j.judges["mt_bench"].model == "gpt-4" and j.judges["mt_bench"].paper_model == "gpt-4"
+    assert [x.model for x in j.extra["mt_bench"]] == [TURBO] and "arena_hard" not in j.extra
+    extra = j.extra["mt_bench"][0]
+    assert extra.kind == "api" and extra.backend == "paper" and extra.is_papers
+    assert j.judge_of(f"mt_bench@{TURBO}") is extra and j.judgings() == ["arena_hard", "mt_bench", f"mt_bench@{TURBO}"]
+    assert not dag.experiments["bnf_llama3_main"].judged.extra       # bnf lists one judge per protocol
+    outs = set(j.outputs(exp.runs_root))
+    for who in j.runs:
+        assert f"{exp.runs_root}/{who}/eval/mt_bench@{TURBO}.json" in outs
+        assert f"{exp.runs_root}/{who}/eval/mt_bench.json" in outs
+    assert len(outs) == 3 * len(j.runs)
+    who = j.runs[0]
+    cache = j.cache_dir(exp.name, who, f"mt_bench@{TURBO}")
+    assert cache == f"work/judge_cache/asft_llama3_uf/{who}/mt_bench@{TURBO}" != j.cache_dir(exp.name, who, "mt_bench")
+    args = j.eval_args(f"mt_bench@{TURBO}", cache)
+    assert f"--judge-model {TURBO}" in args and f"--judge-name paper:{TURBO}" in args
+    assert f"--cache-dir {shlex.quote(cache)}" in args and "--benchmark mt-bench" in args
+    assert "--judge-url https://api.openai.com/v1" in args and "--judge-key-env OPENAI_API_KEY" in args
+    assert "--questions work/judged/mt_bench/questions.jsonl" in args
+    assert "--judge-model gpt-4 " in j.eval_args("mt_bench", j.cache_dir(exp.name, who, "mt_bench")) + " "
+    # the resources of its judged_eval job (judged.smk asks NF.estimate for the wildcard mt_bench@<model>)
+    job = job_for(dag, "judged_eval", {"exp": exp.name, "who": who, "judged": f"mt_bench@{TURBO}"})
+    assert job.gpus == 0 and job.job == f"{exp.runs_root}/{who}/eval/mt_bench@{TURBO}.json"
+    assert job.mem_mb() > 0 and job.runtime_min() > 0
+    # the dollars: exactly runs x MT-Bench's judged_work at GPT-4 Turbo's price more than with one judge
+    one = _papers(tmp_path / "one", judges_edit=lambda c: c["paper_judges"]["asft"].update(mt_bench="gpt-4"))
+    assert not one.experiments["asft_llama3_uf"].judged.extra
+    w = judged_work(exp, "mt_bench")
+    price = yaml.safe_load((tmp_path / "configs/judges.yaml").read_text())["prices_usd_per_million_tokens"][TURBO]
+    assert price == [10.0, 30.0]
+    per_run = (w["judge_in"] * 10.0 + w["judge_out"] * 30.0) / 1e6
+    two, single = dag.judge_costs()["asft"], one.judge_costs()["asft"]
+    assert two["judgements"] - single["judgements"] == len(j.runs) * w["judgements"] == 6 * 160
+    assert two["judge_input_tokens"] - single["judge_input_tokens"] == len(j.runs) * w["judge_in"]
+    assert two["judge_usd"] - single["judge_usd"] == pytest.approx(len(j.runs) * per_run, abs=0.02)
+    assert two["judge_usd_left"] == two["judge_usd"]
+    # its own result and cache count for what is left to judge
+    done = tmp_path / j.result(exp.runs_root, who, f"mt_bench@{TURBO}")
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    assert dag.judge_costs()["asft"]["judge_usd_left"] == pytest.approx(two["judge_usd"] - per_run, abs=0.02)
+
+
+@pytest.mark.parametrize("backend", ["served", "offline"])
+def test_a_non_api_judge_asks_no_extra_judge(tmp_path, backend):
+    dag = _papers(tmp_path, judges_edit=lambda c: c.update(default=backend))
+    j = dag.experiments["asft_llama3_uf"].judged
+    assert j.judges["mt_bench"].kind == backend and j.extra == {}
+    assert j.judgings() == ["arena_hard", "mt_bench"]
+    assert not any("@" in o for o in j.outputs(dag.experiments["asft_llama3_uf"].runs_root))
+
+
+def test_an_endpoint_with_its_own_model_asks_no_extra_judge(tmp_path):
+    def edit(c):
+        c["backends"]["endpoint"].update(base_url="http://judge.internal:8000/v1", model="some/judge")
+        c["default"] = "endpoint"
+    j = _papers(tmp_path, judges_edit=edit).experiments["asft_llama3_uf"].judged
+    assert j.judges["mt_bench"].model == "some/judge" and j.extra == {}
 
 
 def _bnf_served(tmp_path, judges_edit=None):
@@ -266,6 +338,45 @@ def test_the_workflow_plans_one_judged_serve_job_and_cpu_judged_eval_jobs(tmp_pa
     assert len(wild) == runs
     assert all("work/judged_served/bnf_llama3_main/served.done" in b and "Shell command: cp " in b for b in wild)
     assert not any("served.done" in b or "Shell command: cp " in b for b in evals if b not in wild)
+
+
+def test_the_workflow_judges_asft_mt_bench_again_with_gpt4_turbo(tmp_path):
+    """`snakemake -n` on asft's judged table and its Table 2: per judged run a judged_eval of
+    mt_bench@gpt-4-1106-preview reading the run's MT-Bench answers (no answers job of its own), with its
+    own cache; the paper table reads both MT-Bench results."""
+    import shutil
+
+    for item in ("Snakefile", "workflows", "report", "configs"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEGFREE_SLURM_")}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", HF_HUB_OFFLINE="1")
+    exp = "asft_llama3_uf"
+    proc = subprocess.run([sys.executable, "-m", "snakemake", f"results/tables/{exp}/judged.md",
+                           f"results/tables/{exp}/paper~asft_table2.md", "-n", "-p", "-s",
+                           str(tmp_path / "Snakefile"), "--directory", str(tmp_path),
+                           "--configfile", str(tmp_path / "configs/paper/asft.yaml")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    runs = Dag(yaml.safe_load((tmp_path / "configs/paper/asft.yaml").read_text()),
+               tmp_path).experiments[exp].judged.runs
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out[out.index("Job stats"):], re.M))
+    assert counts["judged_eval"] == str(3 * len(runs)) and counts["judged_answers"] == str(2 * len(runs)), counts
+    blocks = re.findall(r"^((?:local)?rule (\w+):\n(?:    .*\n)*(?:\n?(?:.*judged-eval.*)\n)?)", out, re.M)
+    turbo = [b for b, rule in blocks if rule == "judged_eval" and f"eval/mt_bench@{TURBO}.json" in b]
+    assert len(turbo) == len(runs), out[-3000:]
+    for who, b in zip(sorted(runs), sorted(turbo, key=lambda b: re.search(r"runs/[^/]+/(.+?)/eval/", b).group(1))):
+        assert f"input: results/runs/{exp}/{who}/judged/mt_bench.answers.jsonl" in b, b
+        cache = shlex.quote(f"work/judge_cache/{exp}/{who}/mt_bench@{TURBO}")
+        assert f"--judge-model {TURBO}" in b and f"--cache-dir {cache}" in b, b
+    # the judged table and the paper table read both results of every judged run
+    def inputs(block: str) -> str:
+        return _line(block, "    input:")
+
+    table = inputs(next(b for b, rule in blocks if rule == "judged_table"))
+    assert table.count(f"mt_bench@{TURBO}.json") == len(runs) and table.count("/eval/mt_bench.json") == len(runs)
+    paper = [inputs(b) for b, _ in blocks if "paper~asft_table2.md" in _line(b, "    output:")]
+    assert len(paper) == 1 and f"/eval/mt_bench@{TURBO}.json" in paper[0] and "/eval/mt_bench.json" in paper[0]
 
 
 def test_the_budget_cap_refuses_in_one_line(tmp_path):

@@ -36,16 +36,18 @@ def _judge(model: str) -> dict:
     return {"name": OFFLINE_MODEL if offline else f"paper:{model}", "model": model, "offline": offline}
 
 
-def _write(run_dir: Path, protocol: str, record: dict, judgements: list[dict], answers: list[dict]) -> Path:
-    out = run_dir / "eval" / f"{protocol}.json"
+def _write(run_dir: Path, protocol: str, record: dict, judgements: list[dict], answers: list[dict],
+           stem: str | None = None) -> Path:
+    """``stem``: the result's file name, when not the protocol's (an extra judge's: mt_bench@<model>)."""
+    out = run_dir / "eval" / f"{stem or protocol}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     (run_dir / "judged").mkdir(exist_ok=True)
     (run_dir / "judged" / f"{protocol}.answers.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers))
-    out.with_name(f"{protocol}.judgements.jsonl").write_text("".join(json.dumps(j) + "\n" for j in judgements))
+    out.with_name(f"{stem or protocol}.judgements.jsonl").write_text("".join(json.dumps(j) + "\n" for j in judgements))
     offline = record["judge"]["offline"]
     out.write_text(json.dumps({"format": T.JUDGED_FORMAT, "run": run_dir.name, "limit": None,
                                "judge_is_offline": offline,
-                               "judgements": out.with_name(f"{protocol}.judgements.jsonl").name, **record}))
+                               "judgements": out.with_name(f"{stem or protocol}.judgements.jsonl").name, **record}))
     return out
 
 
@@ -72,7 +74,8 @@ def write_arena_hard(run_dir: Path, judge: str, games: list[tuple[str, str]], lc
     return _write(run_dir, "arena_hard", record, judgements, answers)
 
 
-def write_mt_bench(run_dir: Path, judge: str, ratings: list[tuple[float, float]]) -> Path:
+def write_mt_bench(run_dir: Path, judge: str, ratings: list[tuple[float, float]], extra: bool = False) -> Path:
+    """``extra``: the same answers judged again by ``judge``, an extra judge: eval/mt_bench@<judge>.json."""
     mt = mt_bench_score([list(r) for r in ratings], rounds=20)
     ids = [str(81 + k) for k in range(len(ratings))]
     rows = [{"task": "mt_bench", "metric": "score", "value": mt["value"], "stderr": None, "n": len(ratings)},
@@ -82,7 +85,7 @@ def write_mt_bench(run_dir: Path, judge: str, ratings: list[tuple[float, float]]
     judgements = [{"id": f"{q}/turn{t + 1}", "verdict": r[t], "ok": True}
                   for q, r in zip(ids, ratings) for t in range(2)]
     answers = [{"question_id": q, "turns": ["a", "b"], "n_tokens": [1, 1]} for q in ids]
-    return _write(run_dir, "mt_bench", record, judgements, answers)
+    return _write(run_dir, "mt_bench", record, judgements, answers, stem=f"mt_bench@{judge}" if extra else None)
 
 
 def write_wildbench(run_dir: Path, judge: str, score: float, outputs: list[str]) -> Path:
@@ -204,8 +207,43 @@ def test_asft_table2_arena_hard_and_the_gpt4_column(tmp_path):
     assert not cell(df, sft, "mt_bench/score_gpt4").judge_tag.endswith("*")
     assert cell(df, sft, "arena_hard/win_rate").paper_judge == "gpt-4-1106-preview"
     assert cell(df, "method~asft", "mt_bench/score_gpt4").judge_tag.endswith("*")      # the default row
+    # one MT-Bench result (by gpt-4): the GPT-4 Turbo column is empty, with the reason
     turbo = cell(df, sft, "mt_bench/score_gpt4_turbo")
-    assert turbo.status == T.NOT_MEASURED and "one judge per protocol" in turbo.note and math.isnan(turbo.ours)
+    assert turbo.status == T.MISSING and math.isnan(turbo.ours) and turbo.paper_judge == "gpt-4-1106-preview"
+    assert "no result of base~meta-llama-3-8b-instruct judged by gpt-4-1106-preview" in turbo.note
+    assert "eval/mt_bench@gpt-4-1106-preview.json" in turbo.note
+    assert math.isnan(cell(df, "method~asft", "mt_bench/score_gpt4_turbo").ours)     # OTHER's result: the GPT-4 column
+
+
+def test_asft_table2_both_mt_bench_columns_from_two_judges(tmp_path):
+    """The same answers judged by gpt-4 (eval/mt_bench.json) and again by gpt-4-1106-preview
+    (eval/mt_bench@gpt-4-1106-preview.json): each MT-Bench column takes its paper judge's result."""
+    root = tmp_path / "runs" / "asft_llama3_uf"
+    sft = "base~meta-llama-3-8b-instruct"
+    js = [write_mt_bench(root / sft, "gpt-4", [(8.0, 7.0)] * 10),
+          write_mt_bench(root / sft, "gpt-4-1106-preview", [(6.0, 7.0)] * 10, extra=True)]
+    assert js[1].name == "mt_bench@gpt-4-1106-preview.json" and js[0].name == "mt_bench.json"
+    df = T.paper_table("asft/table2", js, {"SFT": sft}, SCALE)
+    gpt4, turbo = cell(df, sft, "mt_bench/score_gpt4"), cell(df, sft, "mt_bench/score_gpt4_turbo")
+    assert gpt4.status == turbo.status == T.OK
+    assert gpt4.ours == pytest.approx(7.5) and turbo.ours == pytest.approx(6.5)
+    assert gpt4.judge == "gpt-4" and gpt4.paper_judge == "gpt-4" and "the paper's judge (gpt-4)" in gpt4.note
+    assert turbo.judge == "gpt-4-1106-preview" and turbo.paper_judge == "gpt-4-1106-preview"
+    assert "the paper's judge (gpt-4-1106-preview)" in turbo.note
+    assert not gpt4.judge_tag.endswith(("*", "†")) and not turbo.judge_tag.endswith(("*", "†"))
+    assert gpt4.judge_tag != turbo.judge_tag and len(df.attrs["judges"]) == 2
+    # the order of the files does not matter; a third MT-Bench result by the same judge is two values of one cell
+    df = T.paper_table("asft/table2", js[::-1], {"SFT": sft}, SCALE)
+    assert cell(df, sft, "mt_bench/score_gpt4").ours == pytest.approx(7.5)
+    assert cell(df, sft, "mt_bench/score_gpt4_turbo").ours == pytest.approx(6.5)
+    other = write_mt_bench(tmp_path / "x" / sft, "gpt-4", [(1.0, 1.0)] * 10)
+    with pytest.raises(ValueError, match="different values for mt_bench/mt_bench/score"):
+        T.paper_table("asft/table2", [*js, other], {"SFT": sft}, SCALE)
+    # only the extra judge's result: the GPT-4 column keeps today's rule (another judge's result, marked), the
+    # GPT-4 Turbo column its own
+    df = T.paper_table("asft/table2", [js[1]], {"SFT": sft}, SCALE)
+    assert cell(df, sft, "mt_bench/score_gpt4_turbo").ours == pytest.approx(6.5)
+    assert math.isnan(cell(df, sft, "mt_bench/score_gpt4").ours)
 
 
 def test_bnf_table5_lengths_in_the_papers_units_and_no_judge(bnf_results):
@@ -244,7 +282,11 @@ def test_paper_judges_are_the_judges_yaml_ones_and_the_items_name_their_files():
     for (paper, key), model in T.PAPER_JUDGES.items():
         src = T.judged_source(key)
         if src is not None:
-            assert judges[paper][src.judged] == model, (paper, key)
+            listed = judges[paper][src.judged]
+            listed = listed if isinstance(listed, list) else [listed]
+            extra = T.extra_judged(paper, key)       # a further model of the list: an extra judge's column
+            assert (listed[0] == model and extra is None) if extra is None else (
+                model in listed[1:] and extra == f"{src.judged}@{model}"), (paper, key)
         assert key in pn.info(f"{paper}/table2" if paper == "asft" else "bnf/table4")["metrics"], key
     assert set(T.item_judged("asft/table2")) == {"arena_hard", "mt_bench"}
     assert set(T.item_judged("bnf/table4")) == set(T.item_judged("bnf/table6")) == {"arena_hard", "wildbench"}
@@ -272,7 +314,7 @@ def test_judged_items_are_buildable_in_the_targets_index(tmp_path):
         assert t.files == [f"results/tables/{{exp}}/paper~{item.replace('/', '_')}.md"], item
         assert "paid" not in (t.missing or "") and "no DAG protocol" not in (t.missing or ""), item
     assert targets["bnf/table5"].missing is None
-    assert "one judge per protocol" in targets["asft/table2"].missing
+    assert targets["asft/table2"].missing is None and not targets["asft/table2"].needs   # both MT-Bench judges
     for item in ("bnf/table4", "bnf/table6"):
         assert "maintained sandboxed harness for executing CRUX's code was not wired" in targets[item].missing
         assert "ZeroEval's CRUX runs model-generated code" in targets[item].missing
@@ -353,7 +395,7 @@ CLAIMS = [
 ]
 
 
-def _ledger(tmp_path: Path, judge: str) -> pd.DataFrame:
+def _ledger(tmp_path: Path, judge: str, turbo: bool = False) -> pd.DataFrame:
     """asft clearly above the base model on Arena-Hard (per prompt) and MT-Bench (per question), with
     shorter answers; every judged result by ``judge``."""
     rng = np.random.default_rng(3)
@@ -365,6 +407,8 @@ def _ledger(tmp_path: Path, judge: str) -> pd.DataFrame:
                          tokens=[int(t) for t in tokens + rng.integers(-50, 50, 200)])
         write_mt_bench(d, judge if judge != "gpt-4-1106-preview" else "gpt-4",
                        [(float(rating + rng.integers(-1, 2)), float(rating + rng.integers(-1, 2))) for _ in range(80)])
+        if turbo:       # the same answers judged again by GPT-4 Turbo (eval/mt_bench@gpt-4-1106-preview.json)
+            write_mt_bench(d, "gpt-4-1106-preview", [(float(rating), float(rating))] * 80, extra=True)
     claims = tmp_path / "claims.yaml"
     claims.write_text(yaml.safe_dump({"version": 1, "claims": CLAIMS,
                                       "paper_value_tolerance": {"arena_hard/*": {"abs": 60.0, "why": "test"}}}))
@@ -378,8 +422,8 @@ def test_the_papers_judge_gives_verdicts(tmp_path):
     assert "judged by gpt-4-1106-preview" in r.measurement
     r = df.loc["mt.asft_beats_sft"]
     assert r.verdict == REPRODUCED and "80 test items" in r.measurement
-    r = df.loc["mt.turbo"]
-    assert r.verdict == NOT_CHECKABLE and "one judge per protocol" in r.reason
+    r = df.loc["mt.turbo"]             # no result of the extra judge here (mt_bench@gpt-4-1106-preview.json)
+    assert r.verdict == NOT_CHECKABLE and "mt_bench@gpt-4-1106-preview.json" in r.reason
     r = df.loc["ah.paper_value"]
     assert r.verdict == REPRODUCED and "the paper's 32.5 +- 60" in r.measurement     # a wide test band
     # the LC win rate: a fitted model, no per-prompt scores; one training seed: no interval
@@ -388,6 +432,15 @@ def test_the_papers_judge_gives_verdicts(tmp_path):
     # lengths: the answers', paired by prompt
     r = df.loc["len.shorter"]
     assert r.verdict == REPRODUCED and r.uncertainty == TEST_ITEMS and "no judge" in r.measurement
+
+
+def test_the_ledger_reads_the_extra_judges_result(tmp_path):
+    """Two MT-Bench results per run (gpt-4 and gpt-4-1106-preview): each claim reads its column's judge."""
+    df = _ledger(tmp_path, "gpt-4-1106-preview", turbo=True)
+    assert df.loc["mt.asft_beats_sft"].verdict == REPRODUCED
+    r = df.loc["mt.turbo"]             # asft 8.0 vs base 5.0 by GPT-4 Turbo: not within 0.15
+    assert r.verdict == "contradicted" and "judge differs" not in r.reason, r.reason
+    assert "mt_bench/score judged by gpt-4-1106-preview" in r.measurement and "80 test items" in r.measurement
 
 
 def test_another_judge_is_never_reproduced(tmp_path):

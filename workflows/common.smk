@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 from negfree.common.naming import item_file
 from negfree.jobs.dag import ConfigError as _ConfigError, Dag as _Dag
+from negfree.jobs.judged import EXTRA_MODEL_RE, Judged
 from negfree.evaluate.protocols import PROTOCOLS as _PROTOCOL_TABLE
 from negfree.losses import REGISTRY
 
@@ -350,7 +351,8 @@ def item_judged_paths(wildcards):
            for r in exp.item_runs(item)]
     if exp.judged is None:
         return out
-    wanted = [p for p in exp.judged.protocols if p in item_judged(item)]
+    # each protocol's result and its extra judges' ("<protocol>@<model>": the same answers judged again)
+    wanted = [p for p in exp.judged.judgings() if Judged.split(p)[0] in item_judged(item)]
     return out + [exp.judged.result(exp.runs_root, r, p) for p in wanted for r in exp.item_runs(item)
                   if r in exp.judged.runs]
 

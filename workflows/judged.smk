@@ -16,6 +16,9 @@ if any(e.judged and e.judged.api_jobs == "submit_host" for e in EXPS.values()):
     localrules: judged_eval
 
 JUDGED_RE = "arena_hard|mt_bench|wildbench"
+# judged_eval also judges "<protocol>@<model>": an extra judge of the protocol's answers (configs/judges.yaml
+# paper_judges lists several models for it; Judged.extra), into eval/<protocol>@<model>.json
+JUDGED_EVAL_RE = rf"(?:{JUDGED_RE})(?:@{EXTRA_MODEL_RE})?"
 
 
 def judged_of(wildcards):
@@ -66,7 +69,7 @@ def judged_eval_command(wildcards, input, output):
     """negfree judged-eval (an API or the offline judge); with a served judge, the copy of the result (and its
     judgements JSONL, which the result names by file name) that the backend's judged_serve job wrote."""
     j = judged_of(wildcards)
-    judge = j.judges[wildcards.judged]
+    judge = j.judge_of(wildcards.judged)
     if judge.kind == "served":
         return j.served_copy_command(wildcards.exp, wildcards.who, wildcards.judged, str(output))
     cache = j.cache_dir(wildcards.exp, wildcards.who, wildcards.judged)
@@ -77,14 +80,19 @@ def judged_eval_command(wildcards, input, output):
 def judged_served_marker(wildcards):
     """A served judge's judged_eval waits for its backend's judged_serve job (none for an API or offline judge)."""
     j = judged_of(wildcards)
-    judge = j.judges[wildcards.judged]
+    judge = j.judge_of(wildcards.judged)
     return [j.served_marker(wildcards.exp, judge.backend)] if judge.kind == "served" else []
+
+
+def judged_eval_answers(wildcards):
+    """The answers judged: the protocol's, for its own judge and for an extra judge ("<protocol>@<model>") alike."""
+    return f"results/runs/{wildcards.exp}/{wildcards.who}/judged/{Judged.split(wildcards.judged)[0]}.answers.jsonl"
 
 
 rule judged_eval:
     input:
-        answers="results/runs/{exp}/{who}/judged/{judged}.answers.jsonl",
-        files=lambda wildcards: judged_of(wildcards).inputs(wildcards.judged),
+        answers=judged_eval_answers,
+        files=lambda wildcards: judged_of(wildcards).inputs(Judged.split(wildcards.judged)[0]),
         served=judged_served_marker,
     output:
         "results/runs/{exp}/{who}/eval/{judged}.json",
@@ -92,7 +100,7 @@ rule judged_eval:
         command=judged_eval_command,
     wildcard_constraints:
         who=rf"base~[^/]+|method~(?:{_METHOD_RE})(?:/[A-Za-z_][A-Za-z0-9_]*~[^/]+)*",
-        judged=JUDGED_RE,
+        judged=JUDGED_EVAL_RE,
     resources:
         gpu=0,      # never a GPU: an API waits on the network, the offline judge hashes, a served one copies
         nodes=1,
@@ -133,13 +141,16 @@ rule judged_serve:
 def judged_results(wildcards):
     exp = exp_of(wildcards)
     # AlpacaEval listed under evaluate.judged: its results come from rule evaluate_generation (workflows/evaluate.smk)
-    return [(exp.judged.result(exp.runs_root, r, p), r) for p in [*exp.judged.protocols, *exp.judged.alpaca]
+    # an extra judge's results ("<protocol>@<model>") too: their rows name their judge
+    return [(exp.judged.result(exp.runs_root, r, p), r) for p in [*exp.judged.judgings(), *exp.judged.alpaca]
             for r in exp.judged.runs]
 
 
 def paper_judge_args(wildcards):
+    """protocol=model of the paper's judges; a protocol with extra judges lists them all (model,model)."""
     j = exp_of(wildcards).judged
-    return " ".join(f"{p}={j.judges[p].paper_model}" for p in j.protocols if j.judges[p].paper_model)
+    return " ".join(f"{p}=" + ",".join([j.judges[p].paper_model, *(e.model for e in j.extra.get(p, []))])
+                    for p in j.protocols if j.judges[p].paper_model)
 
 
 rule judged_table:

@@ -18,10 +18,18 @@ waits for before copying its result into the run's ``eval/``.
 ``api_jobs`` of configs/judges.yaml (``compute``, the default, or ``submit_host``) says where the
 ``judged_eval`` jobs run; ``submit_host``, for clusters whose compute nodes cannot reach the
 internet, makes them local rules of the workflow (``Judged.api_jobs``).
+
+Extra judges: where configs/judges.yaml ``paper_judges.<paper>.<protocol>`` is a list, the first model is
+the protocol's judge and each further model M judges the same answers once more (asft's MT-Bench: GPT-4
+and GPT-4 Turbo, asft.txt Table 1), through the same API backend: one more ``judged_eval`` per run, its
+wildcard ``<protocol>@<M>``, into ``eval/<protocol>@<M>.json`` with its own cache
+``work/judge_cache/<exp>/<run>/<protocol>@<M>`` (``Judged.extra``). A served judge, an endpoint with a
+fixed model and the offline judge have none.
 """
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +59,11 @@ BACKEND_KINDS = ("api", "served", "offline")
 API_JOBS = ("compute", "submit_host")
 JUDGE_CACHE = "work/judge_cache"      # <exp>/<run>/<protocol>: the judgements, content-addressed
 SERVED = "work/judged_served"         # a served judge's results and markers (rule judged_serve)
+# configs/judges.yaml paper_judges.<paper>.<protocol> may list several models: the first judges the protocol
+# (eval/<protocol>.json), each further model M judges the same answers again, eval/<protocol>@<M>.json
+# (negfree.report.paper_table.EXTRA_JUDGE_SEP: the paper table and the claims read them by that name)
+EXTRA_SEP = "@"
+EXTRA_MODEL_RE = r"[A-Za-z0-9][A-Za-z0-9._-]*"     # a model id that is safe in a file name and a wildcard
 # full prompt sets: Arena-Hard v0.1 500 prompts, MT-Bench 80 questions x 2 turns, WildBench v2 1,024 tasks
 PROMPTS = {"arena_hard": 500, "mt_bench": 80, "wildbench": 1024}
 TURNS = {"arena_hard": 1, "mt_bench": 2, "wildbench": 1}
@@ -98,16 +111,42 @@ class Judged:
     alpaca: list[str] = field(default_factory=list)   # AlpacaEval protocols judged for ``runs`` (ALPACA)
     mt_bench_category_temperatures: bool = True       # FastChat's per-category sampling of MT-Bench answers
     api_jobs: str = "compute"                          # configs/judges.yaml api_jobs (API_JOBS)
+    # protocol -> its extra judges: the same answers judged again by each further model that configs/judges.yaml
+    # paper_judges lists for the protocol (an API backend without a fixed model only: ``_extra_judges``)
+    extra: dict[str, list[Judge]] = field(default_factory=dict)
+
+    # -- the protocol's judge, or an extra one: "<protocol>" or "<protocol>@<model>" ---------
+    @staticmethod
+    def split(judged: str) -> tuple[str, str | None]:
+        """"mt_bench@gpt-4-1106-preview" -> ("mt_bench", "gpt-4-1106-preview"); "mt_bench" -> ("mt_bench", None)."""
+        protocol, sep, model = judged.partition(EXTRA_SEP)
+        return protocol, (model if sep else None)
+
+    def judge_of(self, judged: str) -> Judge:
+        """The judge of a protocol (its own) or of "<protocol>@<model>" (its extra judge ``model``)."""
+        protocol, model = self.split(judged)
+        if model is None:
+            return self.judges[protocol]
+        for j in self.extra.get(protocol, []):
+            if j.model == model:
+                return j
+        raise JudgedConfigError(f"evaluate.judged: {model!r} is no extra judge of {protocol} "
+                                f"(configs/judges.yaml paper_judges)")
+
+    def judgings(self) -> list[str]:
+        """Every judging: each protocol, then "<protocol>@<model>" for each of its extra judges."""
+        return [*self.protocols, *(f"{p}{EXTRA_SEP}{j.model}" for p in self.protocols for j in self.extra.get(p, []))]
 
     # -- paths --------------------------------------------------------------------------------
     def answers(self, runs_root: str, who: str, protocol: str) -> str:
         return f"{runs_root}/{who}/judged/{protocol}.answers.jsonl"
 
     def result(self, runs_root: str, who: str, protocol: str) -> str:
+        """``protocol``: a protocol, or "<protocol>@<model>" (an extra judge's result of the same answers)."""
         return f"{runs_root}/{who}/eval/{protocol}.json"
 
     def outputs(self, runs_root: str) -> list[str]:
-        return [self.result(runs_root, r, p) for p in [*self.protocols, *self.alpaca] for r in self.runs]
+        return [self.result(runs_root, r, p) for p in [*self.judgings(), *self.alpaca] for r in self.runs]
 
     def inputs(self, protocol: str) -> list[str]:
         """What a judged job waits for: the experiment's own files, or the marker that negfree
@@ -118,7 +157,9 @@ class Judged:
 
     @staticmethod
     def cache_dir(exp_name: str, who: str, protocol: str) -> str:
-        """The judgement cache of one (run, protocol): the same for every judge (its key names the judge)."""
+        """The judgement cache of one (run, protocol); ``protocol`` "<protocol>@<model>": an extra judge's own
+        (its key names the judge, but a cache has one writing process at a time, and Snakemake may run
+        both judgings at once)."""
         return f"{JUDGE_CACHE}/{exp_name}/{who}/{protocol}"
 
     # a served judge: one job per (experiment, backend), rule judged_serve
@@ -162,13 +203,15 @@ class Judged:
         return " ".join(args)
 
     def eval_args(self, protocol: str, cache_dir: str) -> str:
-        """negfree judged-eval's options but the answers, the output and the judge's URL of a served one."""
+        """negfree judged-eval's options but the answers, the output and the judge's URL of a served one.
+        ``protocol`` "<protocol>@<model>": the extra judge ``model`` on the protocol's files."""
+        j = self.judge_of(protocol)
+        protocol = self.split(protocol)[0]
         f = self.files[protocol]
         args = [f"--benchmark {BENCHMARK[protocol]}", f"--cache-dir {shlex.quote(cache_dir)}"]
         args += [f"--{k.replace('_', '-')} {shlex.quote(v)}" for k, v in f.items()]
         if self.limit:
             args.append(f"--limit {self.limit}")
-        j = self.judges[protocol]
         if j.kind == "offline":
             args.append("--judge offline")
         else:
@@ -239,8 +282,7 @@ def _judge(protocol: str, backend: str, judges: dict, paper: str | None, origin:
         raise JudgedConfigError(f"{origin}: evaluate.judged: judge {backend!r} is not a backend of {JUDGES_FILE} "
                                 f"({', '.join(backends)})")
     b = backends[backend]
-    papers = judges.get("paper_judges") or {}
-    paper_model = (papers.get(paper) or papers.get("default") or {}).get(protocol)
+    paper_model = paper_models(judges, paper, protocol)[0]
     kind = b["kind"]
     if kind == "offline":
         return Judge(backend, kind, "negfree_offline_judge", paper_model)
@@ -260,6 +302,35 @@ def _judge(protocol: str, backend: str, judges: dict, paper: str | None, origin:
     return Judge(backend, kind, model, paper_model, gpus=int(b.get("gpus") or 1),
                  gpu_mem_gb=float(b.get("gpu_mem_gb") or 80), startup_min=float(b.get("startup_min") or 15),
                  params=float(b["params"]), concurrency=int(b.get("concurrency") or 32))
+
+
+def paper_models(judges: dict, paper: str | None, protocol: str) -> list[str | None]:
+    """The judge models configs/judges.yaml paper_judges lists for a paper's protocol: one, or a list (the
+    protocol's judge first, then its extra judges); [None] where it names none."""
+    papers = judges.get("paper_judges") or {}
+    got = (papers.get(paper) or papers.get("default") or {}).get(protocol)
+    models = [str(m) for m in got] if isinstance(got, list) else [got]
+    return models or [None]
+
+
+def _extra_judges(protocol: str, backend: str, judges: dict, paper: str | None, origin: str) -> list[Judge]:
+    """The extra judges of a protocol: each model after the first that paper_judges lists for it, asked through
+    the protocol's backend. Only an API backend without a fixed model (the ``paper`` one) can ask another
+    model: a served judge, an endpoint that serves one model and the offline judge have no extra judges (the
+    paper table leaves their columns empty, with the reason)."""
+    b = (judges.get("backends") or {})[backend]
+    extra = paper_models(judges, paper, protocol)[1:]
+    if b["kind"] != "api" or b.get("model") or not extra:
+        return []
+    out = []
+    for m in dict.fromkeys(extra):
+        if not re.fullmatch(EXTRA_MODEL_RE, m):
+            raise JudgedConfigError(f"{origin}: {JUDGES_FILE} paper_judges.{paper}.{protocol}: {m!r} cannot name a "
+                                    f"result file (letters, digits, '.', '_', '-')")
+        base = _judge(protocol, backend, judges, paper, origin)
+        out.append(Judge(backend, "api", m, m, base_url=base.base_url, api_key_env=base.api_key_env,
+                         concurrency=base.concurrency))
+    return out
 
 
 def judged_of(config: dict, origin: str, runs: list[str], aliases: dict, base_run: str,
@@ -308,6 +379,8 @@ def judged_of(config: dict, origin: str, runs: list[str], aliases: dict, base_ru
     if unknown:
         raise JudgedConfigError(f"{origin}: evaluate.judged.judges: {', '.join(unknown)} not among its protocols")
     chosen_judges = {p: _judge(p, per.get(p, default), judges, config.get("paper"), origin) for p in protocols}
+    extra = {p: e for p in protocols
+             if (e := _extra_judges(p, per.get(p, default), judges, config.get("paper"), origin))}
     mnt = {p: int((j.get("max_new_tokens") or {}).get(p) or MAX_NEW_TOKENS[p])
            if isinstance(j.get("max_new_tokens"), dict) else int(j.get("max_new_tokens") or MAX_NEW_TOKENS[p])
            for p in protocols}
@@ -315,4 +388,4 @@ def judged_of(config: dict, origin: str, runs: list[str], aliases: dict, base_ru
                   max_new_tokens=mnt, temperature=float(j.get("temperature") or 0.0),
                   batch_size=j.get("batch_size"), alpaca=alpaca,
                   mt_bench_category_temperatures=j.get("mt_bench_category_temperatures", True) is not False,
-                  api_jobs=judges.get("api_jobs") or "compute")
+                  api_jobs=judges.get("api_jobs") or "compute", extra=extra)

@@ -166,7 +166,9 @@ def _print_judges(dag, jobs: list[Job], costs: dict[str, dict]) -> None:
                   or (j.rule == "evaluate_generation" and "/eval/alpaca_eval" in j.job))
         served = sum(j.est_gpu_hours for j in mine if j.rule == "judged_serve")   # one job per served backend
         exps = [e for e in dag.experiments.values() if (e.paper() or e.name) == paper]
-        judges = sorted({f"{p}: {j.backend}:{j.model}" for e in exps if e.judged for p, j in e.judged.judges.items()}
+        # a protocol's judge, then its extra judges (the same answers judged again): "mt_bench: paper:gpt-4 + paper:..."
+        judges = sorted({f"{p}: " + " + ".join(f"{x.backend}:{x.model}" for x in [j, *e.judged.extra.get(p, [])])
+                         for e in exps if e.judged for p, j in e.judged.judges.items()}
                         | {f"{p}: {e.alpaca_eval(p)['annotator']}" for e in exps
                            for p in [*e.protocols, *(e.judged.alpaca if e.judged else [])] if p.startswith("alpaca_eval")})
         unpriced = f" (no price for {', '.join(c['unpriced'])})" if c["unpriced"] else ""

@@ -640,9 +640,10 @@ def judged_answers_job(exp, who: str, protocol: str, basedir: Path, gpu_type: st
 def judged_eval_job(exp, who: str, protocol: str, basedir: Path, gpu_type: str | None = None) -> Job:
     """negfree judged-eval: a CPU job (gpus 0). With an API judge it waits on the API (its judgements at
     API_LATENCY_S each, ``concurrency`` in flight); with the offline judge it hashes; with a served judge
-    it copies the result that the backend's judged_serve job wrote (judged_serve_job)."""
-    judge = exp.judged.judges[protocol]
-    w = judged_work(exp, protocol)
+    it copies the result that the backend's judged_serve job wrote (judged_serve_job). ``protocol``
+    "<protocol>@<model>": an extra judge's judging of the protocol's answers (the same work)."""
+    judge = exp.judged.judge_of(protocol)
+    w = judged_work(exp, exp.judged.split(protocol)[0])
     out = exp.judged.result(exp.runs_root, who, protocol)
     # est_gpu_hours holds the job's wall hours here (no GPU): its Slurm runtime
     hours = w["judgements"] * API_LATENCY_S / judge.concurrency / 3600 if judge.kind == "api" else 0.0
@@ -712,7 +713,9 @@ def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
     dollars of the API judges at configs/judges.yaml's prices (served and offline judges cost
     no dollars; a served judge's GPU-hours are its judged_serve job, one per experiment and backend).
     ``judge_usd_left``: the dollars not yet spent, without the (run, protocol) pairs whose result
-    exists and the judgements their caches hold (what the budget cap compares)."""
+    exists and the judgements their caches hold (what the budget cap compares). An extra judge of a
+    protocol (``Judged.extra``: the same answers judged again by another model) is priced as the
+    protocol's judgements at its model's price, its result and cache its own."""
     out: dict[str, dict] = {}
     base = Path(dag.basedir)
 
@@ -725,9 +728,9 @@ def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
         if not exp.judged:
             continue
         p = entry(exp)
-        for protocol in exp.judged.protocols:
-            judge = exp.judged.judges[protocol]
-            w = judged_work(exp, protocol)
+        for judging in exp.judged.judgings():
+            judge = exp.judged.judge_of(judging)
+            w = judged_work(exp, exp.judged.split(judging)[0])
             k = len(exp.judged.runs)
             p["judgements"] += k * w["judgements"]
             p["judge_input_tokens"] += k * w["judge_in"]
@@ -740,8 +743,8 @@ def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
                 continue
             usd = (w["judge_in"] * price[0] + w["judge_out"] * price[1]) / 1e6   # one run's
             p["judge_usd"] = round(p["judge_usd"] + k * usd, 2)
-            left = sum(_left_to_judge(base, exp.judged.result(exp.runs_root, who, protocol),
-                                      f"work/judge_cache/{exp.name}/{who}/{protocol}", w["judgements"])
+            left = sum(_left_to_judge(base, exp.judged.result(exp.runs_root, who, judging),
+                                      exp.judged.cache_dir(exp.name, who, judging), w["judgements"])
                        for who in exp.judged.runs)
             p["judge_usd_left"] = round(p["judge_usd_left"] + left * usd, 2)
     for exp in dag.experiments.values():   # AlpacaEval 1 and 2: alpaca_eval's own annotators

@@ -726,16 +726,19 @@ def _judged_columns(run_dir: Path, metric: str, paper: str | None) -> list | Non
     judge included."""
     from negfree.report.items import Column, NoItems
     from negfree.report.paper_table import (JUDGED_FORMAT, LEADERBOARD_LENGTH, NOT_MEASURED_WHY, OFFLINE, PAPER,
-                                            judge_status, judged_source, paper_judge)
+                                            extra_judged, judge_status, judged_source, paper_judge)
 
     src = judged_source(metric)
     if src is None:
         if paper_judge(paper, metric) and metric in NOT_MEASURED_WHY:
             raise NoItems(f"'{metric}' is not measured: {NOT_MEASURED_WHY[metric]}")
         return None
-    path = run_dir / "eval" / f"{src.judged}.json"
+    # a column of an extra judge (the same answers judged again: MT-Bench's GPT-4 Turbo) reads its own result
+    extra = extra_judged(paper, metric)
+    path = run_dir / "eval" / f"{extra or src.judged}.json"
     if not path.is_file():
-        raise NoItems(f"no evaluation {path}")
+        raise NoItems(f"no evaluation {path}" + (f" (the answers judged again by {paper_judge(paper, metric)})"
+                                                 if extra else ""))
     rec = json.loads(path.read_text())
     if rec.get("format") != JUDGED_FORMAT:
         raise NoItems(f"{path}: not a result of negfree judged-eval ({JUDGED_FORMAT})")

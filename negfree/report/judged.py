@@ -54,10 +54,14 @@ def _row(path: str, run: str, paper_judges: dict[str, str]) -> dict:
         raise ValueError(f"{path}: not a result of negfree judged-eval (format {FORMAT}) or negfree alpaca-eval")
     judge = res.get("judge") or {}
     protocol = res["protocol"]
-    paper = paper_judges.get(DAG_NAME.get(protocol, protocol))
+    # the paper's judge(s) of the protocol: several where the paper reports it with several judges
+    # ("model,model": each further one an extra judge of the same answers, eval/<protocol>@<model>.json)
+    listed = paper_judges.get(DAG_NAME.get(protocol, protocol))
+    papers = [str(m) for m in listed] if isinstance(listed, list) else [m for m in str(listed or "").split(",") if m]
+    paper = judge.get("model") if judge.get("model") in papers else "/".join(papers)
     if res.get("judge_is_offline"):
         note = "OFFLINE judge (a hash, not a model): the number says nothing about quality"
-    elif paper and judge.get("model") != paper:
+    elif paper and judge.get("model") not in papers:
         note = f"not the paper's judge ({paper})"
     else:
         note = "the paper's judge" if paper else ""

@@ -35,6 +35,10 @@ does not, so the table reads those JSONs themselves (``--evals`` takes both). Ev
 names its judge (``[J1]``, listed under the table); a judge other than the paper's
 (``PAPER_JUDGES``) is marked ``*``, the offline judge ``†``, and a judged row read from a CSV,
 whose judge is not recorded, ``*`` too. Lengths (bnf Table 5) are the answers', no judge's.
+asft Table 2 reports MT-Bench with two judges: the same answers are judged by GPT-4
+(``eval/mt_bench.json``) and again by GPT-4 Turbo (``eval/mt_bench@gpt-4-1106-preview.json``, an
+extra judge of configs/judges.yaml paper_judges); each column takes the result of its paper judge
+(``_ours_by_run``), the GPT-4 column failing that the one result of another judge, marked ``*``.
 
 AlpacaEval 1 and 2 (``negfree alpaca-eval``, protocols alpaca_eval1 / alpaca_eval2, one
 ``<run>/eval/<protocol>.json`` per run) fill ift Table 2 and dft Fig. 5 the same way: the result
@@ -156,6 +160,11 @@ METRIC_SOURCES: tuple[Source, ...] = (
     Source("mt_bench/score_gpt4", "mt_bench", "mt_bench", "score", 1.0,
            "MT-Bench: single-answer grading, the mean of both turns' ratings over the 80 questions (FastChat)",
            judged="mt_bench"),
+    # the GPT-4 Turbo column: the same answers judged again (configs/judges.yaml paper_judges.asft.mt_bench
+    # lists gpt-4, then gpt-4-1106-preview: eval/mt_bench@gpt-4-1106-preview.json). Two sources of one
+    # (protocol, task, metric): each takes the result of its paper judge (_ours_by_run, ``extra_judged``)
+    Source("mt_bench/score_gpt4_turbo", "mt_bench", "mt_bench", "score", 1.0,
+           "MT-Bench GPT-4 Turbo: the same answers judged again by the second judge", judged="mt_bench"),
     # bnf.txt Tables 4 and 6: Arena-Hard LC (and WR above), WildBench v2 WB-Score (task macro)
     Source("arena_hard/lc_win_rate", "arena_hard_v0.1", "arena_hard_v0.1", "lc_win_rate", 1.0,
            "Arena-Hard LC: [ours] the length covariate in characters of both answers (the benchmark counts "
@@ -236,6 +245,28 @@ def judged_source(key: str) -> Source | None:
     return next((s for s in METRIC_SOURCES if s.paper_key == key and s.judged), None)
 
 
+# An extra judge's result: the same answers judged again by another model, ``<run>/eval/<protocol>@<model>.json``
+# (negfree.jobs.judged.EXTRA_SEP; configs/judges.yaml paper_judges lists several models for the protocol)
+EXTRA_JUDGE_SEP = "@"
+
+
+def _shared(src: Source) -> list[Source]:
+    """The judged sources that read the same (protocol, task, metric) as ``src``, in METRIC_SOURCES' order: more
+    than one where the paper reports a benchmark with several judges (MT-Bench's GPT-4 and GPT-4 Turbo)."""
+    return [s for s in METRIC_SOURCES if s.judged and not s.judge_free
+            and (s.protocol, s.task, s.metric) == (src.protocol, src.task, src.metric)]
+
+
+def extra_judged(paper_or_item: str | None, key: str) -> str | None:
+    """"<protocol>@<model>" where a paper key's value is an extra judge's (a judged source that is not the first
+    of the ones reading its protocol's metric: its paper judge judged the same answers again), else None."""
+    src = judged_source(key)
+    pj = paper_judge(paper_or_item, key)
+    if src is None or src.judge_free or pj is None or _shared(src).index(src) == 0:
+        return None
+    return f"{src.judged}{EXTRA_JUDGE_SEP}{pj}"
+
+
 def item_annotated(item: str) -> list[str]:
     """The AlpacaEval protocols (alpaca_eval1, alpaca_eval2) a paper item reads: their
     ``<run>/eval/<protocol>.json`` name the annotator, which the tidy CSV of eval-csv does not, so a
@@ -299,9 +330,6 @@ NOT_MEASURED_WHY: dict[str, str] = {
     "crux/acc": "CRUX is not run: a maintained sandboxed harness for executing CRUX's code was not wired "
                 "(ZeroEval's CRUX, the paper's, runs model-generated code; lm-eval's cruxeval too, and samples "
                 "at T=0.2)",
-    "mt_bench/score_gpt4_turbo": "one judge per protocol today: evaluate.judged judges MT-Bench once per run, "
-                                 "with configs/judges.yaml's asft judge gpt-4 (the GPT-4 column); this column "
-                                 "needs the same answers judged again by GPT-4 Turbo",
     "wildbench/elo": "not computable from one model's results: " + _wb_elo_why(),
     "alpacaeval/lc_win_rate": "AlpacaEval 1 defines no length-controlled win rate (length control is AlpacaEval "
                               "2's: its GLM was fitted with AlpacaEval 2's judge and baseline), and ift.txt does "
@@ -492,25 +520,32 @@ def load_evals(evals) -> pd.DataFrame:
         df[c] = df[c].fillna("").astype(str) if c in df.columns else ""
     df["judge_offline"] = df["judge_offline"].fillna(False).astype(bool) if "judge_offline" in df.columns else False
     # the same result read twice (a CSV and its JSON) is fine, the JSON's judge kept; two different
-    # values are not
+    # values are not, unless two judges gave them (the same answers judged again by an extra judge)
     key = ["run", "protocol", "task", "metric"]
     df = df.iloc[(df["judge"] == "").argsort(kind="stable")]
     df = df.drop_duplicates(subset=key + ["value"])
     dup = df[df.duplicated(subset=key, keep=False)]
-    if len(dup):
-        r = dup.iloc[0]
-        raise ValueError(f"run {r.run!r} has {int((dup[key] == r[key]).all(axis=1).sum())} different "
-                         f"values for {r.protocol}/{r.task}/{r.metric}: results of two runs with the same "
-                         f"name? name them apart (eval-csv --runs)")
+    for _, g in dup.groupby(key, sort=False):
+        if (g["judge"] == "").any() or g["judge"].duplicated().any():
+            r = g.iloc[0]
+            raise ValueError(f"run {r.run!r} has {len(g)} different values for {r.protocol}/{r.task}/{r.metric}: "
+                             f"results of two runs with the same name? name them apart (eval-csv --runs)")
     return df.reset_index(drop=True)
 
 
-def _ours_by_run(evals: pd.DataFrame, protocols: tuple[str, ...]) -> dict[str, dict[str, tuple]]:
+def _ours_by_run(evals: pd.DataFrame, protocols: tuple[str, ...],
+                 paper: str | None = None) -> dict[str, dict[str, tuple]]:
     """run -> paper key -> (value in the paper's unit (NaN: no value), source, note, judge, result
     note), the judge (model, backend:model, offline) for a judged or AlpacaEval source (None
-    otherwise, and for lengths); the result note: what the result says against the paper's protocol."""
+    otherwise, and for lengths); the result note: what the result says against the paper's protocol.
+
+    Where several judged sources read one (protocol, task, metric) (``_shared``: a benchmark the paper
+    reports with several judges), each takes the row of its paper judge (PAPER_JUDGES of ``paper``);
+    the first of them, failing that, the one row of a judge that is none of theirs (today's one-judge
+    result, marked as another judge's), the others nothing."""
     srcs = sources_for(protocols)
     out: dict[str, dict] = {}
+    fallback: dict[tuple[str, Source], list] = {}
     if "judge" not in evals.columns:
         evals = evals.assign(judge="", judge_name="", judge_offline=False)
     if NOTE_COLUMN not in evals.columns:
@@ -519,6 +554,13 @@ def _ours_by_run(evals: pd.DataFrame, protocols: tuple[str, ...]) -> dict[str, d
         for s in srcs:
             if (fnmatch.fnmatchcase(r.protocol, s.protocol) and fnmatch.fnmatchcase(r.task, s.task)
                     and r.metric == s.metric):
+                shared = _shared(s)
+                if len(shared) > 1:
+                    wanted = [paper_judge(paper, x.paper_key) for x in shared]
+                    if r.judge != paper_judge(paper, s.paper_key):
+                        if s is shared[0] and r.judge not in wanted:
+                            fallback.setdefault((r.run, s), []).append(r)
+                        continue
                 got = out.setdefault(r.run, {})
                 where = f"{r.protocol}/{r.task}/{r.metric}"
                 if s.paper_key in got:
@@ -528,6 +570,18 @@ def _ours_by_run(evals: pd.DataFrame, protocols: tuple[str, ...]) -> dict[str, d
                 judged = s.judged or s.protocol in ALPACA_JUDGES
                 judge = (r.judge, r.judge_name, bool(r.judge_offline)) if judged and not s.judge_free else None
                 got[s.paper_key] = (v, where, s.note, judge, getattr(r, NOTE_COLUMN) or "")
+    for (run, s), rows in fallback.items():
+        if s.paper_key in out.get(run, {}):
+            continue
+        if len(rows) > 1:
+            raise ValueError(f"run {run!r}: {len(rows)} results of {s.protocol}/{s.task}/{s.metric}, by "
+                             f"{', '.join(r.judge or 'an unrecorded judge' for r in rows)}, none by the paper's "
+                             f"judge of {s.paper_key} ({paper_judge(paper, s.paper_key)}): pass one of them only")
+        r = rows[0]
+        v = float(r.value) * s.factor if r.value is not None and not math.isnan(r.value) else math.nan
+        out.setdefault(run, {})[s.paper_key] = (v, f"{r.protocol}/{r.task}/{r.metric}", s.note,
+                                                (r.judge, r.judge_name, bool(r.judge_offline)),
+                                                getattr(r, NOTE_COLUMN) or "")
     return out
 
 
@@ -673,7 +727,7 @@ def paper_table(item: str, evals, row_map=None, scale: str = "") -> pd.DataFrame
 
     protocols = ITEM_PROTOCOLS.get(iid, ())
     ev = load_evals(evals)
-    ours = _ours_by_run(ev, protocols)
+    ours = _ours_by_run(ev, protocols, iid)
     runs_all = sorted(set(ev["run"]))
     runs_usable = [r for r in runs_all if r in ours]
     mapping, notes = map_rows(item, rows, row_map, runs_all, runs_usable, protocols)
@@ -753,6 +807,15 @@ def paper_table(item: str, evals, row_map=None, scale: str = "") -> pd.DataFrame
                                      f"from the protocol's aggregate {agg.iloc[0]:.4f}")
             elif key not in mapped_keys:
                 rec.update(status=NOT_MEASURED, note=_why_not_measured(key, protocols))
+            elif key not in have and extra_judged(iid, key):
+                extra = extra_judged(iid, key)
+                pj = paper_judge(iid, key)
+                why = (f"no result of {run} judged by {pj} (eval/{extra}.json: the same answers judged again, "
+                       f"configs/judges.yaml paper_judges lists {pj} after {extra.split(EXTRA_JUDGE_SEP)[0]}'s own "
+                       f"judge; a served judge, an endpoint with a fixed model and the offline judge ask no "
+                       f"extra judge)")
+                rec.update(status=MISSING, note=why)
+                notes.append(f"{_describe(rows, i)}, {label}: left empty, {why}")
             elif key not in have or math.isnan(have[key][0]):
                 where = have[key][1] if key in have else "its task"
                 rec.update(status=MISSING, source=have[key][1] if key in have else "",
