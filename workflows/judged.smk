@@ -60,9 +60,12 @@ rule judged_answers:
         cpus_per_task=cpus_of("judged_answers"),
     log:
         "logs/{exp}/judged/{who}/{judged}.answers.log",
+    # the generation environment (.venv-vllm when `make setup-vllm` made one); --backend auto: vLLM
+    # where a GPU and the package are, else transformers (the answers' settings name which ran)
     shell:
-        "mkdir -p $(dirname {params.progress}) && {NEGFREE} judged-answers --model {params.model} {params.args} "
-        "--name {wildcards.who} --out {params.progress} --restart-on-new-settings && cp {params.progress} {output}" + LOG
+        "mkdir -p $(dirname {params.progress}) && {NEGFREE_GENERATE} judged-answers --model {params.model} "
+        "{params.args} --backend auto --name {wildcards.who} --out {params.progress} --restart-on-new-settings "
+        "&& cp {params.progress} {output}" + LOG
 
 
 def judged_eval_command(wildcards, input, output):

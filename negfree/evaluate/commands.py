@@ -10,7 +10,8 @@
   [--annotator A --judge-model D] [--endpoint-url U --endpoint-model ID --endpoint-key-env VAR] [--cache-dir C]``
 - ``negfree textsim --model M --data D --out J [--prompt-field --reference-field --name]``
 - ``negfree eval-csv JSON... --out CSV [--runs ...]``
-- ``negfree judged-answers --benchmark B --model M --questions Q --out A.jsonl [--temperature --top-p --seed ...]``
+- ``negfree judged-answers --benchmark B --model M --questions Q --out A.jsonl [--backend auto|transformers|vllm]
+  [--temperature --top-p --seed ...]``
 - ``negfree judged-eval --benchmark B --answers A.jsonl --questions Q --judge-template T --out J --cache-dir D
   (--judge offline|SPEC.yaml | --judge-model M --judge-url U [--judge-key-env VAR]) [--baseline F] [--reference F]``
 - ``negfree judged-prompts --benchmark B --questions Q --out P.jsonl [--limit N]`` (the prompts as chat messages,
@@ -278,7 +279,11 @@ def add_judged_answers_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--mt-bench-category-temperatures", action="store_true",
                    help="MT-Bench: FastChat's per-category temperatures (writing/roleplay 0.7, stem/humanities 0.1, "
                         "others 0) instead of --temperature")
-    s.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (default 8)")
+    s.add_argument("--batch-size", type=int, default=8,
+                   help="prompts per generate call (default 8; transformers only: vLLM batches itself)")
+    s.add_argument("--backend", choices=["auto", "transformers", "vllm"], default="auto",
+                   help="auto (default): vllm where a CUDA GPU and the vllm package are, else transformers; "
+                        "the answers' settings name the one that ran")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto: bf16 weights on CUDA, fp32 on the CPU")
     s.add_argument("--device", default="auto", help="auto (default): cuda when a GPU is visible, else cpu")
@@ -304,7 +309,7 @@ def cmd_judged_answers(args) -> None:
                            batch_size=args.batch_size, device=_device(args.device), precision=args.precision,
                            limit=args.limit,
                            category_temperatures=FASTCHAT_TEMPERATURES if args.mt_bench_category_temperatures else None,
-                           restart_on_new_settings=args.restart_on_new_settings)
+                           restart_on_new_settings=args.restart_on_new_settings, backend=args.backend)
     print(json.dumps(summary_line(res), indent=2))
 
 

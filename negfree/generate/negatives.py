@@ -51,6 +51,8 @@ from tqdm import tqdm
 from negfree.common.fingerprint import model_fingerprint
 from negfree.common.io import _clean, atomic_write_bytes, check_writable, read_progress, write_json, write_jsonl
 from negfree.common.models import inference_dtype
+from negfree.common.vllm_engine import (BACKEND_LIMITS, VLLM_INSTALL, VllmEngine, backend_refusal,  # noqa: F401
+                                        check_vllm, vllm_missing)
 from negfree.data.tokenize import render_prompt
 
 GOOD_SYSTEM = ("The assistant should answer truthfully and be faithful to factual knowledge as well as "
@@ -161,42 +163,6 @@ class TransformersBackend:
         return [(self.tok.decode(o, skip_special_tokens=True).strip(), len(o)) for o in outs]
 
 
-# Settings a backend cannot sample with: (backend, setting) -> (lowest, highest) allowed, None for
-# no bound. vLLM's SamplingParams raises "temperature must be in [0, 2]" (0.33), so dft.txt
-# Fig. 1's T = 5 pool cannot run there. `auto` falls back to transformers for such a pool (the
-# manifest's backend_reason says why); naming the backend is refused up front. One row per limit.
-BACKEND_LIMITS = {
-    ("vllm", "temperature"): (0.0, 2.0),
-}
-
-
-def backend_refusal(backend: str, **settings) -> str | None:
-    """Why ``backend`` cannot sample with ``settings`` (temperature=..., top_p=...), or None."""
-    for (name, key), (lo, hi) in BACKEND_LIMITS.items():
-        value = settings.get(key)
-        if name != backend or value is None:
-            continue
-        if hi is not None and value > hi:
-            return f"{name} allows {key} <= {hi:g}, asked {value}"
-        if lo is not None and value < lo:
-            return f"{name} allows {key} >= {lo:g}, asked {value}"
-    return None
-
-
-VLLM_INSTALL = "make setup-vllm (its own environment .venv-vllm, configs/vllm-env.txt; the generation rules use it)"
-
-
-def vllm_missing() -> str | None:
-    """Why vLLM cannot run on this machine (None: a CUDA GPU is visible and the package is installed)."""
-    import importlib.util
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible"
-    if importlib.util.find_spec("vllm") is None:
-        return "the vllm package is not installed"
-    return None
-
-
 def choose_backend(backend: str, **settings) -> tuple[str, str | None]:
     """The backend that runs and, for ``auto``, why: vllm where it can run (a CUDA GPU and the
     package) and can sample with ``settings`` (:data:`BACKEND_LIMITS`), else transformers. The
@@ -214,16 +180,8 @@ def resolve_backend(backend: str, **settings) -> str:
 
 def check_backend(backend: str) -> None:
     """vLLM needs a CUDA GPU and its package: say so before any model is loaded."""
-    if backend != "vllm":
-        return
-    if not torch.cuda.is_available():
-        raise ValueError(f"backend 'vllm' needs a CUDA GPU and none is visible here; use backend "
-                         f"'transformers' or 'auto' on this machine (on a GPU machine: {VLLM_INSTALL})")
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        raise ValueError(f"backend 'vllm' needs the vllm package, which is not installed: {VLLM_INSTALL}; "
-                         f"or use backend 'transformers'") from None
+    if backend == "vllm":
+        check_vllm()
 
 
 def generation_dtype(backend: str, device: str, dtype: str | None = None) -> str:
@@ -239,26 +197,14 @@ def generation_dtype(backend: str, device: str, dtype: str | None = None) -> str
     return dtype
 
 
-class VllmBackend:
-    """vLLM on pre-rendered token ids, one request per sample with its own seed."""
-
-    def __init__(self, model_dir, *, dtype: str = "bfloat16", seed: int = 0):
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError:
-            raise ValueError(f"backend 'vllm' needs the vllm package: {VLLM_INSTALL}; "
-                             f"or use backend 'transformers'") from None
-        from negfree.common.models import load_tokenizer
-
-        self.tok = load_tokenizer(model_dir)
-        self.SamplingParams = SamplingParams
-        self.llm = LLM(model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed)
+class VllmBackend(VllmEngine):
+    """vLLM on pre-rendered token ids, one request per sample with its own seed
+    (:class:`negfree.common.vllm_engine.VllmEngine`)."""
 
     def sample(self, prompts: list[list[int]], seeds: list[int], *, temperature, top_p, top_k, max_new_tokens):
-        params = [self.SamplingParams(n=1, temperature=temperature, top_p=top_p, top_k=top_k or -1,
-                                      max_tokens=max_new_tokens, seed=s) for s in seeds]
-        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-        return [(o.outputs[0].text.strip(), len(o.outputs[0].token_ids)) for o in outs]
+        outs = self.generate(prompts, seeds, temperature=temperature, top_p=top_p, top_k=top_k,
+                             max_new_tokens=max_new_tokens)
+        return [(o["text"].strip(), len(o["token_ids"])) for o in outs]
 
 
 # ---------------------------------------------------------------- files

@@ -17,14 +17,24 @@ samples (``top_p`` nucleus) with a ``torch.Generator`` per answer seeded from
 sha256(seed, question id, turn), so an answer does not depend on the batch it ran in, nor on
 an interruption (up to float rounding under different padding). ``category_temperatures``
 (MT-Bench) sets the temperature per question category, as FastChat's ``temperature_config``
-does (:data:`FASTCHAT_TEMPERATURES`); the others use ``temperature``. Batched, left padding,
-transformers only: there is NO vLLM path here.
+does (:data:`FASTCHAT_TEMPERATURES`); the others use ``temperature``.
+
+Backends (``backend``): ``auto`` (the default: ``vllm`` where a CUDA GPU and the vllm package are
+and every temperature asked is one vLLM samples with, else ``transformers``), ``transformers``
+(batched, left padding, the sampler above) and ``vllm`` (:class:`negfree.common.vllm_engine.VllmEngine`,
+loaded once per call: the chat template rendered by the tokenizer to token ids, one request per
+answer, greedy as temperature 0, sampled with ``SamplingParams(seed=answer_seed(...))``; up to
+:data:`VLLM_PROMPTS_PER_CALL` prompts per generate call, vLLM batching them itself;
+``stopped`` from vLLM's ``finish_reason``). The two give different samples for the same seed:
+``settings`` names the backend that ran. ``vllm`` named where it cannot run (no GPU, no package)
+stops in one line before anything is loaded.
 
 Resumable: every finished prompt is appended (and fsynced) at once; a restarted run reads the
 file, drops a line cut by a kill, refuses lines of another model or other settings (naming
 the setting), and generates only the prompts not yet answered. ``settings`` holds what
-decides the answers (benchmark, decoding, seed, the question file's sha256); batch size and
-device are left out.
+decides the answers (benchmark, decoding, seed, backend, the question file's sha256); batch size
+and device are left out. Lines written before ``settings`` named the backend count as other
+settings (refused, or redone with ``restart_on_new_settings``).
 """
 from __future__ import annotations
 
@@ -39,6 +49,9 @@ from negfree.evaluate.judged.sources import (qid_key, read_arena_hard_questions,
                                              read_wildbench_records, sha256_file)
 
 BENCHMARKS = ("arena_hard", "mt_bench", "wildbench")
+BACKENDS = ("auto", "transformers", "vllm")
+#: prompts per vLLM generate call (vLLM schedules them itself); a kill loses at most one call's answers
+VLLM_PROMPTS_PER_CALL = 256
 FORMAT = "negfree-judged-answers/1"
 #: FastChat fastchat/llm_judge/common.py ``temperature_config`` (MT-Bench sampling per category).
 FASTCHAT_TEMPERATURES = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
@@ -204,6 +217,68 @@ def _load(model_dir, device: str, precision: str):
     return model, tok
 
 
+def choose_backend(backend: str, temperatures) -> str:
+    """The backend that answers: ``auto`` is vllm where it can run (a CUDA GPU and the package) and
+    samples at every temperature in ``temperatures``, else transformers; ``vllm`` named where it
+    cannot run, or for a temperature it refuses, stops here in one line (nothing loaded yet)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if backend == "transformers":
+        return backend
+    from negfree.common.vllm_engine import backend_refusal, check_vllm, vllm_missing
+
+    refused = next(filter(None, (backend_refusal("vllm", temperature=t) for t in temperatures)), None)
+    if backend == "auto":
+        return "transformers" if refused or vllm_missing() else "vllm"
+    if refused:
+        raise ValueError(f"backend 'vllm' cannot answer with these settings: {refused}; use backend "
+                         f"'transformers' (or 'auto', which falls back to it)")
+    check_vllm()
+    return backend
+
+
+def _load_vllm(model_dir, precision: str, seed: int):
+    """The vLLM engine (loaded once) and the eos ids an answer stops at, as the transformers path's."""
+    import torch
+
+    from negfree.common.models import inference_dtype, load_tokenizer
+    from negfree.common.vllm_engine import VllmEngine
+
+    tok = load_tokenizer(model_dir)
+    if not getattr(tok, "chat_template", None):
+        raise ValueError(f"the tokenizer of {model_dir} has no chat template; the judged benchmarks "
+                         f"generate with the model's chat template")
+    dtype = inference_dtype("cuda", precision, stage="judged-answers") or torch.float32
+    eos = {tok.eos_token_id}
+    try:
+        from transformers import GenerationConfig
+
+        gen = GenerationConfig.from_pretrained(str(model_dir)).eos_token_id
+        eos |= set(gen) if isinstance(gen, (list, tuple, set)) else {gen}
+    except OSError:           # no generation_config.json: the tokenizer's eos only
+        pass
+    engine = VllmEngine(model_dir, dtype=str(dtype).removeprefix("torch."), seed=seed, tokenizer=tok)
+    return engine, sorted(int(i) for i in eos if i is not None)
+
+
+def _vllm_turn(engine, conversations: list[list[dict]], *, temperature: float, top_p: float,
+               max_new_tokens: int, seeds: list[int], eos: list[int]) -> list[dict]:
+    """One turn's answers through vLLM: ``[{"output", "n_tokens", "stopped"}]`` (as greedy.generate:
+    the end token not counted). Greedy at temperature 0 (no seed), else each answer's own seed."""
+    from negfree.evaluate import greedy
+
+    tok = engine.tok
+    ids = [tok(greedy.render(tok, c), add_special_tokens=False)["input_ids"] for c in conversations]
+    outs = engine.generate(ids, [None] * len(ids) if temperature == 0 else seeds, temperature=temperature,
+                           top_p=top_p, top_k=None, max_new_tokens=max_new_tokens, stop_token_ids=eos)
+    res = []
+    for o in outs:
+        stopped = o["finish_reason"] == "stop"
+        n = len(o["token_ids"]) - (1 if stopped and o["token_ids"] and o["token_ids"][-1] in eos else 0)
+        res.append({"output": o["text"].strip(), "n_tokens": n, "stopped": stopped})
+    return res
+
+
 # ---------------------------------------------------------------------------- progress
 def read_answer_file(path: str | Path, *, trim: bool = False) -> list[tuple[str, dict]]:
     """(``file:line``, record) of every complete line; a last line cut by a kill is dropped
@@ -257,9 +332,11 @@ def generate_answers(model_dir: str | Path, benchmark: str, questions: str | Pat
                      max_new_tokens: int = 1024, seed: int = 0, batch_size: int = 8, device: str = "cpu",
                      precision: str = "auto", limit: int | None = None,
                      category_temperatures: dict[str, float] | None = None,
-                     restart_on_new_settings: bool = False) -> dict:
+                     restart_on_new_settings: bool = False, backend: str = "auto") -> dict:
     """Answer the benchmark's prompts (the first ``limit``), appending to ``out``; returns a
     summary (prompts answered now and before, mean lengths, truncated answers).
+    ``backend``: auto (vllm where a CUDA GPU and the package are, else transformers), transformers
+    or vllm; ``settings`` records the one that ran.
     ``restart_on_new_settings``: answers of another model or other settings in ``out`` are moved
     to ``<out>.stale`` and every prompt is answered again (the DAG's choice: its params changed),
     instead of refusing them."""
@@ -273,6 +350,7 @@ def generate_answers(model_dir: str | Path, benchmark: str, questions: str | Pat
         raise ValueError("category temperatures must be >= 0")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    backend = choose_backend(backend, {temperature, *(category_temperatures or {}).values()})
     out = Path(out)
     prompts = load_prompts(benchmark, questions)
     prompts = prompts[:limit] if limit else prompts
@@ -283,7 +361,7 @@ def generate_answers(model_dir: str | Path, benchmark: str, questions: str | Pat
                 "decoding": ("greedy" if temperature == 0 and not any((category_temperatures or {}).values())
                              else "sampled"),
                 "temperature": float(temperature), "top_p": float(top_p), "max_new_tokens": int(max_new_tokens),
-                "seed": int(seed),
+                "seed": int(seed), "backend": backend,
                 "category_temperatures": dict(sorted(category_temperatures.items())) if category_temperatures else None,
                 "questions_sha256": sha256_file(questions)}
     done: dict[str, dict] = {}
@@ -306,22 +384,33 @@ def generate_answers(model_dir: str | Path, benchmark: str, questions: str | Pat
     todo = [p for p in prompts if p.key not in done]
     if todo:
         out.parent.mkdir(parents=True, exist_ok=True)
-        model, tok = _load(model_dir, device, precision)
+        if backend == "vllm":
+            engine, eos = _load_vllm(model_dir, precision, seed)
+            step = VLLM_PROMPTS_PER_CALL
+
+            def answer_turn(convs, temp, seeds):
+                return _vllm_turn(engine, convs, temperature=temp, top_p=top_p, max_new_tokens=max_new_tokens,
+                                  seeds=seeds, eos=eos)
+        else:
+            engine, tok = _load(model_dir, device, precision)
+            step = batch_size
+
+            def answer_turn(convs, temp, seeds):
+                return _generate_turn(engine, tok, convs, temperature=temp, top_p=top_p,
+                                      max_new_tokens=max_new_tokens, seeds=seeds, batch_size=batch_size,
+                                      device=device)
         groups: dict[float, list[Prompt]] = {}
         for p in todo:
             t = (category_temperatures or {}).get(p.category, temperature)
             groups.setdefault(float(t), []).append(p)
         for temp, group in groups.items():
-            for start in range(0, len(group), batch_size):
-                chunk = group[start:start + batch_size]
+            for start in range(0, len(group), step):
+                chunk = group[start:start + step]
                 got: dict[str, list[dict]] = {p.key: [] for p in chunk}
                 for turn in range(max(len(p.turns) for p in chunk)):
                     active = [p for p in chunk if len(p.turns) > turn]
                     convs = [turn_messages(p, [g["output"] for g in got[p.key]], turn) for p in active]
-                    outs = _generate_turn(model, tok, convs, temperature=temp, top_p=top_p,
-                                          max_new_tokens=max_new_tokens,
-                                          seeds=[answer_seed(seed, p.question_id, turn) for p in active],
-                                          batch_size=batch_size, device=device)
+                    outs = answer_turn(convs, temp, [answer_seed(seed, p.question_id, turn) for p in active])
                     for p, g in zip(active, outs):
                         got[p.key].append(g)
                 for p in chunk:
@@ -333,7 +422,7 @@ def generate_answers(model_dir: str | Path, benchmark: str, questions: str | Pat
                         rec["temperature"] = temp
                     _append(out, rec)
                     done[p.key] = rec
-        del model
+        del engine
     answered = [done[p.key] for p in prompts]
     chars = [sum(len(t) for t in r["turns"]) for r in answered]
     toks = [sum(r["n_tokens"]) for r in answered if isinstance(r.get("n_tokens"), list)]
