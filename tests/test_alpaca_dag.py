@@ -6,7 +6,6 @@ never written, the annotation cache across reruns, and an offline alpaca_eval1 r
 the local stand-in judge. No network, no API key."""
 import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from negfree.evaluate import alpaca as A
 from negfree.evaluate import commands
 from negfree.evaluate.judged import fetch
 from negfree.jobs.dag import ConfigError, Dag
-from test_judged_fetch import Server, sha
+from test_judged_fetch import LocalHTTP, Server, sha
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "work/judged/alpaca_eval/.fetched"
@@ -266,7 +265,7 @@ def test_the_endpoint_client_config_names_the_variable_not_the_key(tmp_path, mon
     assert client.api_key == secret and str(client.base_url).rstrip("/") == "http://127.0.0.1:9/v1"
 
 
-class StubJudge:
+class StubJudge(LocalHTTP):
     """An OpenAI-compatible chat endpoint on 127.0.0.1: AlpacaEval 1's ranking reply (the second
     output shown wins) or AlpacaEval 2's one-token reply with top log-probs. Records each request's
     model and Authorization header."""
@@ -299,15 +298,7 @@ class StubJudge:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+        self.url = self._serve(Handler) + "/v1"
 
 
 @pytest.mark.parametrize("protocol,reference", [("alpaca_eval1", REF_AE1), ("alpaca_eval2", REF_AE2)])

@@ -253,7 +253,8 @@ def test_the_paper_configs_render_the_alpaca_items():
 
 # ------------------------------------------------------------------------------ targets index
 def test_alpaca_items_are_buildable_in_the_targets_index(tmp_path):
-    from negfree.report.targets import check_targets, load_targets, report
+    from negfree.report.targets import load_targets
+    from test_judged_tables import assert_not_built_yet
 
     targets = {t.id: t for t in load_targets(ROOT / "configs/targets.yaml")}
     for item, table in (("ift/table2", "ift_table2"), ("dft/fig2a_fig5", "dft_fig5"), ("dft/table9_fig6", "dft_table9")):
@@ -264,11 +265,7 @@ def test_alpaca_items_are_buildable_in_the_targets_index(tmp_path):
         assert {next(iter(n)) for n in t.needs}.isdisjoint({"unlisted_protocol", "no_protocol"}), item
     assert "AlpacaEval 1 defines no length-controlled win rate" in targets["ift/table2"].missing
     mine = [targets[i] for i in ("ift/table2", "dft/fig2a_fig5", "dft/table9_fig6")]
-    assert check_targets(mine, ROOT) == []
-    statuses = report(mine, ["ift_base_uf", "dft_uf"], "t.md", "ph", root=tmp_path)
-    assert set(statuses.values()) == {"not built yet"}
-    md = (tmp_path / "t.md").read_text()
-    assert "`snakemake ift_table2`" in md and "`snakemake dft_fig5`" in md
+    assert_not_built_yet(mine, ["ift_base_uf", "dft_uf"], tmp_path, ["ift_table2", "dft_fig5"])
 
 
 def test_the_new_needs_fail_once_the_configs_contradict_them(tmp_path):

@@ -83,7 +83,23 @@ def parquet_bytes(tmp_path) -> bytes:
     return path.read_bytes()
 
 
-class Server:
+class LocalHTTP:
+    """An HTTP server on 127.0.0.1 (an ephemeral port) served by a daemon thread; ``close()`` stops it.
+    Subclasses build their handler class and call ``_serve(Handler)``, which returns the base URL."""
+
+    def _serve(self, handler) -> str:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+class Server(LocalHTTP):
     """A threaded http.server on 127.0.0.1 serving ``root``; records every request's path and
     Authorization header; paths in ``fail_once`` answer 503 the first time, ``redirect`` maps a
     path to the URL it answers 302 with."""
@@ -113,15 +129,7 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+        self.base = self._serve(Handler)
 
 
 @pytest.fixture

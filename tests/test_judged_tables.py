@@ -305,8 +305,21 @@ def test_the_demo_offline_results_are_read(tmp_path):
 
 
 # ------------------------------------------------------------------------------ targets index
+def assert_not_built_yet(items, experiments: list[str], tmp_path, commands: list[str]) -> None:
+    """The targets index's checks pass for ``items`` (configs/targets.yaml entries), each is "not built
+    yet" for ``experiments`` in an empty tree, and its page names each `snakemake <target>` command."""
+    from negfree.report.targets import check_targets, report
+
+    assert check_targets(items, ROOT) == []
+    statuses = report(items, experiments, "t.md", "ph", root=tmp_path)
+    assert set(statuses.values()) == {"not built yet"}
+    md = (tmp_path / "t.md").read_text()
+    for command in commands:
+        assert f"`snakemake {command}`" in md, command
+
+
 def test_judged_items_are_buildable_in_the_targets_index(tmp_path):
-    from negfree.report.targets import check_targets, load_targets, report
+    from negfree.report.targets import load_targets
 
     targets = {t.id: t for t in load_targets(ROOT / "configs/targets.yaml")}
     for item in ("asft/table2", "bnf/table4", "bnf/table5", "bnf/table6"):
@@ -320,11 +333,7 @@ def test_judged_items_are_buildable_in_the_targets_index(tmp_path):
         assert "ZeroEval's CRUX runs model-generated code" in targets[item].missing
         assert "not computable from one model's results" in targets[item].missing
     mine = [targets[i] for i in ("asft/table2", "bnf/table4", "bnf/table5", "bnf/table6", "bnf/fig3_fig4")]
-    assert check_targets(mine, ROOT) == []
-    statuses = report(mine, ["asft_llama3_uf", "bnf_llama3_main"], "t.md", "ph", root=tmp_path)
-    assert set(statuses.values()) == {"not built yet"}
-    md = (tmp_path / "t.md").read_text()
-    assert "`snakemake asft_table2`" in md and "`snakemake bnf_table5`" in md
+    assert_not_built_yet(mine, ["asft_llama3_uf", "bnf_llama3_main"], tmp_path, ["asft_table2", "bnf_table5"])
 
 
 def test_a_judged_protocol_is_a_protocol_of_the_dag_for_the_targets_check(tmp_path):

@@ -190,10 +190,8 @@ def shift_prompt_inputs(wildcards):
     """The experiment's own records, or the marker written once the fetched files are verified."""
     from negfree.jobs.judged import FETCHED
 
-    j = exp_of(wildcards).judged
-    if j and "wildbench" in j.protocols and not j.fetched["wildbench"]:
-        return {"questions": shift_wildbench_questions(wildcards)}
-    return {"fetched": f"{FETCHED}/wildbench/.fetched"}
+    questions = shift_wildbench_questions(wildcards)
+    return {"fetched": f"{FETCHED}/wildbench/.fetched"} if questions.startswith(f"{FETCHED}/") else {"questions": questions}
 
 
 def shift_data(wildcards):

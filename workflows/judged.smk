@@ -89,7 +89,7 @@ def judged_served_marker(wildcards):
 
 def judged_eval_answers(wildcards):
     """The answers judged: the protocol's, for its own judge and for an extra judge ("<protocol>@<model>") alike."""
-    return f"results/runs/{wildcards.exp}/{wildcards.who}/judged/{Judged.split(wildcards.judged)[0]}.answers.jsonl"
+    return judged_of(wildcards).answers(exp_of(wildcards).runs_root, wildcards.who, Judged.split(wildcards.judged)[0])
 
 
 rule judged_eval:

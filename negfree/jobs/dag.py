@@ -237,15 +237,16 @@ class Experiment:
             raise ConfigError(f"{self.origin}: {e}") from None
         if a["judge_model"] == "base":   # the stand-in judged by the experiment's own base model, which the DAG prepares
             a["judge_model"] = self.model_dir
-        if self.basedir is not None and not a["fetched"]:   # as the jobs see them from Snakemake's working directory
-            for k in ("instructions", "reference"):
-                if not Path(a[k]).is_absolute() and (self.basedir / a[k]).is_file():
-                    a[k] = os.path.relpath(self.basedir.resolve() / a[k])
-        jm = a["judge_model"]
-        if self.basedir is not None and jm and jm != self.model_dir and not Path(jm).is_absolute() \
-                and (self.basedir / jm).is_dir():
-            a["judge_model"] = os.path.relpath(self.basedir.resolve() / jm)
+        if self.basedir is not None:   # the repository's files as the jobs see them from Snakemake's working directory
+            for k in ([] if a["fetched"] else ["instructions", "reference"]) + ["judge_model"]:
+                v = a[k]
+                if v and v != self.model_dir and not Path(v).is_absolute() and (self.basedir / v).exists():
+                    a[k] = os.path.relpath(self.basedir.resolve() / v)
         return a
+
+    def alpaca_cache_dir(self, who: str, protocol: str) -> str:
+        """Where negfree alpaca-eval caches one run's AlpacaEval annotations, across reruns."""
+        return f"work/judge_cache/alpaca_eval/{self.name}/{who}/{protocol}"
 
     def generation_eval_args(self, protocol: str, who: str | None = None) -> str:
         """Arguments of the generation-based protocols (negfree alpaca-eval, negfree textsim). With
@@ -269,7 +270,7 @@ class Experiment:
             if self.template_flag():   # a base model without a chat template: the documented fallback
                 args.append(self.template_flag())
             if who:
-                args.append(f"--cache-dir {shlex.quote(f'work/judge_cache/alpaca_eval/{self.name}/{who}/{protocol}')}")
+                args.append(f"--cache-dir {shlex.quote(self.alpaca_cache_dir(who, protocol))}")
         else:
             a = ev.get("textsim") or {}
             name = (self.textsim_data or self.config["data"])["name"]
@@ -653,10 +654,13 @@ class Dag:
             self._judges = load_judges(self.basedir)
         return judge_costs(self, self._judges.get("prices_usd_per_million_tokens") or {})
 
-    def judge_budget_refusal(self, environ) -> str | None:
+    def judge_budget_refusal(self, environ, costs: dict[str, dict] | None = None) -> str | None:
         """One line when the estimated judge dollars exceed the budget (NEGFREE_JUDGE_BUDGET_USD, else
-        configs/judges.yaml budget_usd; none set: no cap)."""
-        costs = self.judge_costs()
+        configs/judges.yaml budget_usd; none set: no cap). ``costs``: judge_costs() already computed."""
+        if (costs is None and not environ.get("NEGFREE_JUDGE_BUDGET_USD") and self._judges is not None
+                and self._judges.get("budget_usd") in (None, "")):
+            return None   # no cap: no estimate needed (it reads every judgement cache)
+        costs = self.judge_costs() if costs is None else costs
         if not costs:
             return None
         given = environ.get("NEGFREE_JUDGE_BUDGET_USD") or (self._judges or {}).get("budget_usd")

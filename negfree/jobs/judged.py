@@ -225,6 +225,13 @@ class Judged:
                 args.append("--judge-url {judge_url}")
         return " ".join(args)
 
+    def served_judge(self, backend: str) -> tuple[Judge, list[tuple[str, str]]]:
+        """The served ``backend``'s judge and the (run, protocol) pairs it judges (none: a one-line error)."""
+        pairs = self.served_pairs(backend)
+        if not pairs:
+            raise JudgedConfigError(f"evaluate.judged: no protocol is judged by the served backend {backend!r}")
+        return self.judges[pairs[0][1]], pairs
+
     def serve_command(self, runs_root: str, exp_name: str, backend: str, negfree_cmd: str,
                       server_cmd: str | None = None) -> str:
         """The shell command of rule judged_serve: ONE ``negfree serve-judge`` (the server started once, on
@@ -233,10 +240,7 @@ class Judged:
         ``cache_dir``: what is judged already is a cache hit, only the pending judgements reach the
         server. ``negfree_cmd``: how the job calls negfree (the workflow's NEGFREE, shell-quoted
         already). ``server_cmd``: serve-judge's --server-cmd (another server than vLLM; the tests' stub)."""
-        pairs = self.served_pairs(backend)
-        if not pairs:
-            raise JudgedConfigError(f"evaluate.judged: no protocol is judged by the served backend {backend!r}")
-        judge = self.judges[pairs[0][1]]
+        judge, pairs = self.served_judge(backend)
         steps = ["set -e"]
         for who, p in pairs:
             out = self.served_result(exp_name, who, p)

@@ -176,7 +176,7 @@ def _print_judges(dag, jobs: list[Job], costs: dict[str, dict]) -> None:
         print(f"  {paper:<10} {c['judgements']:>10} {c['judge_input_tokens'] / 1e6:>10.2f} "
               f"{c['judge_output_tokens'] / 1e6:>10.2f} {c['judge_usd']:>10.2f} {ans:>14.1f} {served:>19.1f}  "
               f"{'; '.join(judges)}{unpriced}{left}")
-    budget = dag.judge_budget_refusal(os.environ)
+    budget = dag.judge_budget_refusal(os.environ, costs)
     if budget:
         print(f"  OVER BUDGET: {budget}")
 

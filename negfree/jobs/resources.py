@@ -637,7 +637,7 @@ def judged_answers_job(exp, who: str, protocol: str, basedir: Path, gpu_type: st
                round(_gb(TEXT_BYTES * w["new_tokens"]), 2), memory=parts)
 
 
-def judged_eval_job(exp, who: str, protocol: str, basedir: Path, gpu_type: str | None = None) -> Job:
+def judged_eval_job(exp, who: str, protocol: str, basedir: Path) -> Job:
     """negfree judged-eval: a CPU job (gpus 0). With an API judge it waits on the API (its judgements at
     API_LATENCY_S each, ``concurrency`` in flight); with the offline judge it hashes; with a served judge
     it copies the result that the backend's judged_serve job wrote (judged_serve_job). ``protocol``
@@ -664,11 +664,13 @@ def judged_serve_job(exp, backend: str, basedir: Path, gpu_type: str | None = No
     """The served judge ``backend`` for the whole experiment (rule judged_serve): one server start-up,
     then the judgements of every (run, protocol) it judges (served_judging_hours of each), on the
     judge's GPUs. Its output is the marker the experiment's judged_eval jobs wait for."""
+    from negfree.jobs.judged import JudgedConfigError
+
     j = exp.judged
-    pairs = j.served_pairs(backend)
-    if not pairs:
-        raise PlanError(f"{exp.origin}: evaluate.judged: no protocol is judged by the served backend {backend!r}")
-    judge = j.judges[pairs[0][1]]
+    try:
+        judge, pairs = j.served_judge(backend)
+    except JudgedConfigError as e:
+        raise PlanError(f"{exp.origin}: {e}") from None
     gt = gpu_type or launch_of(exp)["gpu_type"]
     gpu = GPUS[gt]
     hours, tokens = judge.startup_min / 60, 0
@@ -772,7 +774,7 @@ def judge_costs(dag, prices: dict | None = None) -> dict[str, dict]:
                 usd = per_run * (tin * price[0] + tout * price[1]) / 1e6   # one run's
                 p["judge_usd"] = round(p["judge_usd"] + len(runs) * usd, 2)
                 left = sum(_left_to_judge(base, f"{exp.run_dir(who)}/eval/{protocol}.json",
-                                          f"work/judge_cache/alpaca_eval/{exp.name}/{who}/{protocol}", per_run)
+                                          exp.alpaca_cache_dir(who, protocol), per_run)
                            for who in sorted(runs))
                 p["judge_usd_left"] = round(p["judge_usd_left"] + left * usd, 2)
     return out

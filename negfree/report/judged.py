@@ -13,6 +13,7 @@ import io
 from pathlib import Path
 
 from negfree.common.io import atomic_write_text, read_json
+from negfree.evaluate.alpaca import PROTOCOLS as ALPACA   # the results of negfree alpaca-eval
 from negfree.report.html import write_markdown_page
 
 COLUMNS = ("run", "protocol", "metric", "value", "ci_low", "ci_high", "n", "failed", "mean_length_chars",
@@ -20,7 +21,6 @@ COLUMNS = ("run", "protocol", "metric", "value", "ci_low", "ci_high", "n", "fail
 FORMAT = "negfree-judged-result/1"
 # the protocol names the results carry (the benchmark's version) -> the DAG's (evaluate.judged.protocols)
 DAG_NAME = {"arena_hard_v0.1": "arena_hard", "wildbench_v2": "wildbench", "mt_bench": "mt_bench"}
-ALPACA = ("alpaca_eval1", "alpaca_eval2")   # results of negfree alpaca-eval (negfree/evaluate/alpaca.py)
 
 
 def _alpaca_row(res: dict, run: str) -> dict:

@@ -62,13 +62,14 @@ def chosen_token_stats(model, seqs: list[list[int]], starts: list[int], pad_id: 
 
 
 def check_model_dir(path: str | Path, what: str) -> Path:
-    """``path`` if it is a model directory (one with a config.json), else FileNotFoundError naming ``what``."""
-    p = Path(path)
-    if not p.is_dir():
-        raise FileNotFoundError(f"{what}: model directory {p} does not exist")
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{what}: {p} is not a model directory (no config.json)")
-    return p
+    """``path`` if it is a model directory (negfree.common.models.check_model_dir), else its
+    FileNotFoundError with ``what`` (the option that named it) in front."""
+    from negfree.common import models
+
+    try:
+        return models.check_model_dir(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{what}: {e}") from None
 
 
 def parse_model_args(items: list[str]) -> list[tuple[str, Path]]:

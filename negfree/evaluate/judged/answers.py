@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,10 @@ def answer_seed(seed: int, question_id, turn: int) -> int:
 
 
 # ---------------------------------------------------------------------------- decoding
-def _eos_ids(model, tok) -> list[int]:
+def _eos_ids(generation_config, tok) -> list[int]:
+    """The ids an answer stops at: the tokenizer's eos and the generation config's (None: none)."""
     ids = {tok.eos_token_id}
-    gen = getattr(model.generation_config, "eos_token_id", None)
+    gen = getattr(generation_config, "eos_token_id", None)
     ids |= set(gen) if isinstance(gen, (list, tuple, set)) else {gen}
     return sorted(int(i) for i in ids if i is not None)
 
@@ -171,7 +173,7 @@ def _sample(model, tok, conversations: list[list[dict]], *, temperature: float, 
     from negfree.evaluate import greedy
 
     texts = [greedy.render(tok, c) for c in conversations]
-    eos = _eos_ids(model, tok)
+    eos = _eos_ids(model.generation_config, tok)
     tok.padding_side = "left"
     out = []
     for start in range(0, len(texts), batch_size):
@@ -203,15 +205,23 @@ def _generate_turn(model, tok, conversations: list[list[dict]], *, temperature: 
                    max_new_tokens=max_new_tokens, seeds=seeds, batch_size=batch_size, device=device)
 
 
-def _load(model_dir, device: str, precision: str):
-    import torch
-
-    from negfree.common.models import inference_dtype, load_model, load_tokenizer
+def _chat_tokenizer(model_dir):
+    """The model's tokenizer, which must carry a chat template (the judged benchmarks use it)."""
+    from negfree.common.models import load_tokenizer
 
     tok = load_tokenizer(model_dir)
     if not getattr(tok, "chat_template", None):
         raise ValueError(f"the tokenizer of {model_dir} has no chat template; the judged benchmarks "
                          f"generate with the model's chat template")
+    return tok
+
+
+def _load(model_dir, device: str, precision: str):
+    import torch
+
+    from negfree.common.models import inference_dtype, load_model
+
+    tok = _chat_tokenizer(model_dir)
     dtype = inference_dtype(device, precision, stage="judged-answers") or torch.float32
     model = load_model(model_dir, dtype=dtype, device=device).eval()
     return model, tok
@@ -241,24 +251,19 @@ def _load_vllm(model_dir, precision: str, seed: int):
     """The vLLM engine (loaded once) and the eos ids an answer stops at, as the transformers path's."""
     import torch
 
-    from negfree.common.models import inference_dtype, load_tokenizer
+    from negfree.common.models import inference_dtype
     from negfree.common.vllm_engine import VllmEngine
 
-    tok = load_tokenizer(model_dir)
-    if not getattr(tok, "chat_template", None):
-        raise ValueError(f"the tokenizer of {model_dir} has no chat template; the judged benchmarks "
-                         f"generate with the model's chat template")
+    tok = _chat_tokenizer(model_dir)
     dtype = inference_dtype("cuda", precision, stage="judged-answers") or torch.float32
-    eos = {tok.eos_token_id}
     try:
         from transformers import GenerationConfig
 
-        gen = GenerationConfig.from_pretrained(str(model_dir)).eos_token_id
-        eos |= set(gen) if isinstance(gen, (list, tuple, set)) else {gen}
+        gen = GenerationConfig.from_pretrained(str(model_dir))
     except OSError:           # no generation_config.json: the tokenizer's eos only
-        pass
+        gen = None
     engine = VllmEngine(model_dir, dtype=str(dtype).removeprefix("torch."), seed=seed, tokenizer=tok)
-    return engine, sorted(int(i) for i in eos if i is not None)
+    return engine, _eos_ids(gen, tok)
 
 
 def _vllm_turn(engine, conversations: list[list[dict]], *, temperature: float, top_p: float,
@@ -306,16 +311,16 @@ def read_answer_file(path: str | Path, *, trim: bool = False) -> list[tuple[str,
     return out
 
 
-def _check_line(where: str, rec: dict, model: str, settings: dict) -> None:
+def _line_mismatch(rec: dict, model: str, settings: dict) -> str | None:
+    """Why an answer line is not this run's ("field 'model': ...", "field 'settings': ..."), or None."""
     if rec.get("model") != model:
-        raise ValueError(f"{where}: field 'model': written for {rec.get('model')!r}, this run is {model!r}; "
-                         f"write to another --out or delete the file")
+        return f"field 'model': written for {rec.get('model')!r}, this run is {model!r}"
     old = rec.get("settings") or {}
     diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
     if diff:
         what = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff)
-        raise ValueError(f"{where}: field 'settings': left by a run with other settings ({what}); write to "
-                         f"another --out or delete the file")
+        return f"field 'settings': left by a run with other settings ({what})"
+    return None
 
 
 def _append(path: Path, rec: dict) -> None:
@@ -367,20 +372,16 @@ def generate_answers(model_dir: str | Path, benchmark: str, questions: str | Pat
     done: dict[str, dict] = {}
     restarted = None
     for where, rec in read_answer_file(out, trim=True):
-        try:
-            _check_line(where, rec, model_name, settings)
-        except ValueError as err:
-            if not restart_on_new_settings:
-                raise
-            restarted = str(err).split(": ", 2)[-1].split("; write to")[0]
+        restarted = _line_mismatch(rec, model_name, settings)
+        if restarted and not restart_on_new_settings:
+            raise ValueError(f"{where}: {restarted}; write to another --out or delete the file")
+        if restarted:
             break
         done[qid_key(rec["question_id"])] = rec
     if restarted:
         os.replace(out, out.with_name(out.name + ".stale"))
         done = {}
-        import sys
-
-        print(f"judged-answers: {out} was {restarted}: moved to {out.name}.stale, answering again", file=sys.stderr)
+        print(f"judged-answers: {out}: {restarted}: moved to {out.name}.stale, answering again", file=sys.stderr)
     todo = [p for p in prompts if p.key not in done]
     if todo:
         out.parent.mkdir(parents=True, exist_ok=True)
